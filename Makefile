@@ -1,0 +1,29 @@
+# One entry point per job. `make detect VIDEO=clip.mp4` and `make test` work on a fresh clone:
+# both create .venv/ first when it is missing.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+DATA_DIR ?= ../shared/data
+VIDEO ?=
+
+.PHONY: setup detect test lint bench weights train export evaluate triton up down bench-services trt bench-gpu
+
+setup: $(VENV_STAMP)
+
+# torch==2.13.0 first: pip then takes the CPU wheel from local disk instead of a CUDA build.
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q "torch==2.13.0" "numpy<2"
+	.venv/bin/pip install -q -e ".[serve,train,dev]"
+	touch $(VENV_STAMP)
+
+detect: setup
+	@test -n "$(VIDEO)" || { echo "usage: make detect VIDEO=path/to/clip.mp4" >&2; exit 2; }
+	.venv/bin/deepfake detect $(VIDEO)
+
+test: setup
+	.venv/bin/pytest -q
+
+lint: setup
+	.venv/bin/ruff check .

@@ -1,0 +1,101 @@
+"""The public result and error shapes (DESIGN.md contracts), shared by the CLI and both services.
+
+They live in one module so the CLI's JSON, the preprocessor's response and the gateway's response
+cannot drift apart: a field added here appears everywhere at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Verdict = Literal["fake", "real", "inconclusive"]
+
+
+class VideoInfo(BaseModel):
+    """What probing found out about the container before any frame was decoded."""
+
+    container: str
+    codec: str
+    duration_s: float
+    fps: float
+    width: int = Field(description="Display width, after rotation metadata is applied.")
+    height: int = Field(description="Display height, after rotation metadata is applied.")
+    rotation: int = Field(0, description="Rotation metadata in degrees (0, 90, 180, 270).")
+    has_audio: bool
+    frame_count: int | None = Field(None, description="Frames in the stream, when the container says.")
+    frames_sampled: int = 0
+    size_bytes: int = 0
+
+
+class TrackFrame(BaseModel):
+    """One sampled frame of a face track."""
+
+    frame_index: int
+    t: float = Field(description="Timestamp in seconds.")
+    box: list[float] = Field(description="Face box [x1, y1, x2, y2] in display pixels.")
+    detection_score: float
+    score: float | None = Field(None, description="Calibrated per-frame probability of manipulation.")
+
+
+class Track(BaseModel):
+    """One person followed across the sampled frames."""
+
+    id: int
+    verdict: Verdict
+    score: float | None = Field(description="Calibrated probability that this face is manipulated.")
+    clip_scores: list[float] = Field(default_factory=list, description="Calibrated score per clip.")
+    start_s: float
+    end_s: float
+    mean_face_px: float = Field(description="Mean face box side in pixels.")
+    used_for_verdict: bool = Field(description="Large and long enough to count towards the video verdict.")
+    frames: list[TrackFrame]
+
+
+class TimelinePoint(BaseModel):
+    """The most suspicious face score at one sampled moment (None where no face was seen)."""
+
+    t: float
+    score: float | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    backend: str = Field(description="onnxruntime (in-process) or triton.")
+
+
+class DetectionResult(BaseModel):
+    """The answer for one video."""
+
+    path: str | None = Field(None, description="Input path (CLI) or uploaded filename (API).")
+    verdict: Verdict
+    score: float | None = Field(description="Calibrated probability of manipulation; None if inconclusive.")
+    threshold: float = Field(description="Scores at or above this are called fake.")
+    tracks: list[Track]
+    timeline: list[TimelinePoint]
+    video: VideoInfo
+    model: ModelInfo
+    timings_ms: dict[str, float]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_a_video, too_large.")
+    message: str = Field(description="What went wrong and what to do about it.")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """The one error shape for every 4xx/5xx response."""
+
+    error: ErrorDetail
+
+
+class FileError(BaseModel):
+    """CLI JSON Lines record for an input that could not be analysed."""
+
+    path: str
+    error: ErrorDetail
