@@ -1,0 +1,143 @@
+"""InferenceBackend over NVIDIA Triton (gRPC): the preprocessor service's way to reach the model.
+
+WHY these choices:
+- The model describes itself: ModelMeta (crop policy, clip length, calibration) is read from the
+  model config's parameter ``deepfake`` on Triton, so the service crops exactly as training did and
+  never carries its own copy of those numbers.
+- uint8 clips go over the wire (DESIGN.md: float32 is four times the bytes and measurably slower).
+- Every call has an explicit timeout, and only failures that mean "Triton is not reachable right now"
+  are retried (a few times, with backoff). When it stays unreachable the caller gets
+  ``TritonUnavailableError`` quickly and the service answers 503, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from deepfake.schemas import ModelInfo
+from inference.backend import ClipOutputs
+from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
+
+log = logging.getLogger(__name__)
+SHA256_PARAMETER = "model_sha256"  # written by inference.triton_launcher; optional on other deployments
+# gRPC status codes that mean "not reachable / not ready now", worth a retry; anything else is final.
+RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED")
+T = TypeVar("T")
+
+
+class TritonUnavailableError(RuntimeError):
+    """Triton (or the model on it) cannot be reached or is not ready; a 503 for API clients."""
+
+
+class TritonModelError(RuntimeError):
+    """Triton answered, but the model or its config breaks the model contract; a 500, our fault."""
+
+
+def _is_retryable(exc: InferenceServerException) -> bool:
+    status = str(exc.status() or "")
+    return status in RETRYABLE or "failed to connect" in str(exc).lower()
+
+
+class TritonBackend:
+    """Runs clips on a Triton model over gRPC, with explicit timeouts and bounded retries."""
+
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        model_name: str = "deepfake_detector",
+        timeout_s: float = 30.0,
+        retries: int = 2,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+        config = self._call(
+            "read the model config",
+            lambda: self._client.get_model_config(model_name, as_json=True, client_timeout=timeout_s),
+        )["config"]
+        params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+        if METADATA_KEY not in params:
+            raise TritonModelError(
+                f"Triton model {model_name!r} has no config parameter {METADATA_KEY!r} (the model metadata); "
+                "export it with training/export.py, which writes config.pbtxt"
+            )
+        try:
+            self.meta = ModelMeta.from_json(params[METADATA_KEY])
+        except ValueError as exc:
+            raise TritonModelError(f"Triton model {model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}") from exc
+        outputs = {out["name"] for out in config.get("output", [])}
+        missing = {OUTPUT_CLIP, OUTPUT_FRAMES} - outputs
+        if missing:
+            raise TritonModelError(f"Triton model {model_name!r} lacks outputs {sorted(missing)}")
+        self._outputs = [OUTPUT_CLIP, OUTPUT_FRAMES] + ([OUTPUT_BLEND] if OUTPUT_BLEND in outputs else [])
+        # 0 means "no batching" in Triton; then each request carries exactly one clip batch as sent.
+        self.max_batch_size = int(config.get("max_batch_size", 0) or 0)
+        self.info = ModelInfo(
+            name=self.meta.name, version=self.meta.version, sha256=params.get(SHA256_PARAMETER, ""), backend="triton"
+        )
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one Triton call, retrying only outages; raise TritonUnavailableError when they persist."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except InferenceServerException as exc:
+                if not _is_retryable(exc):
+                    if "unknown model" in str(exc).lower() or "not found" in str(exc).lower():
+                        raise TritonUnavailableError(
+                            f"Triton at {self.url} does not serve model {self.model_name!r}: {exc.message()}"
+                        ) from exc
+                    raise TritonModelError(f"Triton failed to {what}: {exc.message()}") from exc
+                if attempt == self.retries:
+                    raise TritonUnavailableError(
+                        f"Triton at {self.url} is unavailable (could not {what} after {self.retries + 1} "
+                        f"attempts, {self.timeout_s:.0f} s timeout each): {exc.message()}"
+                    ) from exc
+                log.warning("Triton %s failed (%s); retry %d/%d", what, exc.message(), attempt + 1, self.retries)
+                time.sleep(self.retry_backoff_s * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def is_ready(self) -> bool:
+        """Model readiness on Triton, answered within a short timeout (for /readyz)."""
+        try:
+            return bool(self._client.is_model_ready(self.model_name, client_timeout=min(self.timeout_s, 2.0)))
+        except InferenceServerException:
+            return False
+
+    def _infer_once(self, clips: np.ndarray) -> list[np.ndarray]:
+        tensor = grpcclient.InferInput(INPUT_NAME, list(clips.shape), "UINT8")
+        tensor.set_data_from_numpy(np.ascontiguousarray(clips))
+        requested = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
+
+        def call() -> Any:
+            return self._client.infer(self.model_name, [tensor], outputs=requested, client_timeout=self.timeout_s)
+
+        result = self._call("run inference", call)
+        return [result.as_numpy(name) for name in self._outputs]
+
+    def infer(self, clips: np.ndarray) -> ClipOutputs:
+        size = self.meta.crop.size
+        if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[2:] != (size, size, 3):
+            raise ValueError(f"clips must be uint8 [B, T, {size}, {size}, 3]; got {clips.dtype} {list(clips.shape)}")
+        step = self.max_batch_size or clips.shape[0]
+        parts = [self._infer_once(clips[i : i + step]) for i in range(0, clips.shape[0], step)]
+        batch, length = clips.shape[:2]
+        return ClipOutputs(
+            clip_logits=np.concatenate([p[0].reshape(-1) for p in parts]).astype(np.float32).reshape(batch),
+            frame_logits=np.concatenate([p[1].reshape(-1, length) for p in parts]).astype(np.float32),
+            blend_maps=np.concatenate([p[2] for p in parts]).astype(np.float32) if len(self._outputs) > 2 else None,
+        )
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,240 @@
+"""Start the `tritonserver` that nvidia-pytriton bundles, on a CPU, from the project's model repository.
+
+WHY: model_repository/ is written for the NGC Triton image (platform onnxruntime_onnx). The bundled
+binary has only the Python backend, so at launch time we generate a variant of the repository in a
+run directory: the same config (inputs, outputs, batching, parameters) with `backend: "python"`,
+the same model.onnx (linked, not copied) and `model.py` from `inference/triton_python_model.py`.
+The environment it needs was measured (DESIGN.md): a backend dir with the Python backend library,
+its utils and the 3.11 stub; LD_LIBRARY_PATH with the interpreter's LIBDIR and nvidia_pytriton.libs;
+the venv's bin first on PATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from inference.metadata import METADATA_KEY
+
+MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
+SHA256_PARAMETER = "model_sha256"
+
+
+class TritonLaunchError(RuntimeError):
+    """Triton could not be prepared or did not become ready; the message says why."""
+
+
+def _site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def _pytriton_dir() -> Path:
+    root = _site_packages() / "pytriton" / "tritonserver"
+    if not (root / "bin" / "tritonserver").exists():
+        raise TritonLaunchError(
+            f"tritonserver not found under {root}; install the serve extra: pip install -e '.[serve]'"
+        )
+    return root
+
+
+def tritonserver_binary() -> Path:
+    return _pytriton_dir() / "bin" / "tritonserver"
+
+
+def prepare_backend_dir(dest: Path) -> Path:
+    """Assemble `<dest>/python/` as the bare binary expects it; returns `dest` (the --backend-directory)."""
+    root = _pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonLaunchError(f"no Triton Python-backend stub for Python {version} at {stub}")
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        shutil.copy2(source, python_dir / source.name)
+    return dest
+
+
+def triton_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The measured environment: interpreter LIBDIR first (else Debian's libpython is loaded)."""
+    env = dict(os.environ if base is None else base)
+    libdirs = [sysconfig.get_config_var("LIBDIR") or "", str(_site_packages() / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libdirs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(d for d in libdirs if d)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
+    try:
+        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as exc:
+        raise TritonLaunchError(f"cannot read Triton model config {path}: {exc}") from exc
+
+
+def generate_cpu_repository(source: Path, dest: Path, intra_op_threads: int = 1, instances: int = 1) -> list[str]:
+    """Write the Python-backend variant of every ONNX model in `source` to `dest`; returns model names."""
+    if not source.is_dir():
+        raise TritonLaunchError(f"model repository {source} does not exist")
+    if dest.exists():
+        shutil.rmtree(dest)
+    names = []
+    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").exists()):
+        config = read_model_config(model_dir / "config.pbtxt")
+        versions = sorted(p for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.onnx").exists())
+        if not versions:
+            continue
+        if METADATA_KEY not in config.parameters:
+            raise TritonLaunchError(
+                f"{model_dir / 'config.pbtxt'} has no parameters key {METADATA_KEY!r} (the model metadata)"
+            )
+        config.name = config.name or model_dir.name
+        config.ClearField("platform")
+        config.backend = "python"
+        del config.instance_group[:]
+        group = config.instance_group.add()
+        group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+        group.count = instances
+        config.parameters["intra_op_threads"].string_value = str(intra_op_threads)
+        # The checksum of the newest version travels with the config so clients can report it.
+        config.parameters[SHA256_PARAMETER].string_value = file_sha256(versions[-1] / "model.onnx")
+        out_dir = dest / model_dir.name
+        for version in versions:
+            (out_dir / version.name).mkdir(parents=True)
+            (out_dir / version.name / "model.onnx").symlink_to((version / "model.onnx").resolve())
+            shutil.copy2(MODEL_TEMPLATE, out_dir / version.name / "model.py")
+        (out_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+        names.append(config.name)
+    if not names:
+        raise TritonLaunchError(f"no model with config.pbtxt and <version>/model.onnx found in {source}")
+    return names
+
+
+@dataclass
+class TritonServer:
+    """A real `tritonserver` process serving the CPU variant of a model repository."""
+
+    repository: Path
+    run_dir: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    intra_op_threads: int = 1
+    instances: int = 1
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        backends = prepare_backend_dir(self.run_dir / "backends")
+        repo = self.run_dir / "repository"
+        generate_cpu_repository(self.repository, repo, self.intra_op_threads, self.instances)
+        return [
+            str(tritonserver_binary()),
+            f"--model-repository={repo}",
+            f"--backend-directory={backends}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+        ]
+
+    def start(self) -> None:
+        command = self.command()
+        log_path = self.log_path or self.run_dir / "tritonserver.log"
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=triton_environment(), start_new_session=True
+            )
+        self.log_path = log_path
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise TritonLaunchError(
+                    f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise TritonLaunchError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
