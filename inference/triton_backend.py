@@ -75,7 +75,9 @@ class TritonBackend:
         try:
             self.meta = ModelMeta.from_json(params[METADATA_KEY])
         except ValueError as exc:
-            raise TritonModelError(f"Triton model {model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}") from exc
+            raise TritonModelError(
+                f"Triton model {model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}"
+            ) from exc
         outputs = {out["name"] for out in config.get("output", [])}
         missing = {OUTPUT_CLIP, OUTPUT_FRAMES} - outputs
         if missing:
@@ -84,7 +86,10 @@ class TritonBackend:
         # 0 means "no batching" in Triton; then each request carries exactly one clip batch as sent.
         self.max_batch_size = int(config.get("max_batch_size", 0) or 0)
         self.info = ModelInfo(
-            name=self.meta.name, version=self.meta.version, sha256=params.get(SHA256_PARAMETER, ""), backend="triton"
+            name=self.meta.name,
+            version=self.meta.version,
+            sha256=params.get(SHA256_PARAMETER, ""),
+            backend="triton",
         )
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -104,7 +109,9 @@ class TritonBackend:
                         f"Triton at {self.url} is unavailable (could not {what} after {self.retries + 1} "
                         f"attempts, {self.timeout_s:.0f} s timeout each): {exc.message()}"
                     ) from exc
-                log.warning("Triton %s failed (%s); retry %d/%d", what, exc.message(), attempt + 1, self.retries)
+                log.warning(
+                    "Triton %s failed (%s); retry %d/%d", what, exc.message(), attempt + 1, self.retries
+                )
                 time.sleep(self.retry_backoff_s * (2**attempt))
         raise AssertionError("unreachable")
 
@@ -121,7 +128,9 @@ class TritonBackend:
         requested = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
 
         def call() -> Any:
-            return self._client.infer(self.model_name, [tensor], outputs=requested, client_timeout=self.timeout_s)
+            return self._client.infer(
+                self.model_name, [tensor], outputs=requested, client_timeout=self.timeout_s
+            )
 
         result = self._call("run inference", call)
         return [result.as_numpy(name) for name in self._outputs]
@@ -129,14 +138,18 @@ class TritonBackend:
     def infer(self, clips: np.ndarray) -> ClipOutputs:
         size = self.meta.crop.size
         if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[2:] != (size, size, 3):
-            raise ValueError(f"clips must be uint8 [B, T, {size}, {size}, 3]; got {clips.dtype} {list(clips.shape)}")
+            raise ValueError(
+                f"clips must be uint8 [B, T, {size}, {size}, 3]; got {clips.dtype} {list(clips.shape)}"
+            )
         step = self.max_batch_size or clips.shape[0]
         parts = [self._infer_once(clips[i : i + step]) for i in range(0, clips.shape[0], step)]
         batch, length = clips.shape[:2]
         return ClipOutputs(
             clip_logits=np.concatenate([p[0].reshape(-1) for p in parts]).astype(np.float32).reshape(batch),
             frame_logits=np.concatenate([p[1].reshape(-1, length) for p in parts]).astype(np.float32),
-            blend_maps=np.concatenate([p[2] for p in parts]).astype(np.float32) if len(self._outputs) > 2 else None,
+            blend_maps=np.concatenate([p[2] for p in parts]).astype(np.float32)
+            if len(self._outputs) > 2
+            else None,
         )
 
     def close(self) -> None:

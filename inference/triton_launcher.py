@@ -97,7 +97,9 @@ def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
         raise TritonLaunchError(f"cannot read Triton model config {path}: {exc}") from exc
 
 
-def generate_cpu_repository(source: Path, dest: Path, intra_op_threads: int = 1, instances: int = 1) -> list[str]:
+def generate_cpu_repository(
+    source: Path, dest: Path, intra_op_threads: int = 1, instances: int = 1
+) -> list[str]:
     """Write the Python-backend variant of every ONNX model in `source` to `dest`; returns model names."""
     if not source.is_dir():
         raise TritonLaunchError(f"model repository {source} does not exist")
@@ -189,7 +191,11 @@ class TritonServer:
         log_path = self.log_path or self.run_dir / "tritonserver.log"
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=triton_environment(), start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=triton_environment(),
+                start_new_session=True,
             )
         self.log_path = log_path
 

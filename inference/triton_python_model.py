@@ -41,7 +41,9 @@ class TritonPythonModel:
         self.output_names = [out["name"] for out in config["output"] if out["name"] in available]
         missing = [out["name"] for out in config["output"] if out["name"] not in available]
         if missing:
-            raise pb_utils.TritonModelException(f"config.pbtxt declares outputs the ONNX file lacks: {missing}")
+            raise pb_utils.TritonModelException(
+                f"config.pbtxt declares outputs the ONNX file lacks: {missing}"
+            )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         clips = [pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy() for request in requests]
@@ -57,7 +59,9 @@ class TritonPythonModel:
                 outputs = self.session.run(self.output_names, {INPUT_NAME: batch})
             except Exception as exc:  # one bad group must not fail the other requests
                 for i in indices:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"inference failed: {exc}"))
+                    responses[i] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"inference failed: {exc}")
+                    )
                 continue
             start = 0
             for i in indices:
