@@ -99,3 +99,32 @@ class FileError(BaseModel):
 
     path: str
     error: ErrorDetail
+
+
+# ---- Asynchronous jobs (gateway /v1/jobs) ----
+
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class JobStatus(BaseModel):
+    """Where one asynchronous analysis stands: `error` when it failed, `result_url` when it succeeded."""
+
+    id: str
+    state: JobState
+    progress: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of the analysis done (0..1).")
+    filename: str | None = Field(None, description="The uploaded file's name, for display only.")
+    created_at: float = Field(description="Unix time the job was accepted.")
+    updated_at: float
+    attempts: int = Field(0, description="Times a worker started this job (restarts re-queue running jobs).")
+    callback_url: str | None = None
+    error: ErrorDetail | None = None
+    result_url: str | None = None
+
+
+class JobCreated(BaseModel):
+    """The 202 answer to POST /v1/jobs; poll `status_url` (also in the Location header)."""
+
+    id: str
+    state: JobState
+    status_url: str
+    result_url: str
