@@ -1,0 +1,50 @@
+"""Pipeline settings, one place, environment variables with the ``DEEPFAKE_`` prefix.
+
+The CLI, the preprocessor service and the evaluation scripts all build a PipelineSettings, so a setting
+means the same thing everywhere (e.g. ``DEEPFAKE_FRAMES=64`` changes the service and the CLI alike).
+Paths default relative to the repository (found from this file), never the working directory, so the
+command works from anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_PATH = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
+DEFAULT_DETECTOR = "blazeface"
+
+
+class PipelineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
+
+    data_dir: Path = Field(REPO_ROOT.parent / "shared" / "data", description="Development/evaluation data.")
+    weights_dir: Path | None = Field(
+        None, description="Face-detector weights (e.g. RetinaFace); None: each backend's own default."
+    )
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX model for the in-process backend.")
+    detector: str = Field(DEFAULT_DETECTOR, description="Face detector registry name.")
+
+    # Sampling: ~`frames` frames in clips of the model's clip_len, taken every `frame_stride`-th frame.
+    frames: int = Field(32, ge=1, le=1024, description="Frames to sample per video (rounded to whole clips).")
+    frame_stride: int = Field(2, ge=1, le=30, description="Take every n-th frame inside a clip window.")
+    detect_max_side: int = Field(640, ge=64, description="Detect faces on a copy downscaled to this side.")
+
+    # Input limits (refused with too_large / too_long).
+    max_bytes: int = Field(2 * 1024**3, ge=1, description="Largest accepted file in bytes.")
+    max_duration_s: float = Field(3600.0, gt=0, description="Longest accepted video in seconds.")
+
+    # Tracking and what counts towards the verdict.
+    min_face_px: float = Field(32.0, ge=0, description="Detections smaller than this (box side) are ignored.")
+    min_track_frames: int = Field(3, ge=1, description="Tracks seen in fewer sampled frames are dropped.")
+    verdict_min_face_px: float = Field(64.0, ge=0, description="Tracks smaller than this do not decide.")
+    verdict_min_coverage: float = Field(
+        0.25, ge=0, le=1, description="Tracks seen in less than this share of sampled frames do not decide."
+    )
+    max_tracks: int = Field(8, ge=1, description="Most tracks sent to the model (largest first).")
+
+    batch_size: int = Field(16, ge=1, description="Clips per inference request.")
+    threads: int = Field(2, ge=1, description="Threads for decoding and ONNX Runtime.")
