@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def requirement_name(requirement: str) -> str:
-    """The normalised distribution name of a PEP 508 requirement ("tritonclient[grpc]>=2" -> "tritonclient")."""
+    """Normalised distribution name of a PEP 508 requirement: "tritonclient[grpc]>=2" -> "tritonclient"."""
     match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
     if not match:
         raise ValueError(f"not a requirement: {requirement!r}")
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"))
     parser.add_argument("--extra", action="append", default=[], help="extra to include (repeatable)")
-    parser.add_argument("--exclude", action="append", default=[], help="distribution to leave out (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], help="distribution to omit (repeatable)")
     args = parser.parse_args(argv)
     try:
         lines = requirements(args.pyproject, args.extra, args.exclude)
