@@ -91,14 +91,19 @@ def square_views(width: int, height: int, tile_overlap: float = 0.2) -> list[tup
 
 
 class BlazeFaceDetector:
-    """MediaPipe BlazeFace (full-range 256 model) through onnxruntime, with multi-view tiling."""
+    """MediaPipe BlazeFace (full-range 256 model) through onnxruntime, with multi-view tiling.
+
+    score_threshold 0.75 was chosen on the shared videos (4 frames from each of 213): from 0.5 to 0.75
+    the fraction of frames with a face stays at 0.998 while frames with extra (mostly false) faces fall
+    from 6.3% to 1.4%; at 0.8 recall starts to drop.
+    """
 
     name = NAME
 
     def __init__(
         self,
         model_path: Path,
-        score_threshold: float = 0.6,
+        score_threshold: float = 0.75,
         iou_threshold: float = 0.3,
         tiles: bool = True,
     ) -> None:

@@ -1,0 +1,158 @@
+"""Face detector backends: real networks on real images (scikit-image's astronaut photo).
+
+The astronaut's face (Eileen Collins, forehead to chin) sits at about x 175-275, y 65-175 in the
+512x512 photo; that region was read off the image by eye and is what the boxes are checked against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from preprocessor.detectors import available_detectors, create_detector
+from preprocessor.detectors.base import DEFAULT_DETECTOR
+from preprocessor.detectors.blazeface import square_views
+from preprocessor.detectors.common import iou_one_to_many, nms, weighted_nms
+
+ASTRONAUT_FACE = np.array([175, 65, 275, 175], dtype=np.float32)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(iou_one_to_many(a, b[None])[0])
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def blazeface():
+    return create_detector("blazeface")
+
+
+# ---------------------------------------------------------------- registry and helpers
+
+
+def test_default_detector_is_registered():
+    assert DEFAULT_DETECTOR in available_detectors()
+
+
+def test_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown face detector 'nope'.*blazeface"):
+        create_detector("nope")
+
+
+def test_nms_keeps_best_of_overlapping_and_separate_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=np.float32)
+    scores = np.array([0.8, 0.9, 0.7], dtype=np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+
+
+def test_weighted_nms_averages_a_cluster_by_score():
+    boxes = np.array([[0, 0, 10, 10], [2, 2, 12, 12], [100, 100, 110, 110]], dtype=np.float32)
+    scores = np.array([0.75, 0.25, 0.5], dtype=np.float32)
+    points = np.zeros((3, 1, 2), dtype=np.float32)
+    points[1] = 4.0
+    merged = weighted_nms(boxes, scores, points, 0.3)
+    assert len(merged) == 2
+    box, score, pts = merged[0]
+    np.testing.assert_allclose(box, [0.5, 0.5, 10.5, 10.5], atol=1e-5)
+    assert score == pytest.approx(0.75)
+    np.testing.assert_allclose(pts, [[1.0, 1.0]], atol=1e-5)
+
+
+@pytest.mark.parametrize("w,h", [(1920, 1080), (1080, 1920), (640, 480), (500, 500), (1000, 200)])
+def test_square_views_cover_the_frame(w: int, h: int):
+    views = square_views(w, h)
+    assert views[0] == (0, 0, max(w, h))  # the whole frame, letterboxed
+    covered = np.zeros((h, w), dtype=bool)
+    for x0, y0, side in views[1:]:
+        assert side == min(w, h) and x0 + side <= w and y0 + side <= h
+        covered[y0 : y0 + side, x0 : x0 + side] = True
+    assert len(views) == 1 or covered.all()
+
+
+# ---------------------------------------------------------------- BlazeFace (embedded default)
+
+
+def test_blazeface_finds_the_astronaut(blazeface, astronaut):
+    faces = blazeface.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert iou(face.box, ASTRONAUT_FACE) > 0.6
+    assert 0.75 <= face.score <= 1.0
+    right_eye, left_eye, nose = face.keypoints[0], face.keypoints[1], face.keypoints[2]
+    # The subject's right eye is on the image's left; the nose is below the eyes.
+    assert right_eye[0] < nose[0] < left_eye[0]
+    assert nose[1] > max(right_eye[1], left_eye[1])
+    x1, y1, x2, y2 = face.box
+    assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.keypoints[:4])
+
+
+@pytest.mark.parametrize("kind", ["blank", "noise", "gradient"])
+def test_blazeface_finds_nothing_without_a_face(blazeface, kind: str):
+    rng = np.random.default_rng(0)
+    image = {
+        "blank": np.full((480, 640, 3), 128, dtype=np.uint8),
+        "noise": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        "gradient": np.broadcast_to(np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None], (480, 640, 3)),
+    }[kind]
+    assert blazeface.detect(np.ascontiguousarray(image)) == []
+
+
+def test_blazeface_accepts_grayscale_and_rgba(blazeface, astronaut):
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    for image in (gray, gray[:, :, None], rgba):
+        faces = blazeface.detect(image)
+        assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE) > 0.5
+
+
+@pytest.mark.parametrize(
+    "canvas,offset,zoom",
+    [((613, 1001), (37, 411), 1.0), ((1080, 1920), (500, 1300), 0.5), ((1917, 1079), (1201, 333), 0.75)],
+)
+def test_blazeface_maps_boxes_back_on_odd_and_wide_frames(blazeface, astronaut, canvas, offset, zoom):
+    """The photo pasted (maybe shrunk) into a larger frame: the box must move and scale with it.
+
+    The 1920x1080 case puts a ~50 px face at the right, where only the tiles see it at full detail.
+    """
+    photo = cv2.resize(astronaut, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA)
+    frame = np.full((*canvas, 3), 90, dtype=np.uint8)
+    oy, ox = offset
+    frame[oy : oy + photo.shape[0], ox : ox + photo.shape[1]] = photo
+    expected = ASTRONAUT_FACE * zoom + np.array([ox, oy, ox, oy], dtype=np.float32)
+    faces = blazeface.detect(frame)
+    assert len(faces) == 1
+    assert iou(faces[0].box, expected) > 0.5
+
+
+@pytest.mark.parametrize(
+    "frame,error",
+    [
+        (np.zeros((64, 64, 3), dtype=np.float32), "must be uint8"),
+        (np.zeros((64, 64, 2), dtype=np.uint8), "got shape"),
+        (np.zeros((4, 64, 3), dtype=np.uint8), "too small"),
+        ([[0, 1], [2, 3]], "numpy array"),
+    ],
+)
+def test_blazeface_refuses_bad_frames(blazeface, frame, error: str):
+    with pytest.raises((ValueError, TypeError), match=error):
+        blazeface.detect(frame)
+
+
+def test_blazeface_missing_weights_names_make_setup(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("DEEPFAKE_BLAZEFACE_DIR", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="make setup"):
+        create_detector("blazeface", weights_dir=tmp_path)
+
+
+def test_detector_threads_follow_the_environment(monkeypatch):
+    monkeypatch.setenv("DEEPFAKE_DETECTOR_THREADS", "2")
+    detector = create_detector("blazeface")
+    assert detector._session.get_session_options().intra_op_num_threads == 2
