@@ -13,9 +13,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from preprocessor.detectors.base import DEFAULT_DETECTOR
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_PATH = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
-DEFAULT_DETECTOR = "blazeface"
 
 
 class PipelineSettings(BaseSettings):

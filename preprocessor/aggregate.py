@@ -1,0 +1,104 @@
+"""From raw model logits to the public answer: calibrated scores per frame, clip, track and video.
+
+The rules (documented in README "How results are computed"):
+- calibrated probability p = sigmoid(logit / temperature), temperature from the model metadata;
+- a track's score is the mean of its clips' scores (each clip is one window of consecutive frames, so
+  every part of the video where the face appears counts equally);
+- the video's score is the most suspicious track among those that decide (``used_for_verdict``):
+  one manipulated face makes a manipulated video;
+- verdict: ``fake`` if the score >= the model's threshold, else ``real``; ``inconclusive`` (score
+  None) when no usable face was found;
+- timeline: for each sampled moment, the highest per-frame score among the faces seen then (None if
+  no face was seen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepfake.schemas import TimelinePoint, Track, TrackFrame, Verdict
+from preprocessor.tracking import FaceTrack
+
+
+def calibrate(logits: np.ndarray | float, temperature: float) -> np.ndarray:
+    """sigmoid(logit / temperature), numerically safe for large logits."""
+    z = np.asarray(logits, dtype=np.float64) / max(temperature, 1e-6)
+    return np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+
+
+@dataclass
+class ClipScore:
+    """One clip's outputs, already calibrated, mapped back to its track and detections."""
+
+    track: int  # index into the kept tracks
+    detections: list[int]  # indices into that track's detections, one per real (non-padded) frame
+    score: float
+    frame_scores: list[float]  # one per real frame
+
+
+def verdict_for(score: float | None, threshold: float) -> Verdict:
+    if score is None:
+        return "inconclusive"
+    return "fake" if score >= threshold else "real"
+
+
+def aggregate(
+    tracks: list[FaceTrack],
+    clips: list[ClipScore],
+    sample_times: list[float],
+    threshold: float,
+) -> tuple[Verdict, float | None, list[Track], list[TimelinePoint], list[str]]:
+    """(verdict, video score, public tracks, timeline, warnings) from the kept tracks and clip scores."""
+    warnings: list[str] = []
+    frame_scores: dict[tuple[int, int], float] = {}
+    clip_scores: dict[int, list[float]] = {i: [] for i in range(len(tracks))}
+    for clip in clips:
+        clip_scores[clip.track].append(clip.score)
+        for det, score in zip(clip.detections, clip.frame_scores, strict=True):
+            frame_scores[(clip.track, det)] = score
+    public: list[Track] = []
+    timeline_scores: dict[int, float] = {}
+    for ti, track in enumerate(tracks):
+        scores = clip_scores[ti]
+        score = float(np.mean(scores)) if scores else None
+        frames = []
+        for di, det in enumerate(track.detections):
+            fs = frame_scores.get((ti, di))
+            frames.append(
+                TrackFrame(
+                    frame_index=det.frame_index,
+                    t=det.t,
+                    box=[round(float(v), 1) for v in det.box[:4]],
+                    detection_score=round(float(det.score), 4),
+                    score=None if fs is None else round(fs, 4),
+                )
+            )
+            if fs is not None:
+                timeline_scores[det.sample] = max(fs, timeline_scores.get(det.sample, 0.0))
+        public.append(
+            Track(
+                id=track.id,
+                verdict=verdict_for(score, threshold),
+                score=None if score is None else round(score, 4),
+                clip_scores=[round(s, 4) for s in scores],
+                start_s=track.start_s,
+                end_s=track.end_s,
+                mean_face_px=round(track.mean_face_px, 1),
+                used_for_verdict=track.used_for_verdict,
+                frames=frames,
+            )
+        )
+    deciding = [t.score for t in public if t.used_for_verdict and t.score is not None]
+    video_score = max(deciding) if deciding else None
+    if video_score is None:
+        warnings.append(
+            "no usable face found: the video cannot be judged (check that faces are visible, frontal "
+            "enough and larger than the minimum size, or sample more frames with --frames)"
+        )
+    timeline = [
+        TimelinePoint(t=t, score=None if i not in timeline_scores else round(timeline_scores[i], 4))
+        for i, t in enumerate(sample_times)
+    ]
+    return verdict_for(video_score, threshold), video_score, public, timeline, warnings

@@ -1,0 +1,224 @@
+"""The analysis pipeline: one code path for the CLI, the preprocessor service and evaluation.
+
+    probe -> sample -> detect -> crop -> track -> batch clips -> infer -> aggregate
+
+``extract_faces`` runs the first half (video -> face tracks with crops), ``analyze`` the whole. Decoding,
+detection and cropping run window by window, so only one window of full-resolution frames is ever in
+memory; everything after cropping works on small face crops. Each stage's time is in ``timings_ms``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deepfake.schemas import DetectionResult, VideoInfo
+from inference.backend import InferenceBackend
+from inference.metadata import CropPolicy, ModelMeta
+from preprocessor.aggregate import ClipScore, aggregate, calibrate
+from preprocessor.cropping import crop_face
+from preprocessor.detectors.base import Face, FaceDetector, create_detector
+from preprocessor.probe import probe
+from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
+from preprocessor.settings import PipelineSettings
+from preprocessor.tracking import Detection, FaceTrack, select_tracks, track_faces
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class FaceExtraction:
+    """What ``extract_faces`` returns: the kept face tracks, each Detection carrying its crop."""
+
+    video: VideoInfo
+    tracks: list[FaceTrack]
+    sample_times: list[float]  # time of every sampled frame, by SampledFrame.index
+    crop: CropPolicy
+    warnings: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Clip:
+    """Crops of one track from one window, padded to the model's clip length by repeating the last."""
+
+    track: int
+    detections: list[int]
+    crops: np.ndarray  # [T, S, S, 3] uint8
+
+
+@contextmanager
+def stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``timings[name]`` in milliseconds (stages can repeat)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        backend: InferenceBackend | None,
+        detector: FaceDetector | None = None,
+        crop: CropPolicy | None = None,
+    ) -> None:
+        """``backend`` may be None only for ``extract_faces`` (then ``crop`` or the default applies)."""
+        self.settings = settings
+        self.backend = backend
+        self.detector = detector or create_detector(settings.detector, settings.weights_dir)
+        self.meta: ModelMeta = backend.meta if backend is not None else ModelMeta(crop=crop or CropPolicy())
+        self.crop = crop or self.meta.crop
+
+    def analyze(self, path: Path, progress: Progress | None = None) -> DetectionResult:
+        """Analyse one video; raises VideoError for inputs it refuses."""
+        if self.backend is None:
+            raise RuntimeError("Pipeline.analyze needs an InferenceBackend")
+        start = time.perf_counter()
+        faces = self.extract_faces(path, progress)
+        timings = faces.timings_ms
+        with stage(timings, "batch"):
+            clips = make_clips(faces.tracks, self.meta.clip_len)
+        with stage(timings, "infer"):
+            scores = self._infer(clips, progress)
+        with stage(timings, "aggregate"):
+            verdict, score, tracks, timeline, warnings = aggregate(
+                faces.tracks, scores, faces.sample_times, self.meta.threshold
+            )
+        timings["total"] = (time.perf_counter() - start) * 1000
+        if progress:
+            progress("done", 1.0)
+        return DetectionResult(
+            path=str(path),
+            verdict=verdict,
+            score=None if score is None else round(score, 4),
+            threshold=self.meta.threshold,
+            tracks=tracks,
+            timeline=timeline,
+            video=faces.video,
+            model=self.backend.info,
+            timings_ms={k: round(v, 1) for k, v in timings.items()},
+            warnings=faces.warnings + warnings,
+        )
+
+    def extract_faces(self, path: Path, progress: Progress | None = None) -> FaceExtraction:
+        """Video -> kept face tracks, every detection with its crop (the model's crop policy)."""
+        s = self.settings
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        with stage(timings, "probe"):
+            probed = probe(Path(path), s.max_bytes, s.max_duration_s)
+        info = probed.info
+        plan = plan_windows(info.duration_s, info.fps, s.frames, self.meta.clip_len, s.frame_stride)
+        sampler = FrameSampler(probed, plan, threads=s.threads)
+        per_frame: list[list[Detection]] = []
+        sample_times: list[float] = []
+        tiny = 0
+        windows = sampler.windows()
+        while True:
+            with stage(timings, "decode"):
+                window = next(windows, None)
+            if window is None:
+                break
+            for frame in window:
+                sample_times.append(frame.t)
+                with stage(timings, "detect"):
+                    faces = self._detect(frame.rgb)
+                big = [f for f in faces if _side(f.box) >= s.min_face_px]
+                tiny += len(faces) - len(big)
+                with stage(timings, "crop"):
+                    per_frame.append([self._detection(frame, f) for f in big])
+            del window  # only one window of full frames at a time
+            if progress:
+                progress("detect", len(sample_times) / max(1, len(plan.starts) * plan.clip_len))
+        warnings.extend(sampler.warnings)
+        if tiny:
+            warnings.append(f"ignored {tiny} face detection(s) smaller than {s.min_face_px:.0f} px")
+        with stage(timings, "track"):
+            tracks, track_warnings = select_tracks(
+                track_faces(per_frame),
+                len(sample_times),
+                s.min_track_frames,
+                s.verdict_min_face_px,
+                s.verdict_min_coverage,
+                s.max_tracks,
+            )
+        warnings.extend(track_warnings)
+        video = info.model_copy(update={"frames_sampled": len(sample_times)})
+        return FaceExtraction(video, tracks, sample_times, self.crop, warnings, timings)
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in full-resolution coordinates, found on a copy no larger than ``detect_max_side``."""
+        height, width = rgb.shape[:2]
+        scale = min(1.0, self.settings.detect_max_side / max(height, width))
+        if scale >= 1.0:
+            return self.detector.detect(rgb)
+        small = cv2.resize(rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        faces = self.detector.detect(small)
+        for face in faces:
+            face.box = np.asarray(face.box, dtype=np.float32) / scale
+            if face.landmarks is not None:
+                face.landmarks = np.asarray(face.landmarks, dtype=np.float32) / scale
+            if getattr(face, "keypoints", None) is not None:
+                face.keypoints = np.asarray(face.keypoints, dtype=np.float32) / scale
+        return faces
+
+    def _detection(self, frame: SampledFrame, face: Face) -> Detection:
+        return Detection(
+            sample=frame.index,
+            frame_index=frame.frame_index,
+            t=frame.t,
+            window=frame.window,
+            box=np.asarray(face.box, dtype=np.float32),
+            score=float(face.score),
+            landmarks=face.landmarks,
+            crop=crop_face(frame.rgb, face.box, self.crop),
+        )
+
+    def _infer(self, clips: list[Clip], progress: Progress | None) -> list[ClipScore]:
+        """Run clips through the backend in batches of equal T; calibrate with the model's temperature."""
+        assert self.backend is not None
+        results: list[ClipScore] = []
+        size = self.settings.batch_size
+        for start in range(0, len(clips), size):
+            batch = clips[start : start + size]
+            out = self.backend.infer(np.stack([c.crops for c in batch]))
+            clip_p = calibrate(out.clip_logits, self.meta.temperature)
+            frame_p = calibrate(out.frame_logits, self.meta.temperature)
+            for i, clip in enumerate(batch):
+                n = len(clip.detections)
+                results.append(
+                    ClipScore(clip.track, clip.detections, float(clip_p[i]), frame_p[i, :n].tolist())
+                )
+            if progress:
+                progress("infer", min(1.0, (start + len(batch)) / len(clips)))
+        return results
+
+
+def make_clips(tracks: list[FaceTrack], clip_len: int) -> list[Clip]:
+    """One clip per (track, window): the track's crops in that window, cut to ``clip_len`` and padded to it
+    by repeating the last crop, so every clip in a batch has the same T."""
+    clips: list[Clip] = []
+    for ti, track in enumerate(tracks):
+        by_window: dict[int, list[int]] = {}
+        for di, det in enumerate(track.detections):
+            by_window.setdefault(det.window, []).append(di)
+        for indices in by_window.values():
+            for start in range(0, len(indices), clip_len):
+                part = indices[start : start + clip_len]
+                crops = [track.detections[d].crop for d in part]
+                crops += [crops[-1]] * (clip_len - len(crops))
+                clips.append(Clip(ti, part, np.stack(crops)))
+    return clips
+
+
+def _side(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))

@@ -1,0 +1,149 @@
+"""Follow faces across the sampled frames: one track per person.
+
+Why greedy association is enough: samples are dense inside a clip window (a few frames apart) and the
+scene rarely holds more than a handful of faces. Within a window a face moves little, so box overlap
+(IoU) decides; between windows (seconds apart) people move, so a looser centre-distance rule applies,
+relative to face size. Pairs are matched best-first and a track takes at most one face per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IOU_MATCH = 0.3  # overlap at which two boxes are surely the same face
+SAME_WINDOW_DIST = 0.6  # max centre distance / face size between frames of one clip window
+OTHER_WINDOW_DIST = 1.5  # ... between windows, seconds apart
+MAX_SIZE_RATIO = 2.0  # a face does not change size more than this between samples
+
+
+@dataclass
+class Detection:
+    """One face in one sampled frame, in full-resolution display pixels, with its crop."""
+
+    sample: int  # SampledFrame.index
+    frame_index: int
+    t: float
+    window: int
+    box: np.ndarray  # [4] float32 x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray | None = None
+    crop: np.ndarray | None = None  # [size, size, 3] uint8 (crop policy of the model)
+
+    @property
+    def side(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+@dataclass
+class FaceTrack:
+    id: int
+    detections: list[Detection] = field(default_factory=list)
+    used_for_verdict: bool = False
+
+    @property
+    def mean_face_px(self) -> float:
+        return float(np.mean([d.side for d in self.detections]))
+
+    @property
+    def start_s(self) -> float:
+        return self.detections[0].t
+
+    @property
+    def end_s(self) -> float:
+        return self.detections[-1].t
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def match_score(last: Detection, det: Detection) -> float:
+    """How well ``det`` continues a track whose latest face is ``last``; 0 means no match."""
+    ratio = max(last.side, det.side) / max(min(last.side, det.side), 1e-6)
+    if ratio > MAX_SIZE_RATIO:
+        return 0.0
+    iou = box_iou(last.box, det.box)
+    if iou >= IOU_MATCH:
+        return 1.0 + iou
+    centre_last = (last.box[:2] + last.box[2:4]) / 2
+    centre_det = (det.box[:2] + det.box[2:4]) / 2
+    dist = float(np.linalg.norm(centre_last - centre_det)) / ((last.side + det.side) / 2)
+    limit = SAME_WINDOW_DIST if last.window == det.window else OTHER_WINDOW_DIST
+    return 1.0 - dist / limit if dist < limit else 0.0
+
+
+def track_faces(frames: list[list[Detection]]) -> list[FaceTrack]:
+    """Group per-frame detections (in sampling order) into tracks, ordered by first appearance."""
+    tracks: list[FaceTrack] = []
+    for detections in frames:
+        pairs = sorted(
+            (
+                (match_score(track.detections[-1], det), ti, di)
+                for ti, track in enumerate(tracks)
+                for di, det in enumerate(detections)
+            ),
+            reverse=True,
+        )
+        used_tracks: set[int] = set()
+        used_dets: set[int] = set()
+        for score, ti, di in pairs:
+            if score <= 0:
+                break
+            if ti in used_tracks or di in used_dets:
+                continue
+            tracks[ti].detections.append(detections[di])
+            used_tracks.add(ti)
+            used_dets.add(di)
+        for di, det in enumerate(detections):
+            if di not in used_dets:
+                tracks.append(FaceTrack(id=len(tracks), detections=[det]))
+    return tracks
+
+
+def select_tracks(
+    tracks: list[FaceTrack],
+    n_sampled: int,
+    min_track_frames: int,
+    verdict_min_face_px: float,
+    verdict_min_coverage: float,
+    max_tracks: int,
+) -> tuple[list[FaceTrack], list[str]]:
+    """Drop short-lived tracks, keep the ``max_tracks`` largest, and mark which ones decide the verdict.
+
+    A track decides (``used_for_verdict``) when its face is large enough for the model to see detail
+    and it is present in enough of the sampled frames; if none qualifies, all kept tracks decide, with a
+    warning, rather than answering nothing. Returns (kept tracks renumbered 0.., warnings).
+    """
+    warnings: list[str] = []
+    need = min(min_track_frames, n_sampled)
+    kept = [t for t in tracks if len(t.detections) >= need]
+    if len(kept) < len(tracks):
+        warnings.append(
+            f"ignored {len(tracks) - len(kept)} face track(s) seen in fewer than {need} sampled frames "
+            "(passers-by or false detections)"
+        )
+    if len(kept) > max_tracks:
+        kept.sort(key=lambda t: t.mean_face_px * len(t.detections), reverse=True)
+        warnings.append(f"{len(kept)} faces found; analysed the {max_tracks} largest")
+        kept = kept[:max_tracks]
+    kept.sort(key=lambda t: (t.start_s, t.detections[0].box[0]))
+    for new_id, track in enumerate(kept):
+        track.id = new_id
+        track.used_for_verdict = (
+            track.mean_face_px >= verdict_min_face_px
+            and len(track.detections) / n_sampled >= verdict_min_coverage
+        )
+    if kept and not any(t.used_for_verdict for t in kept):
+        warnings.append(
+            f"every face is small (under {verdict_min_face_px:.0f} px) or brief (in under "
+            f"{verdict_min_coverage:.0%} of sampled frames); the verdict rests on them and is less reliable"
+        )
+        for track in kept:
+            track.used_for_verdict = True
+    return kept, warnings
