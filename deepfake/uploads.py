@@ -1,0 +1,252 @@
+"""Receive a multipart video upload straight to disk, enforcing limits while the bytes arrive.
+
+WHY not FastAPI's ``UploadFile``: it parses (and spools) the whole body before the endpoint runs, so a
+10 GB upload is accepted in full before anyone can say 413. Here the body is parsed as it streams in:
+the size limit aborts the upload at the first byte over it, the type is decided from the first bytes
+(magic numbers, never the filename or the client's Content-Type), and the file is written under a
+random name in a directory we choose (a client filename never becomes a path).
+
+Both services receive uploads (the gateway from clients, the preprocessor from the gateway), so this
+lives in the shared package rather than in either service folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from deepfake.schemas import ErrorDetail
+
+SNIFF_BYTES = 256  # enough for every magic number below (MPEG-TS needs byte 188)
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 4096
+# The request body schema for OpenAPI, so Swagger UI shows a file picker although the endpoint reads
+# the raw stream itself.
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {"type": "string", "format": "binary", "description": "The video file."}
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class UploadError(Exception):
+    """A client-side upload problem with the HTTP status and the message that says what to fix."""
+
+    def __init__(self, code: str, message: str, http_status: int, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.details = details
+
+    def to_error_detail(self) -> ErrorDetail:
+        return ErrorDetail(code=self.code, message=self.message, details=self.details)
+
+
+def sniff_video_container(head: bytes) -> str | None:
+    """The container family from the first bytes, or None when they are not a video container we know."""
+    if len(head) >= 12 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mp4"  # ISO BMFF: MP4, MOV, 3GP, M4V
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"  # MKV, WebM
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith(b"FLV"):
+        return "flv"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "asf"  # WMV
+    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):
+        return "mpeg"
+    if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
+        return "mpegts"
+    return None
+
+
+def safe_display_name(filename: str | None) -> str | None:
+    """The client's filename reduced to something safe to echo back (never used as a path)."""
+    if not filename:
+        return None
+    name = re.split(r"[\\/]", filename)[-1]
+    name = re.sub(r"[^\w.\- ()]", "_", name)[:200]
+    return name or None
+
+
+@dataclass
+class Upload:
+    """A received upload on disk; the caller owns `path` and must delete it."""
+
+    path: Path
+    filename: str | None
+    size: int
+    container: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _Receiver:
+    """Callbacks for python-multipart's streaming parser: one file part to disk, small text fields."""
+
+    def __init__(self, dest: Path, max_bytes: int) -> None:
+        self.dest = dest
+        self.max_bytes = max_bytes
+        self.fields: dict[str, str] = {}
+        self.size = 0
+        self.filename: str | None = None
+        self.container: str | None = None
+        self.file_seen = False
+        self._head = b""
+        self._handle: BinaryIO | None = None
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._part_name: str | None = None
+        self._part_is_file = False
+        self._field_value = bytearray()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._extend("_header_field", data[start:end]),
+            "on_header_value": lambda data, start, end: self._extend("_header_value", data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _extend(self, name: str, chunk: bytes) -> None:
+        setattr(self, name, getattr(self, name) + chunk)
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._part_name = None
+        self._part_is_file = False
+        self._field_value = bytearray()
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field = b""
+        self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name")
+        self._part_name = name.decode("utf-8", "replace") if name is not None else None
+        self._part_is_file = self._part_name == FILE_FIELD
+        if self._part_is_file:
+            if self.file_seen:
+                raise UploadError("bad_request", "send exactly one file part named 'file'", 400)
+            self.file_seen = True
+            raw = options.get(b"filename")
+            self.filename = safe_display_name(raw.decode("utf-8", "replace") if raw is not None else None)
+            self._handle = self.dest.open("wb")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if not self._part_is_file:
+            self._field_value.extend(chunk)
+            if len(self._field_value) > MAX_FIELD_BYTES:
+                raise UploadError("bad_request", f"form field {self._part_name!r} is too long", 400)
+            return
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise UploadError(
+                "too_large",
+                f"the upload exceeds the limit of {self.max_bytes} bytes; send a shorter or smaller video",
+                413,
+                max_bytes=self.max_bytes,
+            )
+        if self.container is None:
+            self._head += chunk[:SNIFF_BYTES]
+            if len(self._head) >= SNIFF_BYTES:
+                self._decide_type()
+        assert self._handle is not None
+        self._handle.write(chunk)
+
+    def _decide_type(self) -> None:
+        self.container = sniff_video_container(self._head)
+        if self.container is None:
+            raise UploadError(
+                "not_a_video",
+                "the file is not a video container we can read (MP4/MOV, MKV/WebM, AVI, FLV, WMV, MPEG); "
+                "the type is judged from the bytes, not the filename",
+                415,
+            )
+
+    def _part_end(self) -> None:
+        if self._part_is_file:
+            if self.container is None:
+                if self.size == 0:
+                    raise UploadError("empty_file", "the uploaded file is empty", 400)
+                self._decide_type()
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+        elif self._part_name is not None:
+            self.fields[self._part_name] = self._field_value.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+async def receive_upload(
+    content_type: str | None, stream: AsyncIterator[bytes], upload_dir: Path, max_bytes: int
+) -> Upload:
+    """Parse a multipart/form-data body from `stream` into `upload_dir`; raise UploadError on bad input."""
+    mime, options = parse_options_header(content_type or "")
+    boundary = options.get(b"boundary")
+    if mime != b"multipart/form-data" or not boundary:
+        raise UploadError(
+            "bad_request",
+            "send the video as multipart/form-data with a part named 'file' (curl -F file=@clip.mp4)",
+            400,
+        )
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    dest = upload_dir / f"{uuid.uuid4().hex}.upload"
+    receiver = _Receiver(dest, max_bytes)
+    parser = MultipartParser(boundary, receiver.callbacks())
+    try:
+        async for chunk in stream:
+            parser.write(chunk)
+        parser.finalize()
+        if not receiver.file_seen:
+            raise UploadError("bad_request", "no file part named 'file' in the upload", 400)
+    except MultipartParseError as exc:
+        receiver.close()
+        dest.unlink(missing_ok=True)
+        raise UploadError("bad_request", f"malformed multipart body: {exc}", 400) from exc
+    except BaseException:
+        receiver.close()
+        dest.unlink(missing_ok=True)
+        raise
+    receiver.close()
+    assert receiver.container is not None
+    return Upload(dest, receiver.filename, receiver.size, receiver.container, receiver.fields)
+
+
+def remove_quietly(path: Path | None) -> None:
+    if path is not None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,49 @@
+"""The preprocessor service: `uvicorn --factory preprocessor.app:create_app --port 8081`.
+
+A thin factory (FastAPI full-stack template style): settings, the analysis engine, error handlers,
+metrics and routers are wired here and nothing runs at import time. `backend_factory` lets a caller run
+the same service on another real backend (tests use the in-process ONNX Runtime one); by default it is
+Triton over gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from deepfake.api_errors import install_error_handlers
+from deepfake.uploads import UploadError
+from preprocessor.errors import VideoError
+from preprocessor.routers import analyze, health
+from preprocessor.service import AnalysisService, BackendFactory
+from preprocessor.service_metrics import ServiceMetrics, install_metrics_middleware
+from preprocessor.service_settings import ServiceSettings
+
+
+def create_app(
+    settings: ServiceSettings | None = None, backend_factory: BackendFactory | None = None
+) -> FastAPI:
+    settings = settings or ServiceSettings()
+    service = AnalysisService(settings, backend_factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="Deepfake preprocessor",
+        version="1",
+        summary="Internal service: video -> face clips -> Triton -> aggregated result.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = ServiceMetrics()
+    install_error_handlers(app, UploadError, VideoError)
+    install_metrics_middleware(app, app.state.metrics)
+    app.include_router(health.router)
+    app.include_router(analyze.router)
+    return app

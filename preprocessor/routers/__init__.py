@@ -1,0 +1,1 @@
+"""HTTP routers of the preprocessor service, one module per resource."""

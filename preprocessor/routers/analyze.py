@@ -1,0 +1,139 @@
+"""POST /v1/analyze: one uploaded video in, the DetectionResult out (the same pipeline as the CLI).
+
+With ``Accept: application/x-ndjson`` the answer is a stream of JSON lines instead: ``{"progress": f}``
+while the analysis runs, then one ``{"result": {...}}`` or ``{"error": {...}, "status": N}``. The gateway
+uses it to report job progress; plain clients get the ordinary JSON response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from deepfake.api_errors import ApiError, error_responses_doc
+from deepfake.schemas import DetectionResult, ErrorBody
+from deepfake.uploads import UPLOAD_OPENAPI, Upload, receive_upload, remove_quietly
+from inference.triton_backend import TritonModelError, TritonUnavailableError
+from preprocessor.errors import VideoError
+from preprocessor.service import AnalysisService, ServiceBusyError
+from preprocessor.service_metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["analysis"])
+NDJSON = "application/x-ndjson"
+
+
+def as_api_error(exc: Exception) -> ApiError | None:
+    """The service's failures as HTTP errors; None for anything unexpected (a 500)."""
+    if isinstance(exc, VideoError):
+        return ApiError(exc.http_status, exc.code, exc.message, exc.details)
+    if isinstance(exc, ServiceBusyError):
+        return ApiError(503, "busy", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, TritonUnavailableError):
+        return ApiError(
+            503,
+            "inference_unavailable",
+            f"the inference server is unavailable: {exc}",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, TritonModelError):
+        return ApiError(500, "model_error", str(exc))
+    return None
+
+
+async def _receive(request: Request) -> Upload:
+    settings = request.app.state.settings
+    upload_dir = settings.upload_dir or Path(tempfile.gettempdir()) / "deepfake-preprocessor"
+    upload = await receive_upload(
+        request.headers.get("content-type"), request.stream(), upload_dir, settings.max_upload_bytes
+    )
+    request.app.state.metrics.upload_bytes.inc(upload.size)
+    return upload
+
+
+async def _analyze(
+    service: AnalysisService, metrics: ServiceMetrics, upload: Upload, progress=None
+) -> DetectionResult:
+    start = time.perf_counter()
+    try:
+        result = await service.analyze(upload.path, upload.filename, progress)
+    except Exception as exc:
+        api_error = as_api_error(exc)
+        metrics.analyses.labels(api_error.code if api_error else "internal_error").inc()
+        if api_error is not None:
+            raise api_error from exc
+        raise
+    metrics.analyses.labels("ok").inc()
+    metrics.analysis_seconds.observe(time.perf_counter() - start)
+    return result
+
+
+@router.post(
+    "/v1/analyze",
+    summary="Analyse one uploaded video",
+    response_model=DetectionResult,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses=error_responses_doc(400, 413, 415, 422, 503),
+)
+async def analyze(request: Request):  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
+    service: AnalysisService = request.app.state.service
+    metrics: ServiceMetrics = request.app.state.metrics
+    if service.admitted >= service.capacity:
+        raise as_api_error(ServiceBusyError(max(1, service.settings.queue_size)))  # type: ignore[misc]
+    upload = await _receive(request)
+    if NDJSON not in request.headers.get("accept", ""):
+        try:
+            return await _analyze(service, metrics, upload)
+        finally:
+            remove_quietly(upload.path)
+    return StreamingResponse(_progress_stream(service, metrics, upload), media_type=NDJSON)
+
+
+async def _progress_stream(
+    service: AnalysisService, metrics: ServiceMetrics, upload: Upload
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    updates: asyncio.Queue[float] = asyncio.Queue()
+
+    def progress(fraction: float) -> None:  # called on the worker thread
+        loop.call_soon_threadsafe(updates.put_nowait, float(fraction))
+
+    task = asyncio.ensure_future(_analyze(service, metrics, upload, progress))
+    last = -1.0
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(updates.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                fraction = getter.result()
+                if fraction - last >= 0.01:
+                    last = fraction
+                    yield (json.dumps({"progress": round(fraction, 4)}) + "\n").encode()
+            else:
+                getter.cancel()
+        try:
+            result = task.result()
+            yield (json.dumps({"result": result.model_dump(mode="json")}) + "\n").encode()
+        except ApiError as exc:
+            body = ErrorBody(error=exc.to_error_detail()).model_dump(mode="json")
+            yield (json.dumps({**body, "status": exc.http_status}) + "\n").encode()
+        except Exception:
+            log.exception("analysis failed")
+            detail = {
+                "code": "internal_error",
+                "message": "internal error; the request was logged",
+                "details": {},
+            }
+            yield (json.dumps({"error": detail, "status": 500}) + "\n").encode()
+    finally:
+        if not task.done():
+            task.cancel()
+        remove_quietly(upload.path)

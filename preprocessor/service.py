@@ -1,0 +1,156 @@
+"""The preprocessor service's engine: bounded concurrent analyses of uploaded videos through Triton.
+
+WHY this shape:
+- Concurrency is bounded twice: `workers` threads run analyses (each keeps its own Pipeline, so face
+  detector sessions are never shared between threads), and at most `queue_size` more requests may wait.
+  Beyond that a request is refused at once with 503 + Retry-After, instead of piling up threads.
+- The Triton backend is created lazily and shared (the gRPC client is thread-safe): the service starts
+  and answers /healthz while Triton is still loading, and /readyz says when it can work.
+- The same Pipeline as the CLI runs the analysis; only the backend differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from deepfake.schemas import DetectionResult
+from inference.backend import InferenceBackend
+from inference.triton_backend import TritonBackend, TritonModelError, TritonUnavailableError
+from preprocessor.pipeline import Pipeline
+from preprocessor.service_settings import ServiceSettings
+from preprocessor.settings import PipelineSettings
+
+log = logging.getLogger(__name__)
+BackendFactory = Callable[[], InferenceBackend]
+ProgressCallback = Callable[[float], None]
+# (start, share) of overall progress per pipeline stage.
+STAGE_SHARES = {"detect": (0.0, 0.85), "infer": (0.85, 0.15), "done": (1.0, 0.0)}
+
+
+class ServiceBusyError(Exception):
+    """All workers are busy and the waiting queue is full."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("all analysis workers are busy and the queue is full; retry later")
+        self.retry_after_s = retry_after_s
+
+
+def triton_backend_factory(settings: ServiceSettings) -> BackendFactory:
+    def create() -> InferenceBackend:
+        return TritonBackend(
+            url=settings.triton_url,
+            model_name=settings.model_name,
+            timeout_s=settings.triton_timeout_s,
+            retries=settings.triton_retries,
+        )
+
+    return create
+
+
+def pipeline_settings(settings: ServiceSettings) -> PipelineSettings:
+    """PipelineSettings from the environment, with the service's own limits and detector applied."""
+    overrides: dict[str, object] = {
+        "max_bytes": settings.max_upload_bytes,
+        "max_duration_s": settings.max_duration_s,
+        "threads": settings.threads_per_worker,
+    }
+    if settings.detector:
+        overrides["detector"] = settings.detector
+    if settings.weights_dir:
+        overrides["weights_dir"] = settings.weights_dir
+    return PipelineSettings(**overrides)
+
+
+class AnalysisService:
+    """Owns the backend, the worker threads and their pipelines."""
+
+    def __init__(self, settings: ServiceSettings, backend_factory: BackendFactory | None = None) -> None:
+        self.settings = settings
+        self.pipeline_settings = pipeline_settings(settings)
+        self._backend_factory = backend_factory or triton_backend_factory(settings)
+        self._backend: InferenceBackend | None = None
+        self._backend_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="analysis")
+        self._local = threading.local()
+        self.admitted = 0  # running + waiting, changed only on the event loop thread
+        self.running = 0  # changed on worker threads, under _count_lock
+        self._count_lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self.settings.workers + self.settings.queue_size
+
+    def backend(self) -> InferenceBackend:
+        """The shared backend, created on first use; raises TritonUnavailableError while Triton is down."""
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = self._backend_factory()
+                log.info(
+                    "model %s version %s via %s",
+                    self._backend.info.name,
+                    self._backend.info.version,
+                    self._backend.info.backend,
+                )
+            return self._backend
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): ready when the model can be reached and reports ready."""
+        try:
+            backend = self.backend()
+        except (TritonUnavailableError, TritonModelError) as exc:
+            return False, str(exc)
+        is_ready = getattr(backend, "is_ready", None)
+        if is_ready is not None and not is_ready():
+            return False, "the model is not ready on Triton"
+        return True, "ready"
+
+    def _pipeline(self) -> Pipeline:
+        pipeline = getattr(self._local, "pipeline", None)
+        if pipeline is None:
+            pipeline = Pipeline(self.pipeline_settings, self.backend())
+            self._local.pipeline = pipeline
+        return pipeline
+
+    def _run(self, path: Path, filename: str | None, progress: ProgressCallback | None) -> DetectionResult:
+        def stage_progress(stage: str, fraction: float) -> None:
+            # The pipeline reports per stage; face detection dominates the time, inference is the rest.
+            start, share = STAGE_SHARES.get(stage, (0.0, 0.0))
+            progress(min(1.0, start + share * fraction))  # type: ignore[misc]
+
+        result = self._pipeline().analyze(path, progress=stage_progress if progress else None)
+        if filename is not None:
+            result.path = filename
+        return result
+
+    async def analyze(
+        self, path: Path, filename: str | None = None, progress: ProgressCallback | None = None
+    ) -> DetectionResult:
+        """Analyse one video on a worker thread; raise ServiceBusyError when over capacity."""
+        if self.admitted >= self.capacity:
+            raise ServiceBusyError(retry_after_s=max(1, self.settings.queue_size))
+        self.admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+
+            def job() -> DetectionResult:
+                with self._count_lock:
+                    self.running += 1
+                try:
+                    return self._run(path, filename, progress)
+                finally:
+                    with self._count_lock:
+                        self.running -= 1
+
+            return await loop.run_in_executor(self._executor, job)
+        finally:
+            self.admitted -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._backend is not None:
+            self._backend.close()
