@@ -1,0 +1,429 @@
+"""Deployment artefacts, validated offline: Kubernetes overlays, Compose file, Dockerfiles.
+
+Every overlay is rendered by deploy/kustomize_lite.py and checked against the Kubernetes schemas
+(kubernetes-validate) and the stack's invariants (deploy/validate.py). Each invariant is also shown to
+FAIL on a deliberately broken copy, so a checker that accepts everything cannot pass these tests.
+Runs in a few seconds; no cluster, no Docker engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kustomize_lite = _load("kustomize_lite", REPO_ROOT / "deploy" / "kustomize_lite.py")
+validate = _load("deploy_validate", REPO_ROOT / "deploy" / "validate.py")
+requirements_script = _load(
+    "requirements_from_pyproject", REPO_ROOT / "docker" / "requirements_from_pyproject.py"
+)
+
+OVERLAYS = validate.overlay_names()
+GPU_OVERLAYS = [name for name in OVERLAYS if name.startswith("gpu")]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: validate.render(validate.OVERLAYS_DIR / name) for name in OVERLAYS}
+
+
+def _get(objects: list[dict], kind: str, name: str) -> dict:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def _container(objects: list[dict], deployment: str) -> dict:
+    return _get(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+# --- Kubernetes: every overlay builds, passes the schemas and the invariants -------------------------
+
+
+def test_the_expected_overlays_exist() -> None:
+    assert {"cpu-dev", "gpu"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_passes_kubernetes_schemas(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    assert len(objects) > 10
+    assert validate.schema_problems(objects) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_invariants_hold(rendered: dict, overlay: str) -> None:
+    assert validate.invariant_problems(rendered[overlay], gpu=overlay in GPU_OVERLAYS) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_probes_and_limits(rendered: dict, overlay: str) -> None:
+    for deployment in [o for o in rendered[overlay] if o["kind"] == "Deployment"]:
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                assert container.get(probe, {}).get("httpGet"), (deployment["metadata"]["name"], probe)
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+
+
+@pytest.mark.parametrize("overlay", GPU_OVERLAYS)
+def test_triton_gets_a_gpu_node_in_gpu_overlays(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    pod = _get(objects, "Deployment", "triton")["spec"]["template"]["spec"]
+    assert int(pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    assert pod["nodeSelector"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    for other in ("gateway", "preprocessor"):
+        assert "nvidia.com/gpu" not in _container(objects, other)["resources"]["limits"]
+
+
+def test_cpu_dev_requests_no_gpu(rendered: dict) -> None:
+    assert "nvidia.com/gpu" not in _container(rendered["cpu-dev"], "triton")["resources"]["limits"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_gateway_is_external(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    for service in [o for o in objects if o["kind"] == "Service"]:
+        if service["metadata"]["name"] != "gateway":
+            assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    ingress = _get(objects, "Ingress", "gateway")
+    backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert backends == {"gateway"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_hpas_and_api_key_secret(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    targets = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert targets == {"gateway", "preprocessor", "triton"}
+    env = {e["name"]: e for e in _container(objects, "gateway")["env"]}
+    assert env["DEEPFAKE_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "deepfake-api-keys"
+
+
+def test_gpu_s3_reads_the_repository_from_the_object_store(rendered: dict) -> None:
+    objects = rendered["gpu-s3"]
+    assert _get(objects, "ConfigMap", "triton-settings")["data"]["MODEL_REPOSITORY"].startswith("s3://")
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    pod = _get(objects, "Deployment", "triton")["spec"]["template"]["spec"]
+    assert "model-repository" not in {v["name"] for v in pod["volumes"]}
+    assert "/models" not in {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+
+
+def test_monitoring_serves_the_metric_the_triton_hpa_uses(rendered: dict) -> None:
+    monitoring = validate.render(validate.MONITORING_DIR)
+    assert validate.schema_problems(monitoring) == []
+    assert validate.monitoring_problems(monitoring, rendered["gpu"]) == []
+
+
+# --- The checker fails on broken manifests (so the tests above can fail) -----------------------------
+
+
+def _break(objects: list[dict], kind: str, name: str, edit) -> list[dict]:
+    broken = copy.deepcopy(objects)
+    edit(_get(broken, kind, name))
+    return broken
+
+
+def _pod(obj: dict) -> dict:
+    return obj["spec"]["template"]["spec"]
+
+
+BREAKAGES = {
+    "no readiness probe": (
+        "Deployment",
+        "preprocessor",
+        lambda o: _pod(o)["containers"][0].pop("readinessProbe"),
+        "no readinessProbe",
+    ),
+    "wrong probe path": (
+        "Deployment",
+        "gateway",
+        lambda o: _pod(o)["containers"][0]["readinessProbe"]["httpGet"].update(path="/"),
+        "readinessProbe path",
+    ),
+    "no memory limit": (
+        "Deployment",
+        "gateway",
+        lambda o: _pod(o)["containers"][0]["resources"]["limits"].pop("memory"),
+        "resources.limits lacks ['memory']",
+    ),
+    "triton without gpu": (
+        "Deployment",
+        "triton",
+        lambda o: _pod(o)["containers"][0]["resources"]["limits"].pop("nvidia.com/gpu"),
+        "must request nvidia.com/gpu",
+    ),
+    "triton without toleration": (
+        "Deployment",
+        "triton",
+        lambda o: _pod(o).pop("tolerations"),
+        "toleration",
+    ),
+    "preprocessor load balancer": (
+        "Service",
+        "preprocessor",
+        lambda o: o["spec"].update(type="LoadBalancer"),
+        "only the gateway",
+    ),
+    "triton open to the world": (
+        "NetworkPolicy",
+        "triton-from-preprocessor",
+        lambda o: o["spec"]["ingress"].append({"ports": [{"port": 8000}]}),
+        "admits external traffic",
+    ),
+    "no triton hpa": (
+        "HorizontalPodAutoscaler",
+        "triton",
+        lambda o: o["spec"]["scaleTargetRef"].update(name="nothing"),
+        "no HorizontalPodAutoscaler for Deployment/triton",
+    ),
+    "api keys inline": (
+        "Deployment",
+        "gateway",
+        lambda o: _pod(o)["containers"][0].update(env=[{"name": "DEEPFAKE_API_KEYS", "value": "k"}]),
+        "must come from a Secret",
+    ),
+    "service selects nothing": (
+        "Service",
+        "triton",
+        lambda o: o["spec"].update(selector={"app.kubernetes.io/name": "tritn"}),
+        "does not select exactly one",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKAGES))
+def test_invariant_checker_catches(rendered: dict, case: str) -> None:
+    kind, name, edit, expected = BREAKAGES[case]
+    problems = validate.invariant_problems(_break(rendered["gpu"], kind, name, edit), gpu=True)
+    assert any(expected in p for p in problems), problems
+
+
+def test_schema_check_catches_unknown_fields(rendered: dict) -> None:
+    broken = _break(rendered["gpu"], "Deployment", "gateway", lambda o: _pod(o).update(nodeSelectr={}))
+    assert any("Deployment/gateway" in p for p in validate.schema_problems(broken))
+
+
+# --- kustomize_lite: the subset it implements behaves as kustomize does -----------------------------
+
+
+def _write(directory: Path, files: dict[str, object]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            text = yaml.safe_dump_all(content)
+        else:
+            text = yaml.safe_dump(content)
+        (directory / name).write_text(text)
+    return directory
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "app"},
+    "spec": {
+        "selector": {"matchLabels": {"a": "b"}},
+        "template": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {
+                "containers": [
+                    {"name": "main", "image": "reg:5000/team/app:1.0", "env": [{"name": "X", "value": "1"}]},
+                    {"name": "side", "image": "other:2"},
+                ],
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}],
+            },
+        },
+    },
+}
+
+
+def test_kustomize_lite_merges_patches_like_kustomize(tmp_path: Path) -> None:
+    _write(tmp_path / "base", {"kustomization.yaml": {"resources": ["app.yaml"]}, "app.yaml": [DEPLOYMENT]})
+    patch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "app"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [{"name": "main", "env": [{"name": "Y", "value": "2"}]}],
+                    "volumes": [{"name": "v", "persistentVolumeClaim": None, "emptyDir": {}}],
+                    "tolerations": [{"key": "t", "operator": "Exists"}],
+                }
+            }
+        },
+    }
+    overlay = {
+        "resources": ["../base"],
+        "namespace": "ns",
+        "patches": [{"path": "patch.yaml"}],
+        "labels": [{"pairs": {"team": "x"}, "includeTemplates": True}],
+        "images": [{"name": "reg:5000/team/app", "newName": "r.example/app", "newTag": "2.0"}],
+    }
+    _write(tmp_path / "overlay", {"kustomization.yaml": overlay, "patch.yaml": [patch]})
+    (app,) = kustomize_lite.build(tmp_path / "overlay")
+    pod = app["spec"]["template"]["spec"]
+    main, side = pod["containers"]
+    assert [e["name"] for e in main["env"]] == ["X", "Y"]  # merged by name, not replaced
+    assert main["image"] == "r.example/app:2.0" and side["image"] == "other:2"
+    assert pod["volumes"] == [{"name": "v", "emptyDir": {}}]  # null deleted the old source
+    assert pod["tolerations"] == [{"key": "t", "operator": "Exists"}]
+    assert app["metadata"]["namespace"] == "ns"
+    assert app["metadata"]["labels"]["team"] == "x" and app["spec"]["template"]["metadata"]["labels"]["team"]
+    assert app["spec"]["selector"]["matchLabels"] == {"a": "b"}  # selectors untouched
+
+
+def test_kustomize_lite_deletes_items_and_resources(tmp_path: Path) -> None:
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {}}
+    _write(
+        tmp_path / "base", {"kustomization.yaml": {"resources": ["r.yaml"]}, "r.yaml": [DEPLOYMENT, config]}
+    )
+    patches = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "$patch": "delete"},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "app"},
+            "spec": {"template": {"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}},
+        },
+    ]
+    _write(
+        tmp_path / "o",
+        {
+            "kustomization.yaml": {"resources": ["../base"], "patches": [{"path": "p.yaml"}]},
+            "p.yaml": patches,
+        },
+    )
+    objects = kustomize_lite.build(tmp_path / "o")
+    assert [o["kind"] for o in objects] == ["Deployment"]
+    assert [c["name"] for c in objects[0]["spec"]["template"]["spec"]["containers"]] == ["main"]
+
+
+@pytest.mark.parametrize(
+    ("kustomization", "message"),
+    [
+        ({"resources": ["app.yaml"], "configMapGenerator": []}, "unsupported field"),
+        ({"resources": ["missing.yaml"]}, "does not exist"),
+        ({"resources": ["app.yaml", "app.yaml"]}, "duplicate resource"),
+        ({"resources": ["app.yaml"], "labels": [{"pairs": {"a": "c"}, "includeSelectors": True}]}, "labels"),
+        ({"resources": ["app.yaml"], "patches": [{"path": "nomatch.yaml"}]}, "matches 0 resources"),
+    ],
+)
+def test_kustomize_lite_refuses_what_it_cannot_do(tmp_path: Path, kustomization: dict, message: str) -> None:
+    nomatch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other"}}
+    _write(
+        tmp_path, {"kustomization.yaml": kustomization, "app.yaml": [DEPLOYMENT], "nomatch.yaml": [nomatch]}
+    )
+    with pytest.raises(kustomize_lite.KustomizeError, match=message):
+        kustomize_lite.build(tmp_path)
+
+
+# --- Compose: the real binary accepts the file; the resolved model follows the rules -----------------
+
+
+@pytest.fixture(scope="module")
+def compose_model() -> dict:
+    result = validate.compose_config({"DEEPFAKE_API_KEYS": "test-key"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_compose_file_is_valid_and_follows_the_rules(compose_model: dict) -> None:
+    assert validate.compose_problems(compose_model) == []
+    services = compose_model["services"]
+    assert services["gateway"]["environment"]["DEEPFAKE_API_KEYS"] == "test-key"
+    assert services["preprocessor"]["environment"]["DEEPFAKE_TRITON_URL"] == "triton:8001"
+    assert services["gateway"]["depends_on"]["preprocessor"]["condition"] == "service_healthy"
+    assert services["preprocessor"]["depends_on"]["triton"]["condition"] == "service_healthy"
+
+
+def test_compose_refuses_to_start_without_api_keys() -> None:
+    result = validate.compose_config({})
+    assert result.returncode != 0
+    assert "DEEPFAKE_API_KEYS" in result.stderr
+
+
+def test_compose_checker_catches_a_missing_gpu(compose_model: dict) -> None:
+    broken = copy.deepcopy(compose_model)
+    broken["services"]["triton"].pop("deploy")
+    broken["services"]["preprocessor"]["ports"] = [
+        {"target": 8081, "published": "8081", "host_ip": "0.0.0.0"}
+    ]
+    problems = validate.compose_problems(broken)
+    assert any("GPU" in p for p in problems) and any("beyond loopback" in p for p in problems)
+
+
+# --- Dockerfiles: what they copy exists, they run the service contract, no torch ---------------------
+
+DOCKERFILES = {
+    "gateway": "gateway.app:create_app",
+    "preprocessor": "preprocessor.app:create_app",
+    "triton": None,
+}
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfile_copies_existing_files_and_runs_the_contract(service: str) -> None:
+    dockerfile = REPO_ROOT / "docker" / f"{service}.Dockerfile"
+    instructions = _instructions(dockerfile)
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()}
+    for op, args in instructions:
+        if op == "COPY" and not args.startswith("--from"):
+            *sources, _dest = args.split()
+            for source in sources:
+                assert (REPO_ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+                assert source.split("/")[0] not in ignored, f"{source} is excluded by .dockerignore"
+    assert any(op == "HEALTHCHECK" for op, _ in instructions)
+    cmd = json.loads([args for op, args in instructions if op == "CMD"][-1])
+    if DOCKERFILES[service]:
+        assert cmd[:3] == ["uvicorn", "--factory", DOCKERFILES[service]]
+        assert not [args for _op, args in instructions if "torch" in args]
+    else:
+        assert cmd[0] == "tritonserver" and "--model-repository=/models" in cmd
+
+
+def test_service_images_install_no_torch_and_no_local_triton() -> None:
+    lines = requirements_script.requirements(REPO_ROOT / "pyproject.toml", ["serve"], ["nvidia-pytriton"])
+    names = {requirements_script.requirement_name(line) for line in lines}
+    assert {"fastapi", "uvicorn", "tritonclient", "onnxruntime", "av"} <= names
+    assert not names & {"torch", "nvidia-pytriton", "onnxscript"}
+
+
+def test_validate_deploy_command_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "deploy" / "validate.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
