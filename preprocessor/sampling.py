@@ -83,6 +83,7 @@ class FrameSampler:
         self.warnings: list[str] = []
         self.frames_decoded = 0  # every frame the decoder produced, kept or not (for the benchmark)
         self._broken = False
+        self._ended_early = False
 
     def windows(self) -> Iterator[list[SampledFrame]]:
         info = self.probe.info
@@ -119,6 +120,8 @@ class FrameSampler:
                         )
                         sampled += 1
                     taken += 1
+                if len(window) < self.plan.clip_len and not self._broken:
+                    self._note_early_end(position)
                 if window:
                     yield window
                 if self._broken:
@@ -126,6 +129,18 @@ class FrameSampler:
         if sampled == 0:
             raise VideoError(
                 "corrupt_video", "no frame could be decoded from the video stream; provide an intact file"
+            )
+
+    def _note_early_end(self, position: float) -> None:
+        """A window ran out of frames well before the declared duration: say so once (truncated file)."""
+        declared = self.probe.info.duration_s
+        end = max(position - self.probe.start_time, 0.0)
+        fps = self.probe.info.fps or 25.0
+        if declared - end > self.plan.clip_len * self.plan.stride / fps and not self._ended_early:
+            self._ended_early = True
+            self.warnings.append(
+                f"the video stream ends at {end:.2f}s although the container declares {declared:.2f}s "
+                "(truncated file?); only the frames before that were analysed"
             )
 
     def _should_seek(self, position: float, target: float) -> bool:
