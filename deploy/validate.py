@@ -109,6 +109,7 @@ def invariant_problems(objects: list[Obj], gpu: bool) -> list[str]:
     problems += _network_policy_problems(objects, deployments)
     problems += _autoscaling_problems(objects, deployments)
     problems += _secret_problems(objects, deployments)
+    problems += _job_store_problems(objects, deployments)
     return problems
 
 
@@ -272,6 +273,34 @@ def _secret_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[st
                     problems.append(
                         f"Deployment/{name}: envFrom ConfigMap {ref['name']!r} is not in the overlay"
                     )
+    return problems
+
+
+def _job_store_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    """With the SQLite job store the gateway must stay one replica on a persistent volume.
+
+    Each replica would otherwise hold its own job table (a job created on one replica is a 404 on
+    the next), and an emptyDir would lose queued jobs on every restart.
+    """
+    settings = _find(objects, "ConfigMap", "gateway-settings")
+    url = settings[0].get("data", {}).get("DEEPFAKE_JOB_STORE_URL", "sqlite:") if settings else "sqlite:"
+    if not url.startswith("sqlite:") or "gateway" not in deployments:
+        return []
+    problems = []
+    gateway = deployments["gateway"]
+    if gateway["spec"].get("replicas", 1) > 1:
+        problems.append("gateway: more than one replica with the SQLite job store")
+    for hpa in _find(objects, "HorizontalPodAutoscaler"):
+        if hpa["spec"]["scaleTargetRef"]["name"] == "gateway" and hpa["spec"]["maxReplicas"] > 1:
+            problems.append("HPA for gateway: maxReplicas > 1 with the SQLite job store")
+    path = url.removeprefix("sqlite:///")
+    pod = gateway["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = [
+        m for c in pod["containers"] for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"])
+    ]
+    if not any("persistentVolumeClaim" in volumes.get(m["name"], {}) for m in mounts):
+        problems.append(f"gateway: the SQLite job store {path} is not on a PersistentVolumeClaim")
     return problems
 
 

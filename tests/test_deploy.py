@@ -123,7 +123,8 @@ def test_hpas_and_api_key_secret(rendered: dict, overlay: str) -> None:
 def test_gpu_s3_reads_the_repository_from_the_object_store(rendered: dict) -> None:
     objects = rendered["gpu-s3"]
     assert _get(objects, "ConfigMap", "triton-settings")["data"]["MODEL_REPOSITORY"].startswith("s3://")
-    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    claims = {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"gateway-data"}
     pod = _get(objects, "Deployment", "triton")["spec"]["template"]["spec"]
     assert "model-repository" not in {v["name"] for v in pod["volumes"]}
     assert "/models" not in {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
@@ -202,6 +203,18 @@ BREAKAGES = {
         "gateway",
         lambda o: _pod(o)["containers"][0].update(env=[{"name": "DEEPFAKE_API_KEYS", "value": "k"}]),
         "must come from a Secret",
+    ),
+    "gateway scaled out on sqlite": (
+        "HorizontalPodAutoscaler",
+        "gateway",
+        lambda o: o["spec"].update(maxReplicas=3),
+        "maxReplicas > 1 with the SQLite job store",
+    ),
+    "job store on an emptyDir": (
+        "Deployment",
+        "gateway",
+        lambda o: _pod(o).update(volumes=[{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]),
+        "is not on a PersistentVolumeClaim",
     ),
     "service selects nothing": (
         "Service",
