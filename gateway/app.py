@@ -1,0 +1,75 @@
+"""The public gateway: `uvicorn --factory gateway.app:create_app --port 8080`.
+
+A thin factory (FastAPI full-stack template style): it wires settings, the job store, the preprocessor
+client, the job runner, auth/rate limit state, metrics, error handlers and routers; nothing runs at import
+time, and the job runner starts with the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from deepfake.api_errors import install_error_handlers
+from deepfake.uploads import UploadError
+from gateway.jobs.runner import JobRunner
+from gateway.jobs.store import open_job_store
+from gateway.metrics import GatewayMetrics, install_metrics_middleware
+from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
+from gateway.rate_limit import RateLimiter
+from gateway.routers import detections, health, jobs, web
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+DESCRIPTION = """Deepfake video detection. Send your key in `X-API-Key` (the **Authorize** button).
+
+* `POST /v1/detections`: short clips, answered in the same request.
+* `POST /v1/jobs`: any length; poll `GET /v1/jobs/{id}`, then `GET /v1/jobs/{id}/result`.
+
+Every error has one shape: `{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(
+    settings: GatewaySettings | None = None, preprocessor_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """`preprocessor_transport` lets tests route the preprocessor calls to an in-process app."""
+    settings = settings or GatewaySettings()
+    if not settings.auth_disabled and not settings.api_key_set():
+        log.warning("no API keys configured (DEEPFAKE_API_KEYS): every request will get 401")
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    store = open_job_store(settings.job_store_url)
+    metrics = GatewayMetrics()
+    metrics.watch_job_store(store.count_by_state)
+    preprocessor = PreprocessorClient(
+        settings.preprocessor_url, settings.preprocessor_timeout_s, preprocessor_transport
+    )
+    runner = JobRunner(store, preprocessor, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await preprocessor.aclose()
+            store.close()
+
+    app = FastAPI(title="Deepfake detector API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.api_keys = settings.api_key_set()
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.preprocessor = preprocessor
+    app.state.runner = runner
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    install_error_handlers(app, UploadError, PreprocessorError)
+    install_metrics_middleware(app, metrics)
+    for router in (health.router, detections.router, jobs.router, web.router):
+        app.include_router(router)
+    return app

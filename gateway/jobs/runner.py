@@ -1,0 +1,156 @@
+"""Job workers: take queued jobs from the store, send them to the preprocessor, record the outcome.
+
+WHY the store is the queue: a job exists only as a row, so a gateway that stops (crash, deploy) loses
+nothing: at the next start the rows left 'running' are queued again, and their uploads are still on disk.
+Workers are a fixed number of asyncio tasks (`job_workers`), so load on the preprocessor is bounded by
+configuration, not by how many clients submit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import httpx
+
+from deepfake.schemas import ErrorDetail, JobStatus
+from deepfake.uploads import remove_quietly
+from gateway.jobs.store import JobRecord, JobStore
+from gateway.metrics import GatewayMetrics
+from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+UNREACHABLE_ATTEMPTS = 3  # tries of a job while the preprocessor itself cannot be reached
+
+
+def job_status(job: JobRecord) -> JobStatus:
+    return JobStatus(
+        id=job.id,
+        state=job.state,
+        progress=round(job.progress, 4),
+        filename=job.filename,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        attempts=job.attempts,
+        callback_url=job.callback_url,
+        error=job.error,
+        result_url=f"/v1/jobs/{job.id}/result" if job.state == "succeeded" else None,
+    )
+
+
+class JobRunner:
+    def __init__(
+        self, store: JobStore, client: PreprocessorClient, settings: GatewaySettings, metrics: GatewayMetrics
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._http = httpx.AsyncClient(timeout=settings.callback_timeout_s)
+
+    async def start(self) -> None:
+        requeued = self.store.requeue_running()
+        if requeued:
+            log.info("re-queued %d job(s) left running by a previous gateway", requeued)
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.job_workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._callbacks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._http.aclose()
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle worker now instead of at the next poll."""
+        self._wake.set()
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            job = await asyncio.to_thread(self.store.claim_next)
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.job_poll_s)
+                continue
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                # Shutting down mid-analysis: the job goes back to the queue for the next start.
+                self.store.requeue(job.id)
+                raise
+            except Exception:
+                log.exception("job %s: unexpected failure", job.id)
+                self._fail(
+                    job, ErrorDetail(code="internal_error", message="internal error; the job was logged")
+                )
+
+    async def _run(self, job: JobRecord) -> None:
+        path = Path(job.upload_path) if job.upload_path else None
+        if path is None or not path.exists():
+            self._fail(
+                job, ErrorDetail(code="upload_missing", message="the uploaded file is gone; submit again")
+            )
+            return
+        last = [0.0]
+
+        def progress(fraction: float) -> None:
+            if fraction - last[0] >= 0.05 or fraction >= 1.0:
+                last[0] = fraction
+                self.store.set_progress(job.id, fraction)
+
+        start = time.perf_counter()
+        try:
+            result = await self.client.analyze(path, job.filename, progress)
+        except PreprocessorError as exc:
+            if exc.detail.code == "preprocessor_unavailable" and job.attempts < UNREACHABLE_ATTEMPTS:
+                log.warning("job %s: preprocessor unreachable, retrying (attempt %d)", job.id, job.attempts)
+                await asyncio.sleep(2.0 * job.attempts)
+                self.store.requeue(job.id)
+                return
+            self._fail(job, exc.detail)
+            return
+        if self.store.finish(job.id, json.dumps(result)):
+            self.metrics.jobs_finished.labels("succeeded").inc()
+            self.metrics.job_seconds.observe(time.perf_counter() - start)
+            self._done(job)
+        remove_quietly(path)
+
+    def _fail(self, job: JobRecord, error: ErrorDetail) -> None:
+        log.info("job %s failed: %s: %s", job.id, error.code, error.message)
+        if self.store.fail(job.id, error):
+            self.metrics.jobs_finished.labels("failed").inc()
+            self._done(job)
+        remove_quietly(Path(job.upload_path) if job.upload_path else None)
+
+    def _done(self, job: JobRecord) -> None:
+        if job.callback_url:
+            task = asyncio.create_task(self._callback(job.id, job.callback_url))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    async def _callback(self, job_id: str, url: str) -> None:
+        """POST the final JobStatus to the client's callback URL, with a few retries."""
+        job = self.store.get(job_id)
+        if job is None:
+            return
+        body = job_status(job).model_dump(mode="json")
+        for attempt in range(self.settings.callback_attempts):
+            try:
+                response = await self._http.post(url, json=body)
+                if response.status_code < 500:
+                    self.metrics.callbacks.labels("delivered" if response.is_success else "rejected").inc()
+                    return
+            except httpx.HTTPError as exc:
+                log.warning("job %s: callback to %s failed: %s", job_id, url, exc)
+            await asyncio.sleep(min(30.0, 2.0**attempt))
+        self.metrics.callbacks.labels("failed").inc()

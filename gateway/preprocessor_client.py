@@ -1,0 +1,136 @@
+"""The gateway's HTTP client for the preprocessor service.
+
+WHY its own module: the gateway must tell "your video is bad" (the preprocessor's 4xx, passed through
+unchanged in the one error shape) from "we cannot analyse right now" (preprocessor or Triton down: 503
+with a reason) from "we broke" (5xx). Everything about that distinction lives here. The upload is
+streamed from disk as multipart; job analyses ask for the NDJSON progress stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deepfake.schemas import ErrorDetail
+
+NDJSON = "application/x-ndjson"
+
+
+class PreprocessorError(Exception):
+    """The analysis did not produce a result; `http_status` and `detail` are what the client gets."""
+
+    def __init__(self, http_status: int, detail: ErrorDetail, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail.message)
+        self.http_status = http_status
+        self.detail = detail
+        self.headers = headers
+
+    def to_error_detail(self) -> ErrorDetail:
+        return self.detail
+
+
+def _unavailable(base_url: str, exc: Exception) -> PreprocessorError:
+    return PreprocessorError(
+        503,
+        ErrorDetail(
+            code="preprocessor_unavailable",
+            message=f"the analysis service at {base_url} is unreachable ({type(exc).__name__}); retry later",
+        ),
+        {"Retry-After": "5"},
+    )
+
+
+def _error_from_body(status: int, body: Any) -> PreprocessorError:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        try:
+            return PreprocessorError(status, ErrorDetail.model_validate(body["error"]))
+        except ValueError:
+            pass
+    return PreprocessorError(
+        502,
+        ErrorDetail(
+            code="bad_gateway", message=f"the analysis service answered {status} without an error body"
+        ),
+    )
+
+
+class PreprocessorClient:
+    def __init__(
+        self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        # Connecting must be quick (a dead service is a 503 now, not in 15 minutes); reading the answer
+        # may take as long as an analysis does.
+        timeout = httpx.Timeout(timeout_s, connect=5.0)
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    async def readiness(self) -> tuple[bool, str]:
+        try:
+            response = await self._client.get("/readyz", timeout=5.0)
+        except httpx.HTTPError as exc:
+            return False, f"preprocessor at {self.base_url} unreachable: {type(exc).__name__}"
+        if response.status_code == 200:
+            return True, "ready"
+        try:
+            reason = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            reason = f"HTTP {response.status_code}"
+        return False, f"preprocessor not ready: {reason}"
+
+    async def analyze(
+        self, path: Path, filename: str | None, progress: Callable[[float], None] | None = None
+    ) -> dict[str, Any]:
+        """The DetectionResult JSON for the video at `path`; raises PreprocessorError otherwise."""
+        headers = {"Accept": NDJSON if progress else "application/json"}
+        try:
+            with path.open("rb") as handle:
+                files = {"file": (filename or "upload", handle, "application/octet-stream")}
+                async with self._client.stream(
+                    "POST", "/v1/analyze", files=files, headers=headers
+                ) as response:
+                    if response.status_code != 200 or progress is None:
+                        await response.aread()
+                        return self._plain_result(response)
+                    return await self._stream_result(response, progress)
+        except httpx.TimeoutException as exc:
+            raise PreprocessorError(
+                504, ErrorDetail(code="analysis_timeout", message=f"the analysis took too long ({exc})")
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise _unavailable(self.base_url, exc) from exc
+
+    @staticmethod
+    def _plain_result(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 200 and isinstance(body, dict):
+            return body
+        error = _error_from_body(response.status_code, body)
+        if "retry-after" in response.headers:
+            error.headers = {"Retry-After": response.headers["retry-after"]}
+        raise error
+
+    @staticmethod
+    async def _stream_result(response: httpx.Response, progress: Callable[[float], None]) -> dict[str, Any]:
+        async for line in response.aiter_lines():
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            if "progress" in message:
+                progress(float(message["progress"]))
+            elif "result" in message:
+                return message["result"]
+            elif "error" in message:
+                raise _error_from_body(int(message.get("status", 500)), message)
+        raise PreprocessorError(
+            502, ErrorDetail(code="bad_gateway", message="the analysis stream ended without a result")
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

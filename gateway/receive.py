@@ -1,0 +1,28 @@
+"""Take one video upload off the wire for the gateway: stream to disk, check type, size and duration.
+
+WHY one helper: both POST /v1/detections and POST /v1/jobs must refuse bad uploads identically, and
+must delete the file on every refusal.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from deepfake.uploads import Upload, receive_upload, remove_quietly
+from gateway.video_check import check_duration
+
+
+async def receive_video(request: Request, max_duration_s: float, hint: str = "") -> Upload:
+    settings = request.app.state.settings
+    upload = await receive_upload(
+        request.headers.get("content-type"), request.stream(), settings.upload_dir, settings.max_upload_bytes
+    )
+    try:
+        check_duration(upload.path, max_duration_s, hint)
+    except BaseException:
+        remove_quietly(upload.path)
+        raise
+    metrics = request.app.state.metrics
+    metrics.upload_bytes.inc(upload.size)
+    metrics.upload_size.observe(upload.size)
+    return upload

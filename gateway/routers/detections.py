@@ -1,0 +1,35 @@
+"""POST /v1/detections: upload a short clip, get the result in the same response."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from deepfake.api_errors import error_responses_doc
+from deepfake.schemas import DetectionResult
+from deepfake.uploads import UPLOAD_OPENAPI, remove_quietly
+from gateway.auth import require_api_key
+from gateway.receive import receive_video
+
+router = APIRouter(tags=["detections"])
+
+
+@router.post(
+    "/v1/detections",
+    summary="Analyse a short video synchronously",
+    description=(
+        "Upload a video as multipart/form-data (part `file`); the answer is the detection result. "
+        "Clips longer than the synchronous limit must go through `POST /v1/jobs`.\n\n"
+        "`curl -H 'X-API-Key: KEY' -F file=@clip.mp4 http://127.0.0.1:8080/v1/detections`"
+    ),
+    response_model=DetectionResult,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses=error_responses_doc(400, 401, 413, 415, 422, 429, 503),
+)
+async def create_detection(request: Request, owner: str = Depends(require_api_key)) -> dict:
+    settings = request.app.state.settings
+    limit = min(settings.sync_max_duration_s, settings.max_duration_s)
+    upload = await receive_video(request, limit, hint="; submit longer videos as a job (POST /v1/jobs)")
+    try:
+        return await request.app.state.preprocessor.analyze(upload.path, upload.filename)
+    finally:
+        remove_quietly(upload.path)

@@ -1,0 +1,150 @@
+"""Asynchronous jobs: submit (202 + Location), poll status with progress, fetch the result, delete."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from deepfake.api_errors import ApiError, error_responses_doc
+from deepfake.schemas import DetectionResult, JobCreated, JobStatus
+from deepfake.uploads import remove_quietly
+from gateway.auth import require_api_key
+from gateway.jobs.runner import job_status
+from gateway.jobs.store import JobRecord
+from gateway.receive import receive_video
+
+router = APIRouter(tags=["jobs"])
+JOB_UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "The video file."},
+                        "callback_url": {
+                            "type": "string",
+                            "description": "Optional http(s) URL that gets the final job status (POST).",
+                            "example": "https://example.org/hooks/deepfake",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _check_callback(url: str | None) -> str | None:
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
+        raise ApiError(422, "invalid_callback_url", "callback_url must be an absolute http(s) URL")
+    return url
+
+
+def _own_job(request: Request, job_id: str, owner: str) -> JobRecord:
+    job = request.app.state.store.get(job_id)
+    if job is None or job.owner != owner:
+        raise ApiError(
+            404, "job_not_found", f"no job {job_id!r} for this API key (deleted, or never created)"
+        )
+    return job
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    summary="Submit a video for asynchronous analysis",
+    description=(
+        "Upload as multipart/form-data (part `file`, optional `callback_url`). The answer is 202 with the "
+        "job id and a `Location` header; poll it, then fetch `/v1/jobs/{id}/result`. Jobs survive gateway "
+        "restarts.\n\n`curl -H 'X-API-Key: KEY' -F file=@clip.mp4 http://127.0.0.1:8080/v1/jobs`"
+    ),
+    response_model=JobCreated,
+    openapi_extra=JOB_UPLOAD_OPENAPI,
+    responses=error_responses_doc(400, 401, 413, 415, 422, 429),
+)
+async def create_job(
+    request: Request, response: Response, owner: str = Depends(require_api_key)
+) -> JobCreated:
+    settings = request.app.state.settings
+    upload = await receive_video(request, settings.max_duration_s)
+    try:
+        callback_url = _check_callback(upload.fields.get("callback_url"))
+        now = time.time()
+        job = JobRecord(
+            id=uuid.uuid4().hex,
+            state="queued",
+            owner=owner,
+            upload_path=str(upload.path.resolve()),
+            filename=upload.filename,
+            callback_url=callback_url,
+            created_at=now,
+            updated_at=now,
+        )
+        request.app.state.store.create(job)
+    except BaseException:
+        remove_quietly(upload.path)
+        raise
+    request.app.state.runner.notify()
+    status_url = f"/v1/jobs/{job.id}"
+    response.headers["Location"] = status_url
+    return JobCreated(id=job.id, state=job.state, status_url=status_url, result_url=f"{status_url}/result")
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="Job status and progress",
+    response_model=JobStatus,
+    responses=error_responses_doc(401, 404, 429),
+)
+async def get_job(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> JobStatus:
+    return job_status(_own_job(request, job_id, owner))
+
+
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    summary="The detection result of a finished job",
+    response_model=DetectionResult,
+    responses=error_responses_doc(401, 404, 409, 429),
+)
+async def get_job_result(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> Response:
+    job = _own_job(request, job_id, owner)
+    if job.state == "failed" and job.error is not None:
+        raise ApiError(
+            409,
+            "job_failed",
+            f"the job failed: {job.error.message}",
+            {"job_error": job.error.model_dump()},
+        )
+    if job.state != "succeeded" or job.result_json is None:
+        raise ApiError(
+            409,
+            "job_not_finished",
+            f"the job is {job.state} ({job.progress:.0%} done); poll /v1/jobs/{job_id}",
+            {"state": job.state, "progress": job.progress},
+            headers={"Retry-After": "2"},
+        )
+    return Response(job.result_json, media_type="application/json")
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    status_code=204,
+    summary="Delete a job and its upload (a running analysis finishes but its result is discarded)",
+    responses=error_responses_doc(401, 404, 429),
+)
+async def delete_job(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> Response:
+    _own_job(request, job_id, owner)
+    removed = request.app.state.store.delete(job_id)
+    if removed is not None and removed.state == "queued" and removed.upload_path:
+        remove_quietly(Path(removed.upload_path))
+    return Response(status_code=204)

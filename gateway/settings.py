@@ -1,0 +1,35 @@
+"""The gateway's settings, one place, environment variables with the ``DEEPFAKE_`` prefix.
+
+The names are the service contract the Compose and Kubernetes manifests rely on; do not rename them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
+
+    api_keys: str = Field("", description="Accepted API keys, comma-separated (header X-API-Key).")
+    auth_disabled: bool = Field(False, description="Accept requests without a key: local use only.")
+    preprocessor_url: str = Field("http://127.0.0.1:8081", description="Preprocessor base URL.")
+    preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
+    job_store_url: str = Field("sqlite:///./.run/jobs.sqlite", description="Where jobs persist.")
+    upload_dir: Path = Field(Path(".run/uploads"), description="Where uploads wait (jobs survive restarts).")
+    max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
+    max_duration_s: float = Field(600.0, gt=0, description="Longest accepted video in seconds (jobs).")
+    sync_max_duration_s: float = Field(
+        120.0, gt=0, description="Longest video POST /v1/detections analyses synchronously; use jobs beyond."
+    )
+    rate_limit_per_minute: int = Field(60, ge=0, description="Requests per minute per API key; 0: no limit.")
+    job_workers: int = Field(2, ge=0, description="Jobs this replica runs at once; 0: accept only.")
+    job_poll_s: float = Field(1.0, gt=0, description="How often idle job workers look for queued jobs.")
+    callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one completion-callback POST.")
+    callback_attempts: int = Field(3, ge=1, description="Tries of a completion callback before giving up.")
+
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())

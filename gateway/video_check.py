@@ -1,0 +1,52 @@
+"""A quick look inside an upload before it is queued or forwarded: can it be opened, how long is it.
+
+WHY in the gateway: a 2-hour film or a truncated file should be refused at once with a message, not after
+it waited in the job queue and crossed the network. Only the container header is read (no decoding),
+so this costs milliseconds; the preprocessor still probes fully (same limits) before analysing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+
+from deepfake.uploads import UploadError
+
+
+def video_duration_s(path: Path) -> float | None:
+    """Duration from the container header; raises UploadError when the file has no readable video."""
+    try:
+        with av.open(str(path), "r") as container:
+            streams = container.streams.video
+            if not streams:
+                raise UploadError(
+                    "no_video_stream", "the file has no video stream (audio only?); upload a video", 415
+                )
+            if container.duration is not None:
+                return container.duration / 1_000_000
+            stream = streams[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return None
+    except av.error.FFmpegError as exc:
+        raise UploadError(
+            "corrupt_video",
+            "the file looks like a video container but cannot be read (truncated or damaged?); "
+            "upload the complete file",
+            422,
+            reason=str(exc),
+        ) from exc
+
+
+def check_duration(path: Path, max_duration_s: float, hint: str = "") -> float | None:
+    duration = video_duration_s(path)
+    if duration is not None and duration > max_duration_s:
+        raise UploadError(
+            "too_long",
+            f"the video lasts {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
+            413,
+            duration_s=round(duration, 2),
+            max_duration_s=max_duration_s,
+        )
+    return duration
