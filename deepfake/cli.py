@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "detect": "deepfake.commands.detect",
     "faces": "deepfake.commands.faces",
+    "serve": "deepfake.commands.serve",
 }
 
 
