@@ -1,0 +1,260 @@
+"""The whole stack as local processes: Triton, the preprocessor and the gateway, on loopback.
+
+WHY: `make up`/`make down`, `make bench-services` and the integration tests all need the three services
+started for real (no Docker engine here), each waited for until ready, with logs in files. One class does
+it so they all start the stack the same way, exactly as the service contract says:
+`deepfake serve triton` and `uvicorn --factory <service>.app:create_app`.
+
+    python -m deepfake.local_stack up      # start, wait until ready, print URLs (PIDs in .run/pids/)
+    python -m deepfake.local_stack down    # stop what `up` started
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ("triton", "preprocessor", "gateway")
+
+
+def free_port() -> int:
+    """A port that is free on loopback right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Ports:
+    triton_http: int = 8000
+    triton_grpc: int = 8001
+    triton_metrics: int = 8002
+    preprocessor: int = 8081
+    gateway: int = 8080
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+
+
+@dataclass
+class LocalStack:
+    run_dir: Path
+    repository: Path = REPO_ROOT / "model_repository"
+    ports: Ports = field(default_factory=Ports)
+    api_key: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # extra DEEPFAKE_* settings for both services
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "triton": f"http://127.0.0.1:{self.ports.triton_http}",
+            "preprocessor": f"http://127.0.0.1:{self.ports.preprocessor}",
+            "gateway": f"http://127.0.0.1:{self.ports.gateway}",
+        }
+
+    @property
+    def ready_urls(self) -> dict[str, str]:
+        return {
+            "triton": f"{self.urls['triton']}/v2/models/deepfake_detector/ready",
+            "preprocessor": f"{self.urls['preprocessor']}/readyz",
+            "gateway": f"{self.urls['gateway']}/readyz",
+        }
+
+    def log_path(self, name: str) -> Path:
+        return self.run_dir / "logs" / f"{name}.log"
+
+    def service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")])),
+                "DEEPFAKE_TRITON_URL": f"127.0.0.1:{self.ports.triton_grpc}",
+                "DEEPFAKE_PREPROCESSOR_URL": self.urls["preprocessor"],
+                "DEEPFAKE_JOB_STORE_URL": f"sqlite:///{(self.run_dir / 'jobs.sqlite').resolve()}",
+                "DEEPFAKE_UPLOAD_DIR": str((self.run_dir / "uploads").resolve()),
+                "DEEPFAKE_API_KEYS": self.api_key,
+            }
+        )
+        env.update(self.env)
+        return env
+
+    def command(self, name: str) -> list[str]:
+        if name == "triton":
+            return [
+                sys.executable, "-m", "deepfake.cli", "serve", "triton",
+                "--repository", str(self.repository), "--run-dir", str(self.run_dir / "triton"),
+                "--port", str(self.ports.triton_http), "--grpc-port", str(self.ports.triton_grpc),
+                "--metrics-port", str(self.ports.triton_metrics),
+            ]  # fmt: skip
+        port = self.ports.preprocessor if name == "preprocessor" else self.ports.gateway
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", f"{name}.app:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
+
+    def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+        env = self.service_env()
+        env.update(extra_env or {})
+        with self.log_path(name).open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                self.command(name), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, name: str, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        process = self.processes.get(name)
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.log_tail(name)}")
+            try:
+                with urllib.request.urlopen(self.ready_urls[name], timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} not ready after {timeout_s:.0f} s:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.log_path(name)
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+        )
+
+    def up(self, timeout_s: float = 180.0) -> None:
+        for name in SERVICES:
+            self.start(name)
+            self.wait_ready(name, timeout_s)
+
+    def stop(self, name: str, timeout_s: float = 30.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is not None and process.poll() is None:
+            stop_pid(process.pid, timeout_s)
+            process.wait()
+
+    def down(self) -> None:
+        for name in reversed(SERVICES):
+            self.stop(name)
+
+
+def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM the process group we started (the service leader handles it), SIGKILL after the timeout."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _pid_dir(run_dir: Path) -> Path:
+    return run_dir / "pids"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    run_dir: Path = args.run_dir
+    pid_dir = _pid_dir(run_dir)
+    if pid_dir.exists() and any(pid_dir.iterdir()):
+        print(f"the stack seems to be up already (PIDs in {pid_dir}); run `make down` first", file=sys.stderr)
+        return 1
+    if not (args.repository / "deepfake_detector" / "config.pbtxt").exists():
+        print(
+            f"no model in {args.repository} (deepfake_detector/config.pbtxt + 1/model.onnx); "
+            "export one (make export) or pass --repository",
+            file=sys.stderr,
+        )
+        return 1
+    api_key = os.environ.get("DEEPFAKE_API_KEYS", "")
+    key_file = run_dir / "api_key"
+    if not api_key and os.environ.get("DEEPFAKE_AUTH_DISABLED", "").lower() not in ("1", "true", "yes"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(24))
+        api_key = key_file.read_text().strip()
+    ports = Ports(
+        args.triton_port, args.triton_port + 1, args.triton_port + 2, args.preprocessor_port, args.port
+    )
+    stack = LocalStack(run_dir, args.repository, ports, api_key)
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in SERVICES:
+            stack.start(name)
+            (pid_dir / f"{name}.pid").write_text(str(stack.processes[name].pid))
+            stack.wait_ready(name, args.timeout)
+            print(f"{name:<13} ready  {stack.urls[name]}   log {stack.log_path(name)}", flush=True)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        stack.down()
+        for path in pid_dir.glob("*.pid"):
+            path.unlink()
+        return 1
+    print(f"\nAPI docs  {stack.urls['gateway']}/docs      web page {stack.urls['gateway']}/")
+    if api_key:
+        source = f"; from {key_file}" if key_file.exists() else ""
+        print(f"API key   {api_key.split(',')[0]}   (header X-API-Key{source})")
+    print(f"metrics   {stack.urls['gateway']}/metrics  {stack.urls['preprocessor']}/metrics  "
+          f"http://127.0.0.1:{ports.triton_metrics}/metrics")  # fmt: skip
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    pid_dir = _pid_dir(args.run_dir)
+    stopped = 0
+    for name in reversed(SERVICES):
+        path = pid_dir / f"{name}.pid"
+        if path.exists():
+            stop_pid(int(path.read_text()))
+            path.unlink()
+            stopped += 1
+            print(f"stopped {name}")
+    if not stopped:
+        print("nothing to stop")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the service stack as local processes.")
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / ".run" / "stack")
+    parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
+    parser.add_argument("--port", type=int, default=8080, help="gateway port")
+    parser.add_argument("--preprocessor-port", type=int, default=8081)
+    parser.add_argument(
+        "--triton-port", type=int, default=8000, help="Triton HTTP port (+1 gRPC, +2 metrics)"
+    )
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each service")
+    args = parser.parse_args(argv)
+    return cmd_up(args) if args.action == "up" else cmd_down(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
