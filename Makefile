@@ -35,3 +35,19 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check .
+
+# ---- Deployment (deploy/README.md). validate-deploy: render every Kubernetes overlay, check it against the
+# Kubernetes schemas and the stack's invariants, and check docker-compose.yml with the real Compose binary.
+# trt / bench-gpu need an NVIDIA GPU and refuse with a clear message without one (BENCH_GPU_ARGS: see
+# `python scripts/gpu_serving.py bench --help`, e.g. BENCH_GPU_ARGS="--variants plan --instances 1,2").
+.PHONY: validate-deploy
+BENCH_GPU_ARGS ?=
+
+validate-deploy: setup
+	$(PY) deploy/validate.py --out build/k8s
+
+trt: setup
+	$(PY) scripts/gpu_serving.py trt
+
+bench-gpu: setup
+	$(PY) scripts/gpu_serving.py bench $(BENCH_GPU_ARGS)
