@@ -36,6 +36,42 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
+# Pipeline speed and memory on this machine: per stage, end to end, decode-only ratio, peak RSS
+# (FF++/DFDC videos from DATA_DIR plus synthetic 1080p / 10-minute clips cached in cache/bench/).
+bench: setup
+	$(PY) scripts/bench_pipeline.py --data-dir $(DATA_DIR)
+
+# RetinaFace (MobileNet-0.25): convert the public checkpoint to ONNX in the weights directory, once.
+# Users get mobilenet0.25_Final.pth from the biubug6/Pytorch_Retinaface release (see its README);
+# here the copy in $(DATA_DIR)/weights/ is used when RETINAFACE_PTH is not given.
+WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),weights)
+RETINAFACE_PTH ?= $(wildcard $(DATA_DIR)/weights/mobilenet0.25_Final.pth)
+
+weights: setup
+	@test -n "$(RETINAFACE_PTH)" || { echo "usage: make weights RETINAFACE_PTH=/path/to/mobilenet0.25_Final.pth" \
+		"(from the biubug6/Pytorch_Retinaface release)" >&2; exit 2; }
+	$(PY) -m preprocessor.detectors.retinaface_export --checkpoint $(RETINAFACE_PTH) --out $(WEIGHTS_DIR)
+
+# ---- Services (gateway -> preprocessor -> Triton), as local processes; see README "REST API and services".
+# MODEL_REPO: the Triton model repository (default model_repository/); logs and PIDs go to .run/stack/.
+MODEL_REPO ?= model_repository
+BENCH_N ?= 8
+BENCH_CONCURRENCY ?= 1 2 4
+BENCH_WORKERS ?= 1 2
+
+triton: setup
+	.venv/bin/deepfake serve triton --repository $(MODEL_REPO)
+
+up: setup
+	$(PY) -m deepfake.local_stack up --repository $(MODEL_REPO)
+
+down:
+	$(PY) -m deepfake.local_stack down
+
+bench-services: setup
+	$(PY) scripts/bench_services.py --repository $(MODEL_REPO) --videos $(BENCH_N) \
+		--concurrency $(BENCH_CONCURRENCY) --workers $(BENCH_WORKERS)
+
 # ---- Deployment (deploy/README.md). validate-deploy: render every Kubernetes overlay, check it against the
 # Kubernetes schemas and the stack's invariants, and check docker-compose.yml with the real Compose binary.
 # trt / bench-gpu need an NVIDIA GPU and refuse with a clear message without one (BENCH_GPU_ARGS: see

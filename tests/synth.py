@@ -16,6 +16,7 @@ Main entry points (other packages' tests reuse them):
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -124,39 +125,43 @@ def write_video(
     audio: bool = False,
     gop: int | None = None,
     crf: int = 23,
+    preset: str = "ultrafast",
 ) -> Path:
     """Encode RGB uint8 frames to ``path`` (container from the suffix).
 
     ``rotation``: display-matrix rotation in degrees counter-clockwise (PyAV/FFmpeg convention, what a
     phone writes); the frames are stored as given, so pass them pre-rotated the other way to get an upright
     display. ``times``: presentation time of each frame in seconds, for variable frame rate. ``audio``: add
-    a quiet AAC sine track as long as the video.
+    a quiet AAC sine track as long as the video. ``preset``: x264 speed preset (ultrafast: no B-frames).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = list(frames)
-    if not frames:
+    frames = iter(frames)  # streamed: a long synthetic video never sits in memory
+    first = next(frames, None)
+    if first is None:
         raise ValueError("write_video needs at least one frame (use write_zero_frame_video for none)")
-    height, width = frames[0].shape[:2]
+    height, width = first.shape[:2]
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"
     if codec == "libx264":
-        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        stream.options = {"crf": str(crf), "preset": preset}
     if gop:
         stream.codec_context.gop_size = gop
     if rotation:
         stream.set_display_rotation(rotation)
     if times is not None:
-        if len(times) != len(frames):
-            raise ValueError("times must give one timestamp per frame")
         stream.codec_context.time_base = Fraction(1, 1000)
         stream.time_base = Fraction(1, 1000)
     audio_stream = container.add_stream("aac", rate=44100) if audio else None
-    for i, rgb in enumerate(frames):
+    count = 0
+    for i, rgb in enumerate(itertools.chain([first], frames)):
+        count += 1
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if times is not None:
+            if i >= len(times):
+                raise ValueError("times must give one timestamp per frame")
             frame.pts = int(round(times[i] * 1000))
             frame.time_base = Fraction(1, 1000)
         for packet in stream.encode(frame):
@@ -164,7 +169,7 @@ def write_video(
     for packet in stream.encode():
         container.mux(packet)
     if audio_stream is not None:
-        duration = (times[-1] + 1 / fps) if times is not None else len(frames) / fps
+        duration = (times[-1] + 1 / fps) if times is not None else count / fps
         _encode_sine(container, audio_stream, duration)
     container.close()
     return path
