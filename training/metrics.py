@@ -1,0 +1,188 @@
+"""Binary detection metrics in plain numpy, so every reported figure can be checked by hand.
+
+Label 1 means fake (the positive class), scores are calibrated probabilities of manipulation. The
+definitions follow the usual conventions (ROC AUC as the Mann-Whitney statistic with ties counted
+half, average precision as the step-wise sum used by scikit-learn, EER where the false positive and
+false negative rates cross), and they return ``None`` rather than a number when a metric is
+undefined: a group with only real or only fake items has no AUC, and saying so is more honest than
+a NaN or a fake 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+LOG_LOSS_EPS = 1e-7
+"""Probabilities are clipped to [eps, 1 - eps] so one confident mistake costs ~16, not infinity."""
+
+
+def _check(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert inputs; bad input gets a message that names the problem."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D, got shapes {y.shape} and {s.shape}")
+    if y.shape != s.shape:
+        raise ValueError(f"labels ({y.size}) and scores ({s.size}) differ in length")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite numbers")
+    return y.astype(np.int64), s
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return bool(y.size) and 0 < int(y.sum()) < y.size
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks where tied values share the mean of the ranks they span."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_vals = values[order]
+    # Start index of each run of equal values, and the run it belongs to.
+    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
+    ends = np.r_[starts[1:], sorted_vals.size]
+    run_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
+    run_of = np.repeat(np.arange(starts.size), ends - starts)
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = run_rank[run_of]
+    return ranks
+
+
+def roc_auc(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> float | None:
+    """Probability that a random fake scores above a random real (ties count half); None if one class."""
+    y, s = _check(labels, scores)
+    if not _both_classes(y):
+        return None
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    rank_sum = float(_average_ranks(s)[y == 1].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def roc_curve(
+    labels: np.ndarray | list[int], scores: np.ndarray | list[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), one point per distinct score plus the (0, 0) start.
+
+    A point at threshold t counts everything with score >= t as fake, so tied scores move together
+    and the curve has a diagonal step there (which is what makes the trapezoid area equal roc_auc).
+    """
+    y, s = _check(labels, scores)
+    if not _both_classes(y):
+        raise ValueError("a ROC curve needs both real and fake items")
+    order = np.argsort(-s, kind="mergesort")
+    s_desc, y_desc = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(s_desc[1:] != s_desc[:-1]), s_desc.size - 1]
+    tp = np.cumsum(y_desc)[last_of_run]
+    fp = (last_of_run + 1) - tp
+    tpr = np.r_[0.0, tp / y.sum()]
+    fpr = np.r_[0.0, fp / (y.size - y.sum())]
+    thresholds = np.r_[np.inf, s_desc[last_of_run]]
+    return fpr, tpr, thresholds
+
+
+def average_precision(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> float | None:
+    """Sum over distinct thresholds of (recall step) x precision; None if there is no fake or no real."""
+    y, s = _check(labels, scores)
+    if not _both_classes(y):
+        return None
+    order = np.argsort(-s, kind="mergesort")
+    s_desc, y_desc = s[order], y[order]
+    last_of_run = np.r_[np.flatnonzero(s_desc[1:] != s_desc[:-1]), s_desc.size - 1]
+    tp = np.cumsum(y_desc)[last_of_run].astype(np.float64)
+    predicted = (last_of_run + 1).astype(np.float64)
+    precision = tp / predicted
+    recall = tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def equal_error_rate(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> float | None:
+    """The error rate where false positives and false negatives are equally frequent.
+
+    Linear interpolation between the two ROC points where FPR - FNR changes sign; None if one class.
+    """
+    y, _ = _check(labels, scores)
+    if not _both_classes(y):
+        return None
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fnr = 1.0 - tpr
+    diff = fpr - fnr  # rises from -1 at (0, 0) to +1 at (1, 1)
+    i = int(np.argmax(diff >= 0))
+    if diff[i] == 0:
+        return float((fpr[i] + fnr[i]) / 2.0)
+    frac = -diff[i - 1] / (diff[i] - diff[i - 1])
+    return float(fpr[i - 1] + frac * (fpr[i] - fpr[i - 1]))
+
+
+def log_loss(
+    labels: np.ndarray | list[int], probs: np.ndarray | list[float], eps: float = LOG_LOSS_EPS
+) -> float:
+    """Mean binary cross-entropy of calibrated probabilities, clipped to [eps, 1 - eps]."""
+    y, p = _check(labels, probs)
+    if not y.size:
+        raise ValueError("log loss of an empty set is undefined")
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError("log loss needs probabilities in [0, 1]")
+    p = np.clip(p, eps, 1.0 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1.0 - p)))
+
+
+def accuracy(labels: np.ndarray | list[int], scores: np.ndarray | list[float], threshold: float) -> float:
+    """Share of items called correctly when score >= threshold means fake (the serving rule)."""
+    y, s = _check(labels, scores)
+    if not y.size:
+        raise ValueError("accuracy of an empty set is undefined")
+    return float(np.mean((s >= threshold).astype(np.int64) == y))
+
+
+@dataclass
+class Summary:
+    """All figures for one group of items; undefined ones are None with the reason in ``note``."""
+
+    n: int
+    n_real: int
+    n_fake: int
+    auc: float | None
+    average_precision: float | None
+    eer: float | None
+    accuracy: float
+    log_loss: float
+    threshold: float
+    n_inconclusive: int = 0
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(
+    labels: np.ndarray | list[int],
+    scores: np.ndarray | list[float],
+    threshold: float,
+    inconclusive: np.ndarray | list[bool] | None = None,
+) -> Summary:
+    """Every metric for one group, at the model's shipped threshold."""
+    y, s = _check(labels, scores)
+    n_fake = int(y.sum())
+    note = None
+    if not _both_classes(y):
+        only = "fake" if n_fake else "real"
+        note = f"only {only} items: AUC, average precision and EER are undefined"
+    n_inc = int(np.asarray(inconclusive, dtype=bool).sum()) if inconclusive is not None else 0
+    return Summary(
+        n=int(y.size),
+        n_real=int(y.size - n_fake),
+        n_fake=n_fake,
+        auc=roc_auc(y, s),
+        average_precision=average_precision(y, s),
+        eer=equal_error_rate(y, s),
+        accuracy=accuracy(y, s, threshold),
+        log_loss=log_loss(y, s),
+        threshold=float(threshold),
+        n_inconclusive=n_inc,
+        note=note,
+    )
