@@ -36,6 +36,17 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
+# RetinaFace (MobileNet-0.25): convert the public checkpoint to ONNX in the weights directory, once.
+# Users get mobilenet0.25_Final.pth from the biubug6/Pytorch_Retinaface release (see its README);
+# here the copy in $(DATA_DIR)/weights/ is used when RETINAFACE_PTH is not given.
+WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),weights)
+RETINAFACE_PTH ?= $(wildcard $(DATA_DIR)/weights/mobilenet0.25_Final.pth)
+
+weights: setup
+	@test -n "$(RETINAFACE_PTH)" || { echo "usage: make weights RETINAFACE_PTH=/path/to/mobilenet0.25_Final.pth" \
+		"(from the biubug6/Pytorch_Retinaface release)" >&2; exit 2; }
+	$(PY) -m preprocessor.detectors.retinaface_export --checkpoint $(RETINAFACE_PTH) --out $(WEIGHTS_DIR)
+
 # Pipeline speed and memory on this machine: per stage, end to end, decode-only ratio, peak RSS
 # (FF++/DFDC videos from DATA_DIR plus synthetic 1080p / 10-minute clips cached in cache/bench/).
 bench: setup

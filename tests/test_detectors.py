@@ -6,6 +6,7 @@ The astronaut's face (Eileen Collins, forehead to chin) sits at about x 175-275,
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 from skimage import data
 
-from preprocessor.detectors import available_detectors, create_detector
+from preprocessor.detectors import available_detectors, create_detector, retinaface
 from preprocessor.detectors.base import DEFAULT_DETECTOR
+from preprocessor.detectors.blazeface import find_model as find_blazeface
 from preprocessor.detectors.blazeface import square_views
-from preprocessor.detectors.common import iou_one_to_many, nms, weighted_nms
+from preprocessor.detectors.common import default_weights_dir, iou_one_to_many, nms, weighted_nms
+from preprocessor.detectors.retinaface import prior_boxes
 
 ASTRONAUT_FACE = np.array([175, 65, 275, 175], dtype=np.float32)
 
@@ -156,3 +159,126 @@ def test_detector_threads_follow_the_environment(monkeypatch):
     monkeypatch.setenv("DEEPFAKE_DETECTOR_THREADS", "2")
     detector = create_detector("blazeface")
     assert detector._session.get_session_options().intra_op_num_threads == 2
+
+
+# ---------------------------------------------------------------- RetinaFace (design's choice)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_checkpoint() -> Path:
+    data_dir = Path(os.environ.get("DEEPFAKE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    return data_dir / "weights" / "mobilenet0.25_Final.pth"
+
+
+@pytest.fixture(scope="module")
+def retinaface_dir(tmp_path_factory) -> Path:
+    """A weights directory holding the RetinaFace ONNX: the configured one, else exported here.
+
+    Exporting needs torch and the MobileNet-0.25 checkpoint (DEEPFAKE_DATA_DIR/weights); without
+    either the RetinaFace tests skip and say which is missing.
+    """
+    configured = default_weights_dir()
+    if (configured / retinaface.MODEL_FILE).is_file():
+        return configured
+    checkpoint = shared_checkpoint()
+    if not checkpoint.is_file():
+        pytest.skip(f"no RetinaFace ONNX in {configured} and no checkpoint at {checkpoint} to export one")
+    pytest.importorskip("torch", reason="exporting RetinaFace to ONNX needs torch (the train extra)")
+    from preprocessor.detectors.retinaface_export import export
+
+    out = tmp_path_factory.mktemp("weights")
+    export(checkpoint, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def retina(retinaface_dir):
+    return create_detector("retinaface", weights_dir=retinaface_dir)
+
+
+def test_prior_boxes_layout():
+    anchors = [[10, 20], [32, 64], [128, 256]]
+    priors = prior_boxes(512, 480, anchors)
+    assert priors.shape == ((64 * 60 + 32 * 30 + 16 * 15) * 2, 4)
+    np.testing.assert_allclose(priors[:3], [[4, 4, 10, 10], [4, 4, 20, 20], [12, 4, 10, 10]])
+    np.testing.assert_allclose(priors[-1], [464, 496, 256, 256])
+    # Odd sizes round up, as the stride-2 convolutions do.
+    assert prior_boxes(33, 17, anchors).shape == ((5 * 3 + 3 * 2 + 2 * 1) * 2, 4)
+
+
+def test_retinaface_finds_the_astronaut_with_landmarks(retina, astronaut):
+    faces = retina.detect(astronaut)
+    assert len(faces) == 1
+    face = faces[0]
+    assert iou(face.box, ASTRONAUT_FACE) > 0.6
+    assert face.score >= retina.score_threshold
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = face.landmarks
+    assert lx < nx < rx  # eyes in image order, nose between them
+    assert max(ly, ry) < ny < min(mly, mry)  # eyes above the nose, mouth corners below
+    assert mlx < mrx
+    x1, y1, x2, y2 = face.box
+    assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
+
+
+@pytest.mark.parametrize("kind", ["blank", "noise"])
+def test_retinaface_finds_nothing_without_a_face(retina, kind: str):
+    rng = np.random.default_rng(1)
+    image = (
+        np.full((360, 640, 3), 128, np.uint8)
+        if kind == "blank"
+        else rng.integers(0, 256, (360, 640, 3), np.uint8)
+    )
+    assert retina.detect(image) == []
+
+
+@pytest.mark.parametrize(
+    "canvas,offset,zoom",
+    [((613, 1001), (37, 411), 1.0), ((1080, 1920), (500, 1300), 0.5), ((1917, 1079), (1201, 333), 0.75)],
+)
+def test_retinaface_maps_boxes_back_on_odd_and_wide_frames(retina, astronaut, canvas, offset, zoom):
+    photo = cv2.resize(astronaut, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA)
+    frame = np.full((*canvas, 3), 90, dtype=np.uint8)
+    oy, ox = offset
+    frame[oy : oy + photo.shape[0], ox : ox + photo.shape[1]] = photo
+    expected = ASTRONAUT_FACE * zoom + np.array([ox, oy, ox, oy], dtype=np.float32)
+    faces = retina.detect(frame)
+    assert len(faces) == 1
+    assert iou(faces[0].box, expected) > 0.5
+
+
+def test_retinaface_accepts_grayscale(retina, astronaut):
+    faces = retina.detect(cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY))
+    assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE) > 0.5
+
+
+def test_retinaface_records_its_variant(retina):
+    assert retina.config["variant"] in retinaface.VARIANTS
+    assert retina.anchor_sizes == retinaface.VARIANTS[retina.config["variant"]]["anchor_sizes"]
+
+
+def test_retinaface_missing_weights_names_make_weights(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="make weights"):
+        create_detector("retinaface", weights_dir=tmp_path)
+
+
+def test_retinaface_refuses_an_onnx_without_anchor_metadata(tmp_path: Path):
+    # Any ONNX file without the export's metadata, here the BlazeFace model under RetinaFace's name.
+    (tmp_path / retinaface.MODEL_FILE).write_bytes(find_blazeface().read_bytes())
+    with pytest.raises(ValueError, match="metadata.*make weights"):
+        create_detector("retinaface", weights_dir=tmp_path)
+
+
+def test_export_refuses_a_checkpoint_of_another_network(tmp_path: Path):
+    torch = pytest.importorskip("torch", reason="the RetinaFace export needs torch (the train extra)")
+    from preprocessor.detectors.retinaface_export import export
+
+    bogus = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, bogus)
+    with pytest.raises(ValueError, match="does not match RetinaFace"):
+        export(bogus, tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown RetinaFace variant"):
+        export(bogus, tmp_path / "out", variant="resnet")
+    with pytest.raises(FileNotFoundError):
+        export(tmp_path / "missing.pth", tmp_path / "out")
+    assert not (tmp_path / "out" / retinaface.MODEL_FILE).exists()
