@@ -36,17 +36,6 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
-# RetinaFace (MobileNet-0.25): convert the public checkpoint to ONNX in the weights directory, once.
-# Users get mobilenet0.25_Final.pth from the biubug6/Pytorch_Retinaface release (see its README);
-# here the copy in $(DATA_DIR)/weights/ is used when RETINAFACE_PTH is not given.
-WEIGHTS_DIR ?= $(or $(DEEPFAKE_WEIGHTS_DIR),weights)
-RETINAFACE_PTH ?= $(wildcard $(DATA_DIR)/weights/mobilenet0.25_Final.pth)
-
-weights: setup
-	@test -n "$(RETINAFACE_PTH)" || { echo "usage: make weights RETINAFACE_PTH=/path/to/mobilenet0.25_Final.pth" \
-		"(from the biubug6/Pytorch_Retinaface release)" >&2; exit 2; }
-	$(PY) -m preprocessor.detectors.retinaface_export --checkpoint $(RETINAFACE_PTH) --out $(WEIGHTS_DIR)
-
 # Pipeline speed and memory on this machine: per stage, end to end, decode-only ratio, peak RSS
 # (FF++/DFDC videos from DATA_DIR plus synthetic 1080p / 10-minute clips cached in cache/bench/).
 bench: setup
@@ -62,6 +51,19 @@ weights: setup
 	@test -n "$(RETINAFACE_PTH)" || { echo "usage: make weights RETINAFACE_PTH=/path/to/mobilenet0.25_Final.pth" \
 		"(from the biubug6/Pytorch_Retinaface release)" >&2; exit 2; }
 	$(PY) -m preprocessor.detectors.retinaface_export --checkpoint $(RETINAFACE_PTH) --out $(WEIGHTS_DIR)
+
+# ---- Evaluation (training/evaluate.py): the figures in the model card. The DFDC val crops as single-frame
+# clips, then every dev video through the full pipeline (its DeepFaceLive row is the matched face-swap test).
+# Each run writes report.json, scores.tsv and roc.png under $(EVAL_OUT)/ (git-ignored).
+EVAL_MODEL ?= model_repository/deepfake_detector/1/model.onnx
+EVAL_OUT ?= runs/eval
+EVAL_ARGS ?=
+
+evaluate: setup
+	.venv/bin/deepfake evaluate $(DATA_DIR)/MANIFEST.tsv --kind crop --split val --model $(EVAL_MODEL) \
+		--out $(EVAL_OUT)/crops_val $(EVAL_ARGS)
+	.venv/bin/deepfake evaluate $(DATA_DIR)/MANIFEST.tsv --kind video --split dev --model $(EVAL_MODEL) \
+		--out $(EVAL_OUT)/videos_dev $(EVAL_ARGS)
 
 # ---- Services (gateway -> preprocessor -> Triton), as local processes; see README "REST API and services".
 # MODEL_REPO: the Triton model repository (default model_repository/); logs and PIDs go to .run/stack/.
