@@ -171,12 +171,11 @@ def shared_checkpoint() -> Path:
     return data_dir / "weights" / "mobilenet0.25_Final.pth"
 
 
-@pytest.fixture(scope="module")
-def retinaface_dir(tmp_path_factory) -> Path:
+def retinaface_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A weights directory holding the RetinaFace ONNX: the configured one, else exported here.
 
     Exporting needs torch and the MobileNet-0.25 checkpoint (DEEPFAKE_DATA_DIR/weights); without
-    either the RetinaFace tests skip and say which is missing.
+    either the RetinaFace tests skip and say which is missing. Also used by test_real_footage.py.
     """
     configured = default_weights_dir()
     if (configured / retinaface.MODEL_FILE).is_file():
@@ -190,6 +189,11 @@ def retinaface_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("weights")
     export(checkpoint, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def retinaface_dir(tmp_path_factory) -> Path:
+    return retinaface_weights(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
