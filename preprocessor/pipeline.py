@@ -2,6 +2,9 @@
 
     probe -> sample -> detect -> crop -> track -> batch clips -> infer -> aggregate
 
+Faces are detected on every ``detect_every``-th frame of each window and interpolated in between
+(see tracking.fill_between_keyframes): detection is the costliest stage after decoding.
+
 ``extract_faces`` runs the first half (video -> face tracks with crops), ``analyze`` the whole. Decoding,
 detection and cropping run window by window, so only one window of full-resolution frames is ever in
 memory; everything after cropping works on small face crops. Each stage's time is in ``timings_ms``.
@@ -27,7 +30,14 @@ from preprocessor.detectors.base import Face, FaceDetector, create_detector
 from preprocessor.probe import probe
 from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
 from preprocessor.settings import PipelineSettings
-from preprocessor.tracking import Detection, FaceTrack, select_tracks, track_faces
+from preprocessor.tracking import (
+    Detection,
+    FaceTrack,
+    fill_between_keyframes,
+    key_positions,
+    select_tracks,
+    track_faces,
+)
 
 Progress = Callable[[str, float], None]
 
@@ -128,14 +138,18 @@ class Pipeline:
                 window = next(windows, None)
             if window is None:
                 break
-            for frame in window:
-                sample_times.append(frame.t)
+            key_faces = {}
+            for position in key_positions(len(window), s.detect_every):
                 with stage(timings, "detect"):
-                    faces = self._detect(frame.rgb)
-                big = [f for f in faces if _side(f.box) >= s.min_face_px]
-                tiny += len(faces) - len(big)
+                    faces = self._detect(window[position].rgb)
+                key_faces[position] = [f for f in faces if _side(f.box) >= s.min_face_px]
+                tiny += len(faces) - len(key_faces[position])
+            with stage(timings, "detect"):
+                window_faces = fill_between_keyframes(key_faces, len(window))
+            for frame, faces in zip(window, window_faces, strict=True):
+                sample_times.append(frame.t)
                 with stage(timings, "crop"):
-                    per_frame.append([self._detection(frame, f) for f in big])
+                    per_frame.append([self._detection(frame, f) for f in faces])
             del window  # only one window of full frames at a time
             if progress:
                 progress("detect", len(sample_times) / max(1, len(plan.starts) * plan.clip_len))

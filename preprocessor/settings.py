@@ -32,6 +32,9 @@ class PipelineSettings(BaseSettings):
     # Sampling: ~`frames` frames in clips of the model's clip_len, taken every `frame_stride`-th frame.
     frames: int = Field(32, ge=1, le=1024, description="Frames to sample per video (rounded to whole clips).")
     frame_stride: int = Field(2, ge=1, le=30, description="Take every n-th frame inside a clip window.")
+    detect_every: int = Field(
+        4, ge=1, description="Detect on every n-th frame of a window (and its last); interpolate between."
+    )
     detect_max_side: int = Field(640, ge=64, description="Detect faces on a copy downscaled to this side.")
 
     # Input limits (refused with too_large / too_long).

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from preprocessor.detectors.base import Face
+
 IOU_MATCH = 0.3  # overlap at which two boxes are surely the same face
 SAME_WINDOW_DIST = 0.6  # max centre distance / face size between frames of one clip window
 OTHER_WINDOW_DIST = 1.5  # ... between windows, seconds apart
@@ -63,19 +65,75 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def match_score(last: Detection, det: Detection) -> float:
-    """How well ``det`` continues a track whose latest face is ``last``; 0 means no match."""
-    ratio = max(last.side, det.side) / max(min(last.side, det.side), 1e-6)
-    if ratio > MAX_SIZE_RATIO:
+def box_match(a: np.ndarray, b: np.ndarray, same_window: bool = True) -> float:
+    """How likely boxes ``a`` then ``b`` show the same face: > 1 overlapping, (0, 1) near, 0 no match."""
+    side_a = float(max(a[2] - a[0], a[3] - a[1]))
+    side_b = float(max(b[2] - b[0], b[3] - b[1]))
+    if max(side_a, side_b) / max(min(side_a, side_b), 1e-6) > MAX_SIZE_RATIO:
         return 0.0
-    iou = box_iou(last.box, det.box)
+    iou = box_iou(a, b)
     if iou >= IOU_MATCH:
         return 1.0 + iou
-    centre_last = (last.box[:2] + last.box[2:4]) / 2
-    centre_det = (det.box[:2] + det.box[2:4]) / 2
-    dist = float(np.linalg.norm(centre_last - centre_det)) / ((last.side + det.side) / 2)
-    limit = SAME_WINDOW_DIST if last.window == det.window else OTHER_WINDOW_DIST
+    dist = float(np.linalg.norm((a[:2] + a[2:4]) / 2 - (b[:2] + b[2:4]) / 2)) / ((side_a + side_b) / 2)
+    limit = SAME_WINDOW_DIST if same_window else OTHER_WINDOW_DIST
     return 1.0 - dist / limit if dist < limit else 0.0
+
+
+def match_score(last: Detection, det: Detection) -> float:
+    """How well ``det`` continues a track whose latest face is ``last``; 0 means no match."""
+    return box_match(last.box, det.box, last.window == det.window)
+
+
+def greedy_pairs(scores: np.ndarray) -> list[tuple[int, int]]:
+    """(row, column) pairs with positive score, best first, each row and column used once."""
+    order = (
+        np.dstack(np.unravel_index(np.argsort(-scores, axis=None), scores.shape))[0] if scores.size else []
+    )
+    rows: set[int] = set()
+    cols: set[int] = set()
+    pairs = []
+    for r, c in order:
+        if scores[r, c] <= 0:
+            break
+        if r not in rows and c not in cols:
+            pairs.append((int(r), int(c)))
+            rows.add(int(r))
+            cols.add(int(c))
+    return pairs
+
+
+def fill_between_keyframes(key_faces: dict[int, list[Face]], n_frames: int) -> list[list[Face]]:
+    """Faces for every frame of a window from detections on some of its frames (``key_faces``: frame
+    position -> faces). A face found on two consecutive key frames is placed on the frames between by
+    linear interpolation of its box (and landmarks); a face found on one key frame only stays there.
+
+    Why: inside a window frames are a few hundredths of a second apart and a face moves smoothly, so
+    running the detector on every frame would mostly re-measure the same box; it is the costliest stage.
+    """
+    out: list[list[Face]] = [[] for _ in range(n_frames)]
+    keys = sorted(key_faces)
+    for k in keys:
+        out[k] = list(key_faces[k])
+    for a, b in zip(keys, keys[1:], strict=False):
+        faces_a, faces_b = key_faces[a], key_faces[b]
+        scores = np.array([[box_match(fa.box, fb.box) for fb in faces_b] for fa in faces_a]).reshape(
+            len(faces_a), len(faces_b)
+        )
+        for ia, ib in greedy_pairs(scores):
+            fa, fb = faces_a[ia], faces_b[ib]
+            for k in range(a + 1, b):
+                u = (k - a) / (b - a)
+                landmarks = None
+                if fa.landmarks is not None and fb.landmarks is not None:
+                    landmarks = ((1 - u) * fa.landmarks + u * fb.landmarks).astype(np.float32)
+                box = ((1 - u) * np.asarray(fa.box) + u * np.asarray(fb.box)).astype(np.float32)
+                out[k].append(Face(box=box, score=min(fa.score, fb.score), landmarks=landmarks))
+    return out
+
+
+def key_positions(n_frames: int, every: int) -> list[int]:
+    """Which frames of a window the detector runs on: every ``every``-th one and the last."""
+    return sorted(set(range(0, n_frames, max(1, every))) | ({n_frames - 1} if n_frames else set()))
 
 
 def track_faces(frames: list[list[Detection]]) -> list[FaceTrack]:

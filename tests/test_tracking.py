@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from preprocessor.tracking import Detection, box_iou, select_tracks, track_faces
 
@@ -70,3 +71,27 @@ def test_max_tracks_keeps_the_largest():
     kept, warnings = select_tracks(track_faces(frames), 5, 3, 0.0, 0.0, 2)
     assert sorted(round(t.mean_face_px) for t in kept) == [70, 80]
     assert any("analysed the 2 largest" in w for w in warnings)
+
+
+def test_key_positions_cover_every_nth_frame_and_the_last():
+    from preprocessor.tracking import key_positions
+
+    assert key_positions(8, 4) == [0, 4, 7]
+    assert key_positions(8, 1) == list(range(8))
+    assert key_positions(3, 4) == [0, 2]
+    assert key_positions(0, 4) == []
+
+
+def test_faces_between_key_frames_are_interpolated_and_unmatched_ones_stay_put():
+    from preprocessor.detectors.base import Face
+    from preprocessor.tracking import fill_between_keyframes
+
+    moving_a = Face(np.array([100, 100, 200, 200], np.float32), 0.9, np.zeros((5, 2), np.float32))
+    moving_b = Face(np.array([140, 100, 240, 200], np.float32), 0.8, np.full((5, 2), 4, np.float32))
+    lone = Face(np.array([500, 100, 560, 160], np.float32), 0.7)
+    faces = fill_between_keyframes({0: [moving_a, lone], 4: [moving_b]}, 5)
+    assert [len(f) for f in faces] == [2, 1, 1, 1, 1]
+    np.testing.assert_allclose(faces[1][0].box, [110, 100, 210, 200])
+    np.testing.assert_allclose(faces[3][0].landmarks, np.full((5, 2), 3))
+    assert faces[2][0].score == pytest.approx(0.8)
+    assert faces[4][0] is moving_b
