@@ -148,3 +148,19 @@ def test_load_generator_drives_a_real_triton(tmp_path: Path) -> None:
     finally:
         server.__exit__(None, None, None)
     assert os.path.exists(server.log_path)
+
+
+SHIPPED_CONFIG = REPO_ROOT / "model_repository" / "deepfake_detector" / "config.pbtxt"
+
+
+@pytest.mark.skipif(not SHIPPED_CONFIG.is_file(), reason=f"{SHIPPED_CONFIG} not exported yet (make export)")
+def test_shipped_config_serves_on_gpus_and_converts_to_a_plan() -> None:
+    """The config the GPU deployment serves: ONNX Runtime, dynamic batching, metadata, a fixed crop size."""
+    config = gpu_serving.read_config(SHIPPED_CONFIG)
+    assert config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime"
+    assert config.max_batch_size >= 1 and config.HasField("dynamic_batching")
+    assert "deepfake" in config.parameters
+    t, h, w, c = gpu_serving.clip_shape(config)
+    assert t >= 1 and h == w and c == 3
+    plan = gpu_serving.plan_config(config, max_batch=config.max_batch_size)
+    assert plan.platform == "tensorrt_plan" and plan.parameters["deepfake"] == config.parameters["deepfake"]
