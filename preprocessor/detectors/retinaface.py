@@ -79,6 +79,9 @@ class RetinaFaceDetector:
     max_side trades small-face recall for speed: the network's cost grows with the pixel count, and
     its smallest anchor is 16 px, so a face of 5% of a 1080p frame's height (54 px) is still ~18 px
     at 640. score_threshold is the confidence above which a box is kept, before NMS at iou_threshold.
+    0.9 was chosen on the shared videos (4 frames from each of 213, shrunk to 640 as the pipeline does):
+    from 0.5 to 0.9 the fraction of frames with a face stays at 0.998 while frames with more than one
+    face fall from 8.7% to 2.1%; above 0.9 nothing changes.
     """
 
     name = NAME
@@ -86,7 +89,7 @@ class RetinaFaceDetector:
     def __init__(
         self,
         model_path: Path,
-        score_threshold: float = 0.8,
+        score_threshold: float = 0.9,
         iou_threshold: float = 0.4,
         max_side: int = 640,
     ) -> None:
