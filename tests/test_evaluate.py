@@ -101,6 +101,7 @@ def test_summary_flags_one_class_groups() -> None:
     s = metrics.summarize([1, 1], [0.9, 0.2], threshold=0.5, inconclusive=[False, True])
     assert s.auc is None and s.note and "only fake" in s.note
     assert s.accuracy == 0.5 and s.n_inconclusive == 1 and s.n_fake == 2 and s.n_real == 0
+    assert s.mean_score == pytest.approx(0.55)
 
 
 # -- `deepfake evaluate` end to end --------------------------------------------------------------------

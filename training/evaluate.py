@@ -264,7 +264,7 @@ def format_table(report: dict[str, Any]) -> str:
     """The human-readable report: one line per group, n first."""
     head = (
         f"{'group':<44} {'n':>6} {'real':>5} {'fake':>5} {'AUC':>6} {'AP':>6} {'EER':>6} {'acc':>6} "
-        f"{'logloss':>7} {'inc':>4}"
+        f"{'logloss':>7} {'mean':>6} {'inc':>4}"
     )
     lines = [head, "-" * len(head)]
 
@@ -272,7 +272,7 @@ def format_table(report: dict[str, Any]) -> str:
         return (
             f"{name[:44]:<44} {g['n']:>6} {g['n_real']:>5} {g['n_fake']:>5} {_fmt(g['auc']):>6} "
             f"{_fmt(g['average_precision']):>6} {_fmt(g['eer']):>6} {_fmt(g['accuracy']):>6} "
-            f"{_fmt(g['log_loss']):>7} {g['n_inconclusive']:>4}"
+            f"{_fmt(g['log_loss']):>7} {_fmt(g['mean_score']):>6} {g['n_inconclusive']:>4}"
         )
 
     lines.append(row("ALL", report))
@@ -283,7 +283,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"-- by {key}")
         lines.extend(row(name, g) for name, g in groups.items())
     lines.append(
-        f"threshold {report['threshold']:.3f}; n/a = one class only (AUC undefined); "
+        f"threshold {report['threshold']:.3f}; mean = mean score; n/a = one class only (AUC undefined); "
         f"inc = inconclusive (scored {report.get('inconclusive_score', 0.5)})"
     )
     return "\n".join(lines)

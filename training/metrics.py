@@ -152,6 +152,7 @@ class Summary:
     accuracy: float
     log_loss: float
     threshold: float
+    mean_score: float = 0.0  # for one-class groups the most telling figure beside accuracy
     n_inconclusive: int = 0
     note: str | None = None
 
@@ -183,6 +184,7 @@ def summarize(
         accuracy=accuracy(y, s, threshold),
         log_loss=log_loss(y, s),
         threshold=float(threshold),
+        mean_score=float(np.mean(s)),
         n_inconclusive=n_inc,
         note=note,
     )
