@@ -104,6 +104,9 @@ class TritonBackend:
                             f"Triton at {self.url} does not serve model {self.model_name!r}: {exc.message()}"
                         ) from exc
                     raise TritonModelError(f"Triton failed to {what}: {exc.message()}") from exc
+                # gRPC's own reconnect backoff grows to minutes; a fresh channel finds Triton as soon
+                # as it is back.
+                self._reconnect()
                 if attempt == self.retries:
                     raise TritonUnavailableError(
                         f"Triton at {self.url} is unavailable (could not {what} after {self.retries + 1} "
@@ -115,11 +118,17 @@ class TritonBackend:
                 time.sleep(self.retry_backoff_s * (2**attempt))
         raise AssertionError("unreachable")
 
+    def _reconnect(self) -> None:
+        # The old client is not closed here: another worker thread may be mid-call on it; it is
+        # released when the last reference goes.
+        self._client = grpcclient.InferenceServerClient(url=self.url)
+
     def is_ready(self) -> bool:
         """Model readiness on Triton, answered within a short timeout (for /readyz)."""
         try:
             return bool(self._client.is_model_ready(self.model_name, client_timeout=min(self.timeout_s, 2.0)))
         except InferenceServerException:
+            self._reconnect()
             return False
 
     def _infer_once(self, clips: np.ndarray) -> list[np.ndarray]:

@@ -1,0 +1,188 @@
+"""The stack started for real: gateway -> preprocessor -> tritonserver, on free loopback ports.
+
+Tests run in file order on one shared stack; the last one stops Triton on purpose (and restarts it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deepfake.local_stack import LocalStack
+from tests import synth
+from tests.integration.conftest import MODEL_NAME, cli_result
+
+pytestmark = pytest.mark.integration
+TOL = 1e-4
+
+
+def assert_same_result(service: dict, cli: dict) -> None:
+    """The service's answer is the in-process CLI's answer: same verdict, scores within TOL."""
+    assert service["verdict"] == cli["verdict"]
+    if cli["score"] is None:
+        assert service["score"] is None
+    else:
+        assert service["score"] == pytest.approx(cli["score"], abs=TOL)
+    assert len(service["tracks"]) == len(cli["tracks"]) > 0
+    for got, want in zip(service["tracks"], cli["tracks"], strict=True):
+        assert got["verdict"] == want["verdict"]
+        assert got["score"] == pytest.approx(want["score"], abs=TOL)
+        assert got["clip_scores"] == pytest.approx(want["clip_scores"], abs=TOL)
+        assert [f["frame_index"] for f in got["frames"]] == [f["frame_index"] for f in want["frames"]]
+        for fg, fw in zip(got["frames"], want["frames"], strict=True):
+            assert fg["box"] == pytest.approx(fw["box"], abs=1e-3)
+            if fw["score"] is not None:
+                assert fg["score"] == pytest.approx(fw["score"], abs=TOL)
+    assert [p["t"] for p in service["timeline"]] == [p["t"] for p in cli["timeline"]]
+    for pg, pw in zip(service["timeline"], cli["timeline"], strict=True):
+        assert (pg["score"] is None) == (pw["score"] is None)
+        if pw["score"] is not None:
+            assert pg["score"] == pytest.approx(pw["score"], abs=TOL)
+    assert service["model"]["sha256"] == cli["model"]["sha256"]
+    assert service["model"]["backend"] == "triton" and cli["model"]["backend"] == "onnxruntime"
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 120) -> tuple[dict, list[float]]:
+    """Poll until the job is finished; returns the final status and the progress values seen."""
+    seen: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.get(f"/v1/jobs/{job_id}").json()
+        seen.append(status["progress"])
+        if status["state"] in ("succeeded", "failed"):
+            return status, seen
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s} s: {status}")
+
+
+def model_file(stack: LocalStack) -> Path:
+    return stack.repository / MODEL_NAME / "1" / "model.onnx"
+
+
+def upload(client: httpx.Client, url: str, path: Path, **data: str) -> httpx.Response:
+    with path.open("rb") as handle:
+        return client.post(url, files={"file": (path.name, handle, "video/mp4")}, data=data or None)
+
+
+def test_every_service_is_ready_and_exposes_metrics(stack: LocalStack) -> None:
+    assert httpx.get(stack.ready_urls["triton"]).status_code == 200
+    assert httpx.get(f"{stack.urls['preprocessor']}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{stack.urls['gateway']}/readyz").json() == {"status": "ready"}
+    assert "gateway_http_requests_total" in httpx.get(f"{stack.urls['gateway']}/metrics").text
+    assert "preprocessor_analyses" in httpx.get(f"{stack.urls['preprocessor']}/metrics").text
+    metrics = httpx.get(f"http://127.0.0.1:{stack.ports.triton_metrics}/metrics").text
+    assert f'nv_inference_request_success{{model="{MODEL_NAME}"' in metrics
+
+
+@pytest.mark.parametrize("name", ["face", "two"])
+def test_sync_detection_equals_the_in_process_cli(stack, gateway, stack_videos, name) -> None:
+    response = upload(gateway, "/v1/detections", stack_videos[name])
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["path"] == stack_videos[name].name  # the upload's name, never a server path
+    assert_same_result(result, cli_result(stack_videos[name], model_file(stack)))
+
+
+def test_job_equals_the_in_process_cli_and_reports_progress(stack, gateway, stack_videos) -> None:
+    response = upload(gateway, "/v1/jobs", stack_videos["face"])
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == job["status_url"] == f"/v1/jobs/{job['id']}"
+    status, seen = wait_for_job(gateway, job["id"])
+    assert status["state"] == "succeeded", status
+    assert status["progress"] == 1.0 and seen == sorted(seen)
+    result = gateway.get(job["result_url"])
+    assert result.status_code == 200
+    assert_same_result(result.json(), cli_result(stack_videos["face"], model_file(stack)))
+
+
+def test_bad_uploads_get_their_4xx_in_the_one_error_shape(stack, gateway, tmp_path, stack_videos) -> None:
+    cases = {
+        "not_a_video": (synth.write_random_bytes(tmp_path / "random.mp4"), 415),
+        "jpeg": (synth.write_jpeg_named_mp4(tmp_path / "photo.mp4"), 415),
+        "empty_file": (synth.write_empty_file(tmp_path / "empty.mp4"), 400),
+        "corrupt_video": (synth.write_truncated_copy(stack_videos["face"], tmp_path / "cut.mp4", 0.3), 422),
+        "no_video_stream": (synth.write_audio_only(tmp_path / "audio.mp4"), 415),
+    }
+    for name, (path, status) in cases.items():
+        response = upload(gateway, "/v1/detections", path)
+        assert response.status_code == status, (name, response.text)
+        body = response.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}, body
+        assert body["error"]["message"]
+    assert httpx.post(f"{stack.urls['gateway']}/v1/detections").status_code == 401
+    not_multipart = gateway.post(
+        "/v1/detections", content=b"\x00" * 10, headers={"Content-Type": "video/mp4"}
+    )
+    assert not_multipart.status_code == 400 and not_multipart.json()["error"]["code"] == "bad_request"
+    # Nothing is left behind in the upload directory by refused uploads.
+    assert not list((stack.run_dir / "uploads").glob("*.upload"))
+
+
+@pytest.mark.realdata
+def test_a_real_video_through_the_stack_equals_the_cli(stack, gateway, data_dir) -> None:
+    videos = sorted((data_dir / "videos").rglob("*.mp4"), key=lambda p: p.stat().st_size)
+    if not videos:
+        pytest.skip(f"no .mp4 under {data_dir / 'videos'}")
+    video = videos[len(videos) // 4]  # a small but not degenerate one; the smallest are face crops
+    response = upload(gateway, "/v1/jobs", video)
+    assert response.status_code == 202, response.text
+    status, _ = wait_for_job(gateway, response.json()["id"], timeout_s=300)
+    assert status["state"] == "succeeded", status
+    service = gateway.get(response.json()["result_url"]).json()
+    cli = cli_result(video, model_file(stack))
+    if not cli["tracks"]:
+        assert service["verdict"] == cli["verdict"] == "inconclusive"
+        return
+    assert_same_result(service, cli)
+
+
+def test_gateway_restart_keeps_finished_and_queued_jobs(stack, gateway, stack_videos) -> None:
+    finished = upload(gateway, "/v1/jobs", stack_videos["face"]).json()
+    assert wait_for_job(gateway, finished["id"])[0]["state"] == "succeeded"
+    expected = gateway.get(finished["result_url"]).json()
+
+    # A gateway with no job workers only accepts: its jobs stay queued while it is stopped.
+    stack.stop("gateway")
+    stack.start("gateway", {"DEEPFAKE_JOB_WORKERS": "0"})
+    stack.wait_ready("gateway")
+    queued = [upload(gateway, "/v1/jobs", stack_videos["two"]).json() for _ in range(2)]
+    assert all(gateway.get(job["status_url"]).json()["state"] == "queued" for job in queued)
+    stack.stop("gateway")
+
+    stack.start("gateway")
+    stack.wait_ready("gateway")
+    assert gateway.get(finished["result_url"]).json() == expected
+    for job in queued:
+        status, _ = wait_for_job(gateway, job["id"])
+        assert status["state"] == "succeeded", status
+    assert gateway.delete(f"/v1/jobs/{finished['id']}").status_code == 204
+    assert gateway.get(finished["status_url"]).status_code == 404
+
+
+def test_triton_outage_gives_503_and_failed_jobs_with_a_reason(stack, gateway, stack_videos) -> None:
+    stack.stop("triton")
+    try:
+        response = upload(gateway, "/v1/detections", stack_videos["face"])
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "inference_unavailable" and "unavailable" in error["message"]
+
+        job = upload(gateway, "/v1/jobs", stack_videos["face"]).json()
+        status, _ = wait_for_job(gateway, job["id"])
+        assert status["state"] == "failed"
+        assert status["error"]["code"] == "inference_unavailable"
+        result = gateway.get(job["result_url"])
+        assert result.status_code == 409 and result.json()["error"]["code"] == "job_failed"
+
+        assert httpx.get(f"{stack.urls['preprocessor']}/readyz").status_code == 503
+        not_ready = httpx.get(f"{stack.urls['gateway']}/readyz")
+        assert not_ready.status_code == 503 and "not ready" in not_ready.json()["error"]["message"]
+    finally:
+        stack.start("triton")
+        stack.wait_ready("triton")
+    # Recovery needs no restart of the other services.
+    assert upload(gateway, "/v1/detections", stack_videos["face"]).status_code == 200
