@@ -159,13 +159,14 @@ def _evaluate(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_evaluate_end_to_end(tiny_manifest, random_model_path, default_detector, tmp_path) -> None:
+def test_evaluate_end_to_end(tiny_manifest, random_model_path, default_detector, tmp_path, capsys) -> None:
     from inference.metadata import CropPolicy
     from preprocessor.aggregate import calibrate
     from preprocessor.cropping import crop_face
     from tests.random_model import reference_logits
 
     out = tmp_path / "eval"
+    model = ["--model", str(random_model_path)]
     run = _evaluate(
         str(tiny_manifest),
         "--json",
@@ -221,6 +222,20 @@ def test_evaluate_end_to_end(tiny_manifest, random_model_path, default_detector,
     assert report["by_dataset"]["V"]["n_inconclusive"] == 2
     assert json.loads((out / "report.json").read_text()) == report
     assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --from-scores recomputes the same figures from scores.tsv alone (filters still apply).
+    from deepfake.cli import main
+
+    assert main(["evaluate", str(out / "scores.tsv"), "--from-scores", "--json", "--quiet", *model]) == 0
+    again = json.loads(capsys.readouterr().out)
+    for key in ("n", "auc", "average_precision", "eer", "accuracy", "log_loss", "n_inconclusive"):
+        assert again[key] == pytest.approx(report[key], abs=1e-6), key
+    assert again["by_dataset"]["A"]["auc"] == pytest.approx(report["by_dataset"]["A"]["auc"], abs=1e-6)
+    assert main(["evaluate", str(out / "scores.tsv"), "--from-scores", "--kind", "video", "--markdown",
+                 "--threshold", "0.2", "--quiet"]) == 0
+    markdown = capsys.readouterr().out.splitlines()
+    assert markdown[0].startswith("| group | n |") and markdown[2].startswith("| **all** | 3 | 2 | 1 |")
+    assert any(line.startswith("| method: test | 3 |") for line in markdown)
 
 
 def test_evaluate_table_and_crop_filter(tiny_manifest, random_model_path) -> None:

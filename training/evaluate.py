@@ -213,10 +213,42 @@ def write_scores(path: Path, items: list[Item], scored: Scored) -> None:
     """One row per item so anyone can recompute every figure from the raw scores."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        w.writerow(["path", "label", "score", "kind", "dataset", "method", "inconclusive"])
+        w.writerow(["path", "label", "score", "kind", "split", "dataset", "method", "inconclusive"])
         for it, s, inc in zip(items, scored.scores, scored.inconclusive, strict=True):
             label = "fake" if it.label else "real"
-            w.writerow([it.path, label, f"{s:.6f}", it.kind, it.dataset, it.method, int(inc)])
+            w.writerow([it.path, label, f"{s:.6f}", it.kind, it.split, it.dataset, it.method, int(inc)])
+
+
+def read_scores(path: Path) -> tuple[list[Item], Scored]:
+    """Items and scores back from a scores.tsv written by ``--out``, to re-report without re-scoring."""
+    items: list[Item] = []
+    scores: list[float] = []
+    inconclusive: list[bool] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        missing = {"path", "label", "score"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: not a scores.tsv (lacks column(s) {', '.join(sorted(missing))})")
+        for line_no, row in enumerate(reader, start=2):
+            if row["label"] not in LABELS:
+                raise ValueError(f"{path}:{line_no}: label must be real or fake, got {row['label']!r}")
+            try:
+                scores.append(float(row["score"]))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{line_no}: score is not a number: {row['score']!r}") from exc
+            kind = row.get("kind") or "crop"
+            items.append(
+                Item(
+                    path=row["path"],
+                    label=LABELS[row["label"]],
+                    kind=kind,
+                    split=row.get("split") or "",
+                    dataset=row.get("dataset") or "",
+                    method=row.get("method") or "",
+                )
+            )
+            inconclusive.append(row.get("inconclusive", "0") == "1")
+    return items, Scored(np.array(scores, dtype=np.float64), np.array(inconclusive, dtype=bool))
 
 
 def plot_roc(path: Path, items: list[Item], scored: Scored, title: str, max_groups: int = 8) -> None:
@@ -289,6 +321,28 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(report: dict[str, Any], keys: tuple[str, ...] = ("dataset",)) -> str:
+    """The same figures as a Markdown table (for the model card), one-class groups flagged in a column."""
+    lines = [
+        "| group | n | real | fake | ROC AUC | AP | EER | accuracy | log loss | mean score | inconclusive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(name: str, g: dict[str, Any]) -> str:
+        auc = _fmt(g["auc"]).strip() if g["auc"] is not None else "n/a (one class)"
+        cells = [
+            name, str(g["n"]), str(g["n_real"]), str(g["n_fake"]), auc, _fmt(g["average_precision"]).strip(),
+            _fmt(g["eer"]).strip(), _fmt(g["accuracy"]).strip(), _fmt(g["log_loss"]).strip(),
+            _fmt(g["mean_score"]).strip(), str(g["n_inconclusive"]),
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    lines.append(row("**all**", report))
+    for key in keys:
+        lines.extend(row(f"{key}: {name}", g) for name, g in report[f"by_{key}"].items())
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------
 # CLI (registered in deepfake/cli.py as `deepfake evaluate`)
 
@@ -303,6 +357,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--root", type=Path, help="folder the paths are relative to (default: manifest's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print Markdown tables (per dataset and method) instead"
+    )
     parser.add_argument("--out", type=Path, help="also write report.json, scores.tsv and roc.png into DIR")
     parser.add_argument(
         "--kind", action="append", choices=["crop", "video"], help="only this kind (repeatable)"
@@ -317,6 +374,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="score of a video the pipeline calls inconclusive or cannot analyse (default 0.5)",
     )
+    parser.add_argument(
+        "--from-scores",
+        action="store_true",
+        help="MANIFEST is a scores.tsv from an earlier --out: recompute the report without scoring again",
+    )
+    parser.add_argument("--threshold", type=float, help="decision threshold (default: the model's own)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_pipeline_arguments(parser)  # --model, --detector, --weights-dir, --frames, --threads: as `detect`
 
@@ -337,7 +400,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--inconclusive-score must be a probability in [0, 1]")
         if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
             raise UsageError("--batch-size and --limit must be at least 1")
+        if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+            raise UsageError("--threshold must be a probability in [0, 1]")
         settings = settings_from_args(args)
+        if args.from_scores:
+            return _rescore(args, settings)
         try:
             items = read_manifest(args.manifest)
         except (FileNotFoundError, ValueError) as exc:
@@ -385,18 +452,63 @@ def run(args: argparse.Namespace) -> int:
         "crop_size": backend.meta.crop.size,
         "clip_len": backend.meta.clip_len,
     }
-    report = build_report(ordered, scored, backend.meta.threshold, meta)
-    report["inconclusive_score"] = args.inconclusive_score
+    threshold = backend.meta.threshold if args.threshold is None else args.threshold
+    report = build_report(ordered, scored, threshold, meta)
     report["seconds"] = round(time.monotonic() - start, 1)
+    return _finish(args, ordered, scored, report)
+
+
+def _rescore(args: argparse.Namespace, settings: Any) -> int:
+    """``--from-scores``: the report from a saved scores.tsv (filters by kind/dataset still apply)."""
+    from deepfake.commands.common import SetupError, UsageError, load_backend, report_error
+
+    try:
+        try:
+            items, scored = read_scores(args.manifest)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+        keep = [
+            i
+            for i, it in enumerate(items)
+            if (not args.kind or it.kind in args.kind)
+            and (not args.split or it.split in args.split)
+            and (not args.dataset or it.dataset in args.dataset)
+        ][: args.limit or None]
+        if not keep:
+            raise UsageError(f"no rows of {args.manifest} match the filters")
+        meta: dict[str, Any] = {"scores_from": str(args.manifest)}
+        threshold = args.threshold
+        if threshold is None:
+            backend = load_backend(settings)  # only for its shipped threshold
+            threshold = backend.meta.threshold
+            meta.update(name=backend.info.name, version=backend.info.version, sha256=backend.info.sha256)
+            backend.close()
+    except (UsageError, SetupError) as exc:
+        return report_error(exc)
+    items = [items[i] for i in keep]
+    scored = Scored(scored.scores[keep], scored.inconclusive[keep])
+    return _finish(args, items, scored, build_report(items, scored, threshold, meta))
+
+
+def _finish(args: argparse.Namespace, ordered: list[Item], scored: Scored, report: dict[str, Any]) -> int:
+    """Write the --out files and print the report in the chosen format."""
+    meta = report["model"]
+    report["inconclusive_score"] = args.inconclusive_score
     report["manifest"] = str(args.manifest)
     report["filters"] = {"kind": args.kind, "split": args.split, "dataset": args.dataset, "limit": args.limit}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         write_scores(args.out / "scores.tsv", ordered, scored)
         (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        title = f"{meta['name']} v{meta['version']}: {args.manifest.name} ({len(ordered)} items)"
+        name = f"{meta.get('name', 'model')} v{meta.get('version', '?')}"
+        title = f"{name}: {args.manifest.name} ({len(ordered)} items)"
         plot_roc(args.out / "roc.png", ordered, scored, title)
         if not args.quiet:
             print(f"[evaluate] wrote {args.out}/report.json, scores.tsv, roc.png", file=sys.stderr)
-    print(json.dumps(report) if args.json else format_table(report))
+    if args.json:
+        print(json.dumps(report))
+    elif args.markdown:
+        print(format_markdown(report, ("dataset", "method")))
+    else:
+        print(format_table(report))
     return 0
