@@ -271,3 +271,9 @@ def test_evaluate_refuses_bad_input_clearly(tiny_manifest, random_model_path, tm
     assert status == 1 and "model file not found" in err
     status, err = refused(str(tiny_manifest), "--inconclusive-score", "2", *model)
     assert status == 2 and "--inconclusive-score" in err
+    broken = tmp_path / "broken"
+    (broken / "crops").mkdir(parents=True)
+    (broken / "crops" / "x.jpg").write_bytes(b"not a jpeg")
+    (broken / "m.tsv").write_text("path\tlabel\tkind\ncrops/x.jpg\tfake\tcrop\n")
+    status, err = refused(str(broken / "m.tsv"), "--quiet", *model)
+    assert status == 1 and "cannot read image" in err and "x.jpg" in err

@@ -177,7 +177,7 @@ def score_videos(
     for i, it in enumerate(items):
         try:
             result = analyze(root / it.path)
-        except Exception as exc:  # noqa: BLE001 - one bad video must not end a long evaluation
+        except Exception as exc:  # one bad video must not end a long evaluation; it is recorded instead
             inconclusive[i] = True
             code = getattr(exc, "code", None) or "internal_error"  # VideoError carries a stable code
             failures.append({"path": it.path, "code": code, "error": f"{type(exc).__name__}: {exc}"})
@@ -431,7 +431,11 @@ def run(args: argparse.Namespace) -> int:
     ordered = crops + videos
     parts: list[Scored] = []
     if crops:
-        parts.append(score_crops(crops, root, backend, args.batch_size, args.quiet))
+        try:
+            parts.append(score_crops(crops, root, backend, args.batch_size, args.quiet))
+        except ValueError as exc:  # an unreadable image or a crop the model refuses: say which, no traceback
+            print(f"deepfake: error: {exc}", file=sys.stderr)
+            return 1
     if videos:
         from preprocessor.pipeline import Pipeline
 
