@@ -59,26 +59,35 @@ def run_triton(args: argparse.Namespace) -> int:
         instances=args.instances,
     )
 
-    def stop(signum: int, _: FrameType | None) -> None:
-        server.stop()
-        sys.exit(128 + signum)
+    class Stop(Exception):
+        pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        # Raise into the main thread instead of stopping here: the main thread sits in Popen.wait(),
+        # which holds the lock a second wait() inside a handler would need (it would deadlock).
+        raise Stop(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
         server.wait_ready(args.ready_timeout)
+        print(
+            f"triton ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  "
+            f"log {server.log_path}",
+            flush=True,
+        )
+        assert server.process is not None
+        return server.process.wait()
     except TritonLaunchError as exc:
-        server.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"triton ready: http {server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}  "
-        f"log {server.log_path}",
-        flush=True,
-    )
-    assert server.process is not None
-    return server.process.wait()
+    except Stop as stop:
+        return 128 + int(stop.args[0])
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean stop finish
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.stop()
 
 
 def run(args: argparse.Namespace) -> int:
