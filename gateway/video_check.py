@@ -29,13 +29,19 @@ def video_duration_s(path: Path) -> float | None:
             if stream.duration is not None and stream.time_base is not None:
                 return float(stream.duration * stream.time_base)
             return None
+    except av.error.EOFError as exc:
+        raise UploadError(
+            "zero_frames", "the file ends right after its header: it holds no video frames", 422
+        ) from exc
     except av.error.FFmpegError as exc:
+        # The reason without the file name: the client must never see server paths.
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise UploadError(
             "corrupt_video",
             "the file looks like a video container but cannot be read (truncated or damaged?); "
             "upload the complete file",
             422,
-            reason=str(exc),
+            reason=reason,
         ) from exc
 
 

@@ -49,6 +49,18 @@ def as_api_error(exc: Exception) -> ApiError | None:
     return None
 
 
+def _without_server_path(error: ApiError, upload: Upload) -> ApiError:
+    """Error texts name the spooled file; the client must see its own filename, never our paths."""
+    name = upload.filename or "the upload"
+
+    def clean(value: object) -> object:
+        return value.replace(str(upload.path), name) if isinstance(value, str) else value
+
+    error.message = str(clean(error.message))
+    error.details = {key: clean(value) for key, value in error.details.items()}
+    return error
+
+
 async def _receive(request: Request) -> Upload:
     settings = request.app.state.settings
     upload_dir = settings.upload_dir or Path(tempfile.gettempdir()) / "deepfake-preprocessor"
@@ -69,7 +81,7 @@ async def _analyze(
         api_error = as_api_error(exc)
         metrics.analyses.labels(api_error.code if api_error else "internal_error").inc()
         if api_error is not None:
-            raise api_error from exc
+            raise _without_server_path(api_error, upload) from exc
         raise
     metrics.analyses.labels("ok").inc()
     metrics.analysis_seconds.observe(time.perf_counter() - start)

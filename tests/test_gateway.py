@@ -1,0 +1,207 @@
+"""The gateway through its HTTP interface: auth, rate limit, upload validation, sync detections, jobs.
+
+The preprocessor behind it is the real preprocessor app (in-process, ONNX Runtime backend) reached through
+httpx's ASGI transport, so every byte goes through both services' real code; tests/integration does the
+same with real processes and Triton.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from inference.onnx_backend import OnnxBackend
+from preprocessor.app import create_app as create_preprocessor_app
+from preprocessor.service_settings import ServiceSettings
+
+KEY = "test-key-1"
+
+
+def make_gateway(
+    tmp_path: Path, model_path: Path, preprocessor_max_duration_s: float = 600, **overrides
+) -> TestClient:
+    preprocessor = create_preprocessor_app(
+        ServiceSettings(upload_dir=tmp_path / "pp_uploads", max_duration_s=preprocessor_max_duration_s),
+        backend_factory=lambda: OnnxBackend(model_path, threads=1),
+    )
+    values = {
+        "api_keys": f"{KEY},other-key",
+        "job_store_url": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+        "upload_dir": tmp_path / "uploads",
+        "rate_limit_per_minute": 1000,
+        "job_poll_s": 0.1,
+    }
+    settings = GatewaySettings(**{**values, **overrides})
+    return TestClient(create_app(settings, preprocessor_transport=httpx.ASGITransport(app=preprocessor)))
+
+
+@pytest.fixture()
+def gateway(tmp_path, random_model_path, default_detector):
+    with make_gateway(tmp_path, random_model_path) as client:
+        client.headers["X-API-Key"] = KEY
+        yield client
+
+
+def post_video(client: TestClient, url: str, path: Path, data: dict | None = None, **headers: str):
+    with path.open("rb") as handle:
+        return client.post(url, files={"file": (path.name, handle, "video/mp4")}, data=data, headers=headers)
+
+
+def wait_for_job(client: TestClient, job_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.get(f"/v1/jobs/{job_id}").json()
+        if status["state"] in ("succeeded", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job not finished: {status}")
+
+
+def assert_error_shape(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+    return body["error"]
+
+
+def test_no_key_or_a_wrong_key_is_401(gateway, synth_videos):
+    no_key = post_video(gateway, "/v1/detections", synth_videos["pan"].path, **{"X-API-Key": ""})
+    assert_error_shape(no_key, 401, "unauthorized")
+    assert_error_shape(gateway.get("/v1/jobs/x", headers={"X-API-Key": "nope"}), 401, "unauthorized")
+    assert gateway.get("/healthz").status_code == 200  # health and docs need no key
+    assert gateway.get("/docs").status_code == 200
+
+
+def test_auth_disabled_explicitly_lets_requests_through(tmp_path, random_model_path):
+    with make_gateway(tmp_path, random_model_path, auth_disabled=True) as client:
+        assert_error_shape(client.get("/v1/jobs/unknown"), 404, "job_not_found")
+
+
+def test_rate_limit_per_key_gives_429_with_retry_after(tmp_path, random_model_path):
+    with make_gateway(tmp_path, random_model_path, rate_limit_per_minute=2) as client:
+        for _ in range(2):
+            assert client.get("/v1/jobs/x", headers={"X-API-Key": KEY}).status_code == 404
+        limited = client.get("/v1/jobs/x", headers={"X-API-Key": KEY})
+        assert_error_shape(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+        # Another key has its own budget.
+        assert client.get("/v1/jobs/x", headers={"X-API-Key": "other-key"}).status_code == 404
+
+
+def test_bad_uploads_get_4xx_and_leave_no_file(gateway, tmp_path, synth_videos, bad_inputs):
+    assert_error_shape(post_video(gateway, "/v1/detections", bad_inputs["not_a_video"]), 415, "not_a_video")
+    assert_error_shape(post_video(gateway, "/v1/detections", bad_inputs["jpeg"]), 415, "not_a_video")
+    assert_error_shape(post_video(gateway, "/v1/detections", bad_inputs["empty_file"]), 400, "empty_file")
+    assert_error_shape(
+        post_video(gateway, "/v1/detections", bad_inputs["corrupt_video"]), 422, "corrupt_video"
+    )
+    assert_error_shape(post_video(gateway, "/v1/jobs", bad_inputs["no_video_stream"]), 415, "no_video_stream")
+    assert_error_shape(gateway.post("/v1/detections", content=b"raw"), 400, "bad_request")
+    wrong_field = gateway.post("/v1/detections", files={"video": ("a.mp4", b"\x00\x00\x00\x18ftypmp42")})
+    assert_error_shape(wrong_field, 400, "bad_request")
+    assert not list(gateway.app.state.settings.upload_dir.glob("*"))
+
+
+def test_size_and_duration_limits(tmp_path, random_model_path, synth_videos):
+    video = synth_videos["long_gop"].path  # 250 frames at 25 fps: 10 s
+    with make_gateway(tmp_path, random_model_path, max_upload_bytes=10_000, sync_max_duration_s=5) as client:
+        client.headers["X-API-Key"] = KEY
+        error = assert_error_shape(post_video(client, "/v1/detections", video), 413, "too_large")
+        assert error["details"]["max_bytes"] == 10_000
+    with make_gateway(tmp_path, random_model_path, sync_max_duration_s=5, max_duration_s=8) as client:
+        client.headers["X-API-Key"] = KEY
+        error = assert_error_shape(post_video(client, "/v1/detections", video), 413, "too_long")
+        assert "/v1/jobs" in error["message"]
+        assert_error_shape(post_video(client, "/v1/jobs", video), 413, "too_long")
+
+
+def test_sync_detection_returns_the_result(gateway, synth_videos):
+    response = post_video(gateway, "/v1/detections", synth_videos["pan"].path)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["path"] == "pan.mp4" and result["verdict"] in ("fake", "real")
+    assert len(result["tracks"]) == 1 and result["model"]["backend"] == "onnxruntime"
+
+
+def test_job_lifecycle_and_isolation_between_keys(gateway, synth_videos):
+    created = post_video(gateway, "/v1/jobs", synth_videos["pan"].path)
+    assert created.status_code == 202 and created.headers["location"] == f"/v1/jobs/{created.json()['id']}"
+    job_id = created.json()["id"]
+    assert_error_shape(
+        gateway.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": "other-key"}), 404, "job_not_found"
+    )
+    status = wait_for_job(gateway, job_id)
+    assert status["state"] == "succeeded" and status["progress"] == 1.0 and status["attempts"] == 1
+    result = gateway.get(status["result_url"])
+    assert result.status_code == 200 and result.json()["path"] == "pan.mp4"
+    assert gateway.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert_error_shape(gateway.get(f"/v1/jobs/{job_id}"), 404, "job_not_found")
+    metrics = gateway.get("/metrics").text
+    assert 'gateway_jobs_finished_total{outcome="succeeded"} 1.0' in metrics
+    assert "gateway_upload_bytes_total" in metrics
+
+
+def test_failed_job_keeps_the_reason(tmp_path, random_model_path, synth_videos):
+    # The gateway accepts 10 s, the preprocessor behind it only 5 s: the job fails there, with its reason.
+    with make_gateway(tmp_path, random_model_path, preprocessor_max_duration_s=5) as client:
+        client.headers["X-API-Key"] = KEY
+        created = post_video(client, "/v1/jobs", synth_videos["long_gop"].path)
+        assert created.status_code == 202, created.text
+        status = wait_for_job(client, created.json()["id"])
+        assert status["state"] == "failed" and status["error"]["code"] == "too_long"
+        error = assert_error_shape(client.get(f"/v1/jobs/{status['id']}/result"), 409, "job_failed")
+        assert error["details"]["job_error"]["code"] == "too_long"
+
+
+def test_callback_url_receives_the_final_status(gateway, synth_videos):
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        assert_error_shape(
+            post_video(gateway, "/v1/jobs", synth_videos["pan"].path, data={"callback_url": "ftp://x"}),
+            422, "invalid_callback_url",
+        )  # fmt: skip
+        created = post_video(gateway, "/v1/jobs", synth_videos["pan"].path, data={"callback_url": url})
+        job_id = created.json()["id"]
+        wait_for_job(gateway, job_id)
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    assert received and received[0]["id"] == job_id and received[0]["state"] == "succeeded"
+
+
+def test_readyz_follows_the_preprocessor(tmp_path, random_model_path):
+    settings = GatewaySettings(
+        api_keys=KEY,
+        job_store_url=f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+        upload_dir=tmp_path / "uploads",
+        preprocessor_url="http://127.0.0.1:9",  # discard port: nothing answers
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        error = assert_error_shape(client.get("/readyz"), 503, "not_ready")
+        assert "unreachable" in error["message"]

@@ -1,0 +1,117 @@
+"""The preprocessor service through its HTTP interface (in-process app, real pipeline and model).
+
+The backend here is the in-process ONNX Runtime one (a real backend, not a mock); Triton itself is covered
+by tests/integration. Triton outages are real too: a TritonBackend pointed at a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inference.onnx_backend import OnnxBackend
+from inference.triton_backend import TritonBackend
+from preprocessor.app import create_app
+from preprocessor.pipeline import Pipeline
+from preprocessor.service import AnalysisService, ServiceBusyError
+from preprocessor.service_settings import ServiceSettings
+from preprocessor.settings import PipelineSettings
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> ServiceSettings:
+    return ServiceSettings(upload_dir=tmp_path / "uploads", workers=1, queue_size=2)
+
+
+@pytest.fixture()
+def client(settings, random_model_path, default_detector):
+    app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def post_video(client: TestClient, path: Path, **headers: str):
+    with path.open("rb") as handle:
+        return client.post("/v1/analyze", files={"file": (path.name, handle, "video/mp4")}, headers=headers)
+
+
+def test_analyze_returns_the_pipeline_result(client, random_model_path, default_detector, synth_videos):
+    video = synth_videos["pan"].path
+    response = post_video(client, video)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    pipeline = Pipeline(
+        PipelineSettings(threads=1), OnnxBackend(random_model_path, threads=1), default_detector
+    )
+    want = pipeline.analyze(video).model_dump(mode="json")
+    assert got["path"] == video.name
+    assert got["verdict"] == want["verdict"] and got["score"] == pytest.approx(want["score"], abs=1e-6)
+    assert [t["clip_scores"] for t in got["tracks"]] == [t["clip_scores"] for t in want["tracks"]]
+    # The upload is deleted once analysed.
+    assert not list((client.app.state.settings.upload_dir).glob("*"))
+
+
+def test_ndjson_stream_reports_rising_progress_then_the_result(client, synth_videos):
+    response = post_video(client, synth_videos["pan"].path, accept="application/x-ndjson")
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    progress = [line["progress"] for line in lines[:-1]]
+    assert progress and progress == sorted(progress) and 0 < progress[-1] <= 1
+    assert lines[-1]["result"]["verdict"] in ("fake", "real")
+
+
+def test_bad_videos_get_the_pipeline_error_codes(client, bad_inputs):
+    for code in ("not_a_video", "empty_file", "corrupt_video", "no_video_stream"):
+        response = post_video(client, bad_inputs[code])
+        assert response.status_code in (400, 413, 415, 422), response.text
+        assert response.json()["error"]["code"] == code
+
+
+def test_upload_over_the_limit_is_refused_while_streaming(settings, random_model_path, synth_videos):
+    settings.max_upload_bytes = 1000
+    app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
+    with TestClient(app) as client:
+        response = post_video(client, synth_videos["pan"].path)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert not list(settings.upload_dir.glob("*"))
+
+
+def test_triton_outage_is_503_not_a_hang(settings, synth_videos, default_detector):
+    from deepfake.local_stack import free_port
+
+    url = f"127.0.0.1:{free_port()}"  # nobody listens there
+    app = create_app(settings, backend_factory=lambda: TritonBackend(url, timeout_s=2, retries=1))
+    with TestClient(app) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "unavailable" in ready.json()["error"]["message"]
+        response = post_video(client, synth_videos["pan"].path)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "inference_unavailable"
+        assert response.headers["retry-after"]
+        metrics = client.get("/metrics").text
+        assert 'preprocessor_analyses_total{outcome="inference_unavailable"} 1.0' in metrics
+
+
+def test_admission_is_bounded_by_workers_plus_queue(
+    random_model_path, default_detector, synth_videos, tmp_path
+):
+    service = AnalysisService(
+        ServiceSettings(workers=1, queue_size=0, upload_dir=tmp_path),
+        backend_factory=lambda: OnnxBackend(random_model_path, threads=1),
+    )
+
+    async def two_at_once():
+        video = synth_videos["zoom"].path
+        return await asyncio.gather(service.analyze(video), service.analyze(video), return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(two_at_once())
+    finally:
+        service.close()
+    assert sum(isinstance(o, ServiceBusyError) for o in outcomes) == 1
+    assert sum(not isinstance(o, Exception) for o in outcomes) == 1
