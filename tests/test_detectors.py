@@ -7,6 +7,8 @@ The astronaut's face (Eileen Collins, forehead to chin) sits at about x 175-275,
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -302,3 +304,19 @@ def test_export_refuses_a_checkpoint_of_another_network(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         export(tmp_path / "missing.pth", tmp_path / "out")
     assert not (tmp_path / "out" / retinaface.MODEL_FILE).exists()
+
+
+def test_detectors_run_without_importing_torch(retinaface_dir):
+    """Services ship without torch: creating and running both backends must not import it."""
+    code = (
+        "import sys; from pathlib import Path; import numpy as np\n"
+        "from preprocessor.detectors import create_detector\n"
+        "frame = np.zeros((120, 160, 3), np.uint8)\n"
+        "for name, wd in (('blazeface', None), ('retinaface', Path(sys.argv[1]))):\n"
+        "    create_detector(name, wd).detect(frame)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(retinaface_dir)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
