@@ -52,6 +52,12 @@ weights: setup
 		"(from the biubug6/Pytorch_Retinaface release)" >&2; exit 2; }
 	$(PY) -m preprocessor.detectors.retinaface_export --checkpoint $(RETINAFACE_PTH) --out $(WEIGHTS_DIR)
 
+# Face detectors on the shared videos: fraction of sampled frames with a face and ms per frame, per
+# dataset folder and backend (how the embedded default was chosen). RetinaFace needs `make weights`.
+.PHONY: measure-detectors
+measure-detectors: setup
+	$(PY) scripts/measure_detectors.py --data-dir $(DATA_DIR) --frames 8 --backends blazeface retinaface
+
 # ---- Evaluation (training/evaluate.py): the figures in the model card. The DFDC val crops as single-frame
 # clips, then every dev video through the full pipeline (its DeepFaceLive row is the matched face-swap test).
 # Each run writes report.json, scores.tsv and roc.png under $(EVAL_OUT)/ (git-ignored).
