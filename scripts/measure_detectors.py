@@ -61,7 +61,10 @@ TUNABLE = {"tiles": str, "score_threshold": float, "max_side": int}
 def build_detector(spec: str) -> FaceDetector:
     """`name` or `name:attr=value,...` -> a registered detector with those attributes changed."""
     name, _, options = spec.partition(":")
-    detector = create_detector(name)
+    try:
+        detector = create_detector(name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"measure_detectors: {exc}") from exc
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
         if key not in TUNABLE or not hasattr(detector, key):
