@@ -72,6 +72,8 @@ def sniff_video_container(head: bytes) -> str | None:
         return "avi"
     if head.startswith(b"FLV"):
         return "flv"
+    if head.startswith(b"OggS"):
+        return "ogg"
     if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
         return "asf"  # WMV
     if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):
@@ -186,7 +188,7 @@ class _Receiver:
         if self.container is None:
             raise UploadError(
                 "not_a_video",
-                "the file is not a video container we can read (MP4/MOV, MKV/WebM, AVI, FLV, WMV, MPEG); "
+                "not a video container we can read (MP4/MOV, MKV/WebM, AVI, FLV, Ogg, WMV, MPEG); "
                 "the type is judged from the bytes, not the filename",
                 415,
             )
