@@ -25,7 +25,10 @@ from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
-UNREACHABLE_ATTEMPTS = 3  # tries of a job while the preprocessor itself cannot be reached
+# Failures that re-queue a job instead of failing it, with the most attempts each: the preprocessor
+# unreachable (restarting?) or busy (its queue is full). Triton being down fails the job at once, with
+# the reason, so clients learn of an outage instead of waiting on it.
+RETRY_ATTEMPTS = {"preprocessor_unavailable": 3, "busy": 30}
 
 
 def job_status(job: JobRecord) -> JobStatus:
@@ -112,9 +115,11 @@ class JobRunner:
         try:
             result = await self.client.analyze(path, job.filename, progress)
         except PreprocessorError as exc:
-            if exc.detail.code == "preprocessor_unavailable" and job.attempts < UNREACHABLE_ATTEMPTS:
-                log.warning("job %s: preprocessor unreachable, retrying (attempt %d)", job.id, job.attempts)
-                await asyncio.sleep(2.0 * job.attempts)
+            limit = RETRY_ATTEMPTS.get(exc.detail.code, 0)
+            if job.attempts < limit:
+                # Not the video's fault and probably temporary: back to the queue after a pause.
+                log.warning("job %s: %s, re-queued (attempt %d)", job.id, exc.detail.code, job.attempts)
+                await asyncio.sleep(min(10.0, 2.0 * job.attempts))
                 self.store.requeue(job.id)
                 return
             self._fail(job, exc.detail)
