@@ -100,10 +100,16 @@ class AnalysisService:
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): ready when the model can be reached and reports ready."""
-        try:
-            backend = self.backend()
-        except (TritonUnavailableError, TritonModelError) as exc:
-            return False, str(exc)
+        backend = self._backend
+        if backend is None:
+            # A probe must answer quickly: if another request is already connecting, say so.
+            if not self._backend_lock.acquire(blocking=False):
+                return False, "connecting to the inference server"
+            self._backend_lock.release()
+            try:
+                backend = self.backend()
+            except (TritonUnavailableError, TritonModelError) as exc:
+                return False, str(exc)
         is_ready = getattr(backend, "is_ready", None)
         if is_ready is not None and not is_ready():
             return False, "the model is not ready on Triton"
