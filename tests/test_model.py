@@ -1,0 +1,302 @@
+"""The detector model, self-blending, augmentation, batches and the training loop, on tiny configs.
+
+Everything here uses random weights and synthetic images, so it runs without ../shared/data and fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from training.augment import apply_aug, sample_aug
+from training.calibrate import best_threshold, fit_temperature, nll
+from training.config import get_config
+from training.data import (
+    CropSet,
+    crop_px,
+    load_crops,
+    read_manifest,
+    scan_celebdf,
+    scan_dfdc,
+    scan_faceforensics,
+)
+from training.model import DeepfakeDetector
+from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, make_batch
+from training.sbi import face_mask, sample_params, self_blend
+from training.train import lr_at, train
+
+
+def tiny_model(**kw) -> DeepfakeDetector:
+    torch.manual_seed(0)
+    args = dict(image_size=64, clip_len=4, embed_dim=32, n_layers=1, n_heads=2, dropout=0.0, pretrained=False)
+    args.update(kw)
+    return DeepfakeDetector(**args).eval()
+
+
+@pytest.mark.parametrize("b,t", [(1, 1), (2, 4), (3, 2)])
+def test_output_shapes(b: int, t: int) -> None:
+    model = tiny_model()
+    x = torch.randint(0, 256, (b, t, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        out = model(x)
+    assert out["clip_logit"].shape == (b,)
+    assert out["frame_logits"].shape == (b, t)
+    assert out["blend_logits"].shape == (b, t, 8, 8)
+
+
+def test_padding_mask_equals_shorter_clip() -> None:
+    """A clip padded to T with valid=False frames scores exactly like the same clip cut to its length."""
+    model = tiny_model()
+    x = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8)
+    valid = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    with torch.no_grad():
+        padded = model(x, valid)
+        short = model(x[:1, :2])
+        other = model(x[:1, :4])
+    assert torch.allclose(padded["clip_logit"][0], short["clip_logit"][0], atol=1e-5)
+    assert torch.allclose(padded["frame_logits"][0, :2], short["frame_logits"][0], atol=1e-5)
+    # and the padded frames do matter when they are not masked (the mask is what makes them equal)
+    assert not torch.allclose(other["clip_logit"][0], short["clip_logit"][0], atol=1e-5)
+
+
+def test_temporal_order_matters() -> None:
+    """The transformer sees positions: the same frame embeddings in reverse order give another clip logit."""
+    model = tiny_model()
+    emb = torch.randn(1, 4, 1280)
+    with torch.no_grad():
+        a, _ = model.temporal(emb)
+        b, _ = model.temporal(emb.flip(1))
+    assert not torch.allclose(a, b, atol=1e-6)
+
+
+def test_pretrained_backbone_loads_from_package() -> None:
+    """ImageNet weights come from the installed package (nothing downloads); they differ from random init."""
+    from training.model import build_backbone
+
+    torch.manual_seed(0)
+    pre = build_backbone(pretrained=True)
+    rnd = build_backbone(pretrained=False)
+    assert not torch.equal(pre._conv_stem.weight, rnd._conv_stem.weight)
+    assert pre._bn0.running_var.abs().sum() > 0
+
+
+def test_freeze_prefix_freezes_stem_and_blocks() -> None:
+    model = tiny_model()
+    model.freeze_prefix(3)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("backbone._conv_stem") for n in frozen)
+    assert any(n.startswith("backbone._blocks.2.") for n in frozen)
+    assert not any(n.startswith("backbone._blocks.3.") for n in frozen)
+    model.train()
+    assert not model.backbone._bn0.training and model.backbone._blocks[3].training
+    with pytest.raises(ValueError):
+        model.freeze_prefix(9)
+
+
+def test_bad_image_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        DeepfakeDetector(image_size=100, pretrained=False)
+
+
+def face_like(size: int = 96, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(60, 200, (size, size, 3), dtype=np.uint8)
+    cv2.ellipse(img, (size // 2, size // 2), (size // 3, size // 2 - 4), 0, 0, 360, (200, 160, 140), -1)
+    return img
+
+
+def test_self_blend_changes_only_inside_the_mask() -> None:
+    img = face_like()
+    p = sample_params(np.random.default_rng(3))
+    p.ratio = 1.0
+    out, mask = self_blend(img, p)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert mask.min() >= 0 and mask.max() <= 1.0 + 1e-6 and mask.max() > 0.5
+    outside = mask < 1e-4
+    assert outside.any() and (~outside).any()
+    assert np.abs(out[outside].astype(int) - img[outside]).max() <= 1
+    assert np.abs(out[mask > 0.9].astype(int) - img[mask > 0.9]).mean() > 1.0
+    with pytest.raises(ValueError):
+        self_blend(img.astype(np.float32), p)
+
+
+def test_face_mask_is_deterministic_per_params() -> None:
+    p = sample_params(np.random.default_rng(5))
+    assert np.array_equal(face_mask(64, p), face_mask(64, p))
+
+
+def test_augmentation_moves_mask_with_image() -> None:
+    """A flip flips the blend mask too: the localisation target stays on the blended pixels."""
+    img = np.zeros((96, 96, 3), np.uint8)
+    img[:, :30] = 255
+    mask = np.zeros((96, 96), np.float32)
+    mask[:, :30] = 1.0
+    p = sample_aug(np.random.default_rng(0), (1.0, 1.0), 0.0, strong=False)
+    p.flip = True
+    out, m = apply_aug(img, p, 64, np.random.default_rng(0), mask=mask, mask_out=8)
+    assert out[:, -5:].mean() > 200 and out[:, :5].mean() < 30
+    assert m[:, -1].mean() > 0.9 and m[:, 0].mean() < 0.1
+
+
+def synthetic_cropset(n: int = 12, size: int = 96) -> CropSet:
+    imgs = np.stack([face_like(size, i) for i in range(n)])
+    labels = np.array([i % 2 for i in range(n)], np.int64)
+    return CropSet(imgs, labels, np.full(n, 150, np.int32), [f"x{i}.jpg" for i in range(n)])
+
+
+def test_batches_are_balanced_seeded_and_masked() -> None:
+    crops = synthetic_cropset()
+    kw = dict(n=8, t=3, out=64, mask_out=8, frac_real=0.5, frac_fake=0.25, scale_range=(0.8, 1.0), shift=0.05)
+    b1 = make_batch(crops, 7, 1, 11, **kw)
+    b2 = make_batch(crops, 7, 1, 11, **kw)
+    b3 = make_batch(crops, 7, 1, 12, **kw)
+    assert torch.equal(b1["clips"], b2["clips"]) and not torch.equal(b1["clips"], b3["clips"])
+    assert b1["clips"].shape == (8, 3, 64, 64, 3) and b1["clips"].dtype == torch.uint8
+    kinds = b1["kind"].numpy()
+    assert (
+        (kinds == KIND_REAL).sum() == 4 and (kinds == KIND_FAKE).sum() == 2 and (kinds == KIND_SBI).sum() == 2
+    )
+    assert torch.equal(b1["label"], torch.from_numpy((kinds != KIND_REAL).astype(np.float32)))
+    assert not b1["has_mask"][kinds == KIND_FAKE].any() and b1["has_mask"][kinds != KIND_FAKE].all()
+    assert float(b1["mask"][kinds == KIND_REAL].max()) == 0.0
+    assert float(b1["mask"][kinds == KIND_SBI].amax(dim=(1, 2, 3)).min()) > 0.1
+
+
+def test_lr_schedule_warms_up_and_decays() -> None:
+    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.05)
+    assert lr_at(50, 100, 1.0, 10) < lr_at(20, 100, 1.0, 10)
+
+
+def test_temperature_fit_recovers_known_temperature() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 4, 20000)
+    labels = (rng.random(z.size) < 1 / (1 + np.exp(-z / 2.5))).astype(float)
+    t = fit_temperature(z, labels)
+    assert t == pytest.approx(2.5, rel=0.08)
+    assert nll(z, labels, t) < nll(z, labels, 1.0)
+
+
+def test_threshold_separates_separable_scores() -> None:
+    probs = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    thr = best_threshold(probs, labels)
+    assert 0.3 < thr <= 0.6
+
+
+def write_synthetic_dataset(root: Path, n_train: int = 16, n_val: int = 8) -> None:
+    rows = []
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            label = "fake" if i % 2 else "real"
+            rel = f"crops/dfdc/{split}/{label}/{split}{i}.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / rel), face_like(112, i + (100 if split == "val" else 0)))
+            rows.append(
+                [
+                    rel,
+                    label,
+                    "crop",
+                    split,
+                    "DFDC",
+                    "DFDC" if i % 2 else "original",
+                    f"g{i // 2}",
+                    f"synthetic (crop size before resize {100 + i} px)",
+                    "test",
+                ]
+            )
+    with (root / "MANIFEST.tsv").open("w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t")
+        w.writerow(["path", "label", "kind", "split", "dataset", "method", "group", "source_repo", "licence"])
+        w.writerows(rows)
+
+
+def test_manifest_and_crop_cache(tmp_path: Path) -> None:
+    write_synthetic_dataset(tmp_path)
+    rows = read_manifest(tmp_path / "MANIFEST.tsv")
+    assert len(rows) == 24 and crop_px(rows[3]["source_repo"]) == 103
+    cs = load_crops(tmp_path, "train", 72, tmp_path / "cache")
+    assert cs.images.shape == (16, 72, 72, 3) and cs.labels.sum() == 8
+    again = load_crops(tmp_path, "train", 72, tmp_path / "cache")  # from the cache
+    assert np.array_equal(cs.images, again.images)
+    with pytest.raises(ValueError, match="no DFDC crops"):
+        load_crops(tmp_path, "test", 72, tmp_path / "cache")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("path\tlabel\tkind\tsplit\nx.jpg\tmaybe\tcrop\ttrain\n")
+    with pytest.raises(ValueError, match="label must be real or fake"):
+        read_manifest(bad)
+
+
+def test_public_layout_scanners(tmp_path: Path) -> None:
+    ff = tmp_path / "ff"
+    for rel in (
+        "original_sequences/youtube/c23/videos/000.mp4",
+        "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
+    ):
+        (ff / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ff / rel).write_bytes(b"x")
+    rows = scan_faceforensics(ff)
+    assert {(r["label"], r["method"], r["group"]) for r in rows} == {
+        ("real", "original", "000"),
+        ("fake", "Deepfakes", "000"),
+    }
+    cd = tmp_path / "celeb"
+    for rel in ("Celeb-real/id0_0000.mp4", "Celeb-synthesis/id0_id1_0000.mp4", "YouTube-real/00000.mp4"):
+        (cd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cd / rel).write_bytes(b"x")
+    (cd / "List_of_testing_videos.txt").write_text("0 Celeb-synthesis/id0_id1_0000.mp4\n")
+    rows = {r["path"]: r for r in scan_celebdf(cd)}
+    assert rows["Celeb-synthesis/id0_id1_0000.mp4"]["split"] == "test"
+    assert rows["Celeb-real/id0_0000.mp4"]["split"] == "train"
+    dd = tmp_path / "dfdc" / "part0"
+    dd.mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4"):
+        (dd / name).write_bytes(b"x")
+    (dd / "metadata.json").write_text(
+        json.dumps({"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "FAKE", "original": "a.mp4"}})
+    )
+    rows = scan_dfdc(tmp_path / "dfdc")
+    assert [(r["label"], r["group"]) for r in rows] == [("real", "a"), ("fake", "a")]
+
+
+def test_tiny_training_runs_and_resumes(tmp_path: Path) -> None:
+    """Both phases run on synthetic crops; a resumed run continues from the checkpoint, not from zero."""
+    write_synthetic_dataset(tmp_path)
+    common = dict(
+        data_dir=str(tmp_path),
+        cache_dir=str(tmp_path / "cache"),
+        out_dir=str(tmp_path / "run"),
+        max_train_items=0,
+        max_val_items=0,
+        phase1_steps=3,
+        phase2_steps=0,
+    )
+    cfg = get_config("tiny", **common)
+    train(cfg, fresh=True)
+    log1 = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [r["step"] for r in log1 if r["phase"] == "1"][-1] == "3"
+    cfg2 = get_config("tiny", **{**common, "phase1_steps": 5, "phase2_steps": 2})
+    state = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    assert (state["phase"], state["step"]) == (1, 3)
+    # pretend phase 1 was interrupted at step 3: resume must continue phase 1 at step 4
+    final = train(cfg2)
+    log2 = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    steps1 = [int(r["step"]) for r in log2 if r["phase"] == "1"]
+    assert steps1 == [1, 2, 3, 4, 5]
+    assert [int(r["step"]) for r in log2 if r["phase"] == "2"] == [1, 2]
+    assert final.is_file() and (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    assert "val_auc" in log2[-1] and log2[-1]["val_clip_auc"] != ""
+
+
+def test_unknown_config_fields_fail() -> None:
+    with pytest.raises(ValueError, match="unknown config fields"):
+        get_config("tiny", not_a_field=1)
+    with pytest.raises(ValueError, match="unknown config"):
+        get_config("huge")

