@@ -58,6 +58,27 @@ weights: setup
 measure-detectors: setup
 	$(PY) scripts/measure_detectors.py --data-dir $(DATA_DIR) --frames 8 --backends blazeface retinaface
 
+# ---- Training (training/, see MODEL_CARD.md). CONFIG: cpu (the shipped model; about an hour on this
+# 2-core CPU), cpu-quick, gpu (CUDA + AMP, bigger input; not run here) or tiny. Resumes from
+# runs/$(CONFIG)/ckpt.pt; TRAIN_ARGS="--fresh" starts over, TRAIN_ARGS="--set key=value ..." overrides.
+CONFIG ?= cpu
+TRAIN_ARGS ?=
+EXPORT_ARGS ?=
+
+train: setup
+	DEEPFAKE_DATA_DIR=$(DATA_DIR) $(PY) -m training.train --config $(CONFIG) $(TRAIN_ARGS)
+
+# Temperature + threshold fitted on DFDC val, then ONNX (verified against torch) + config.pbtxt into
+# $(MODEL_REPO)/deepfake_detector/.
+export: setup
+	DEEPFAKE_DATA_DIR=$(DATA_DIR) $(PY) -m training.calibrate runs/$(CONFIG)/final.pt
+	$(PY) -m training.export runs/$(CONFIG)/final.pt --repo $(MODEL_REPO) $(EXPORT_ARGS)
+
+# ONNX Runtime cost per crop of the shipped model at batch 32 (the model card's speed figure).
+.PHONY: bench-model
+bench-model: setup
+	$(PY) -m training.bench_model $(EVAL_MODEL)
+
 # ---- Evaluation (training/evaluate.py): the figures in the model card. The DFDC val crops as single-frame
 # clips, then every dev video through the full pipeline (its DeepFaceLive row is the matched face-swap test).
 # Each run writes report.json, scores.tsv and roc.png under $(EVAL_OUT)/ (git-ignored).
