@@ -6,7 +6,7 @@ What it measures, in this order:
 2. The real stack (tritonserver + preprocessor + gateway as processes, free loopback ports), for each
    preprocessor worker count W and each client concurrency C: all videos uploaded to POST /v1/detections
    by C concurrent clients. Reported: videos/min, p50/p95 latency, and the single-request ratio
-   (stack latency at C=1 / in-process time for the same video).
+   (sum over videos of the median stack latency at C=1 / of the median in-process time, --repeat rounds).
 Results go to stdout and, as JSON, to --out. Both sides use the same thread settings (--threads).
 """
 
@@ -67,19 +67,23 @@ def random_model_repository(root: Path) -> Path:
     return root
 
 
-def in_process_seconds(videos: list[Path], model_path: Path, threads: int) -> list[float]:
+def in_process_seconds(videos: list[Path], model_path: Path, threads: int, repeat: int) -> list[float]:
+    """Median seconds per video over `repeat` rounds (the machine is shared: medians resist noise)."""
     from inference.onnx_backend import OnnxBackend
     from preprocessor.pipeline import Pipeline
     from preprocessor.settings import PipelineSettings
 
     pipeline = Pipeline(PipelineSettings(threads=threads), OnnxBackend(model_path, threads=threads))
     pipeline.analyze(videos[0])  # warm-up: sessions, caches
-    seconds = []
-    for video in videos:
-        start = time.perf_counter()
-        pipeline.analyze(video)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    rounds = []
+    for _ in range(repeat):
+        seconds = []
+        for video in videos:
+            start = time.perf_counter()
+            pipeline.analyze(video)
+            seconds.append(time.perf_counter() - start)
+        rounds.append(seconds)
+    return [statistics.median(values) for values in zip(*rounds, strict=True)]
 
 
 def upload_all(url: str, api_key: str, videos: list[Path], concurrency: int) -> tuple[float, list[float]]:
@@ -116,6 +120,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="preprocessor workers to try")
     parser.add_argument("--threads", type=int, default=1, help="decoder/ONNX threads, both sides")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds for the single-request ratio (medians)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / ".run" / "bench" / "services.json")
     args = parser.parse_args()
 
@@ -132,7 +137,7 @@ def main() -> int:
         f"{len(videos)} videos, model {model_path}, threads {args.threads}, load {os.getloadavg()}",
         flush=True,
     )
-    local = in_process_seconds(videos, model_path, args.threads)
+    local = in_process_seconds(videos, model_path, args.threads, args.repeat)
     print(f"in-process: total {sum(local):.2f} s, mean {statistics.mean(local):.2f} s/video", flush=True)
     report: dict = {
         "videos": [str(v) for v in videos],
@@ -159,6 +164,8 @@ def main() -> int:
         try:
             stack.up()
             upload_all(stack.urls["gateway"], api_key, videos[:1], 1)  # warm-up
+            single = [upload_all(stack.urls["gateway"], api_key, videos, 1)[1] for _ in range(args.repeat)]
+            single_medians = [statistics.median(values) for values in zip(*single, strict=True)]
             for concurrency in args.concurrency:
                 wall, latencies = upload_all(stack.urls["gateway"], api_key, videos, concurrency)
                 row = {
@@ -171,7 +178,8 @@ def main() -> int:
                     "latencies_s": latencies,
                 }
                 if concurrency == 1:
-                    row["ratio_to_in_process"] = sum(latencies) / sum(local)
+                    row["single_request_median_s"] = single_medians
+                    row["ratio_to_in_process"] = sum(single_medians) / sum(local)
                 report["stack"].append(row)
                 ratio = f"  ratio to in-process {row['ratio_to_in_process']:.3f}" if concurrency == 1 else ""
                 print(
