@@ -77,8 +77,10 @@ def test_no_key_or_a_wrong_key_is_401(gateway, synth_videos):
     no_key = post_video(gateway, "/v1/detections", synth_videos["pan"].path, **{"X-API-Key": ""})
     assert_error_shape(no_key, 401, "unauthorized")
     assert_error_shape(gateway.get("/v1/jobs/x", headers={"X-API-Key": "nope"}), 401, "unauthorized")
-    assert gateway.get("/healthz").status_code == 200  # health and docs need no key
+    assert gateway.get("/healthz").status_code == 200  # health, docs and the web page need no key
     assert gateway.get("/docs").status_code == 200
+    page = gateway.get("/")
+    assert page.status_code == 200 and 'type="file"' in page.text and "/v1/jobs" in page.text
 
 
 def test_auth_disabled_explicitly_lets_requests_through(tmp_path, random_model_path):

@@ -77,6 +77,33 @@ def test_every_service_is_ready_and_exposes_metrics(stack: LocalStack) -> None:
     assert f'nv_inference_request_success{{model="{MODEL_NAME}"' in metrics
 
 
+def test_triton_batches_concurrent_requests_of_mixed_shapes_correctly(stack: LocalStack) -> None:
+    """Dynamic batching merges requests; the Python-backend model must split the outputs right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from inference.onnx_backend import OnnxBackend
+    from inference.triton_backend import TritonBackend
+
+    triton = TritonBackend(f"127.0.0.1:{stack.ports.triton_grpc}", timeout_s=30)
+    local = OnnxBackend(model_file(stack), threads=1)
+    size = triton.meta.crop.size
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.integers(0, 256, (int(rng.integers(1, 12)), t, size, size, 3), dtype=np.uint8)
+        for t in (8, 8, 4, 8, 1, 8, 4, 8)
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outputs = list(pool.map(triton.infer, batches))
+    for clips, got in zip(batches, outputs, strict=True):
+        want = local.infer(clips)
+        np.testing.assert_allclose(got.clip_logits, want.clip_logits, atol=1e-5)
+        np.testing.assert_allclose(got.frame_logits, want.frame_logits, atol=1e-5)
+    assert triton.max_batch_size == 8  # batches above it were split by the client
+    triton.close()
+
+
 @pytest.mark.parametrize("name", ["face", "two"])
 def test_sync_detection_equals_the_in_process_cli(stack, gateway, stack_videos, name) -> None:
     response = upload(gateway, "/v1/detections", stack_videos[name])
