@@ -145,6 +145,10 @@ def test_job_lifecycle_and_isolation_between_keys(gateway, synth_videos):
     assert status["state"] == "succeeded" and status["progress"] == 1.0 and status["attempts"] == 1
     result = gateway.get(status["result_url"])
     assert result.status_code == 200 and result.json()["path"] == "pan.mp4"
+    assert [job["id"] for job in gateway.get("/v1/jobs").json()] == [job_id]
+    assert gateway.get("/v1/jobs", params={"state": "queued"}).json() == []
+    assert gateway.get("/v1/jobs", headers={"X-API-Key": "other-key"}).json() == []
+    assert_error_shape(gateway.get("/v1/jobs", params={"state": "nonsense"}), 422, "invalid_request")
     assert gateway.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert_error_shape(gateway.get(f"/v1/jobs/{job_id}"), 404, "job_not_found")
     metrics = gateway.get("/metrics").text

@@ -102,6 +102,16 @@ class SqliteJobStore:
         row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _record(row) if row else None
 
+    def list(self, owner: str, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+        columns = COLUMNS.replace("result_json", "NULL")
+        sql = f"SELECT {columns} FROM jobs WHERE owner = ?"
+        params: tuple = (owner,)
+        if state is not None:
+            sql += " AND state = ?"
+            params += (state,)
+        rows = self._all(sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit))
+        return [_record(row) for row in rows]
+
     def claim_next(self) -> JobRecord | None:
         # One statement: the subquery and the update are atomic, so concurrent workers (threads or
         # processes sharing the file) never claim the same job.

@@ -35,6 +35,10 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> JobRecord | None: ...
 
+    def list(self, owner: str, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+        """The owner's jobs, newest first (results left out: they can be large)."""
+        ...
+
     def claim_next(self) -> JobRecord | None:
         """Atomically move the oldest queued job to running (attempts + 1) and return it."""
         ...

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlparse
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from deepfake.api_errors import ApiError, error_responses_doc
-from deepfake.schemas import DetectionResult, JobCreated, JobStatus
+from deepfake.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.uploads import remove_quietly
 from gateway.auth import require_api_key
 from gateway.jobs.runner import job_status
@@ -98,6 +99,21 @@ async def create_job(
     status_url = f"/v1/jobs/{job.id}"
     response.headers["Location"] = status_url
     return JobCreated(id=job.id, state=job.state, status_url=status_url, result_url=f"{status_url}/result")
+
+
+@router.get(
+    "/v1/jobs",
+    summary="Your jobs, newest first",
+    response_model=list[JobStatus],
+    responses=error_responses_doc(401, 429),
+)
+async def list_jobs(
+    request: Request,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    owner: str = Depends(require_api_key),
+) -> list[JobStatus]:
+    return [job_status(job) for job in request.app.state.store.list(owner, state, limit)]
 
 
 @router.get(
