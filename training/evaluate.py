@@ -276,11 +276,14 @@ def plot_roc(path: Path, items: list[Item], scored: Scored, title: str, max_grou
             continue
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(y, s):.3f}, n={y.size})", lw=2 if name == "all" else 1)
+    if not ax.lines:  # every group holds one class: there is no curve to draw, say so on the plot
+        ax.text(0.5, 0.5, "one class only: ROC undefined", ha="center", va="center")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("false positive rate (real called fake)")
     ax.set_ylabel("true positive rate (fake caught)")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    if len(ax.lines) > 1:
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     fig.tight_layout()
