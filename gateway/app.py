@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from deepfake.api_errors import install_error_handlers
 from deepfake.uploads import UploadError
@@ -70,6 +71,15 @@ def create_app(
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app, UploadError, PreprocessorError)
     install_metrics_middleware(app, metrics)
+    if settings.cors_origin_list():
+        # Frontend apps on other origins call the API from browsers; the key travels in X-API-Key.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list(),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            expose_headers=["Location", "Retry-After"],
+        )
     for router in (health.router, detections.router, jobs.router, web.router):
         app.include_router(router)
     return app

@@ -31,5 +31,12 @@ class GatewaySettings(BaseSettings):
     callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one completion-callback POST.")
     callback_attempts: int = Field(3, ge=1, description="Tries of a completion callback before giving up.")
 
+    cors_origins: str = Field(
+        "", description="Browser origins allowed to call the API (comma-separated, e.g. https://app.example)."
+    )
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
     def api_key_set(self) -> frozenset[str]:
         return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())

@@ -88,6 +88,16 @@ def test_auth_disabled_explicitly_lets_requests_through(tmp_path, random_model_p
         assert_error_shape(client.get("/v1/jobs/unknown"), 404, "job_not_found")
 
 
+def test_cors_allows_only_the_configured_origins(tmp_path, random_model_path):
+    with make_gateway(tmp_path, random_model_path, cors_origins="https://app.example") as client:
+        preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "X-API-Key"}
+        allowed = client.options("/v1/jobs", headers={"Origin": "https://app.example", **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        refused = client.options("/v1/jobs", headers={"Origin": "https://evil.example", **preflight})
+        assert "access-control-allow-origin" not in refused.headers
+
+
 def test_rate_limit_per_key_gives_429_with_retry_after(tmp_path, random_model_path):
     with make_gateway(tmp_path, random_model_path, rate_limit_per_minute=2) as client:
         for _ in range(2):
