@@ -147,6 +147,13 @@ class LocalStack:
             stop_pid(process.pid, timeout_s)
             process.wait()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the service's process group: a crash, for recovery tests."""
+        process = self.processes.pop(name, None)
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
     def down(self) -> None:
         for name in reversed(SERVICES):
             self.stop(name)
