@@ -21,6 +21,7 @@ from pathlib import Path
 from deepfake.schemas import DetectionResult
 from inference.backend import InferenceBackend
 from inference.triton_backend import TritonBackend, TritonModelError, TritonUnavailableError
+from preprocessor.detectors import available_detectors
 from preprocessor.pipeline import Pipeline
 from preprocessor.service_settings import ServiceSettings
 from preprocessor.settings import PipelineSettings
@@ -72,6 +73,13 @@ class AnalysisService:
     def __init__(self, settings: ServiceSettings, backend_factory: BackendFactory | None = None) -> None:
         self.settings = settings
         self.pipeline_settings = pipeline_settings(settings)
+        detectors = available_detectors()
+        if self.pipeline_settings.detector not in detectors:
+            # Refuse to start rather than answer every request with a 500.
+            raise ValueError(
+                f"DEEPFAKE_DETECTOR={self.pipeline_settings.detector!r} is not a face detector; "
+                f"choose one of {', '.join(detectors)}"
+            )
         self._backend_factory = backend_factory or triton_backend_factory(settings)
         self._backend: InferenceBackend | None = None
         self._backend_lock = threading.Lock()

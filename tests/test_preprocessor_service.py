@@ -115,3 +115,8 @@ def test_admission_is_bounded_by_workers_plus_queue(
         service.close()
     assert sum(isinstance(o, ServiceBusyError) for o in outcomes) == 1
     assert sum(not isinstance(o, Exception) for o in outcomes) == 1
+
+
+def test_an_unknown_detector_refuses_to_start(tmp_path):
+    with pytest.raises(ValueError, match="DEEPFAKE_DETECTOR='nope'"):
+        create_app(ServiceSettings(detector="nope", upload_dir=tmp_path))
