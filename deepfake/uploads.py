@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deepfake.schemas import ErrorDetail
 
+EARLY_CHECK_BYTES = 1 << 20  # when the early check (if any) looks at the partial file
 SNIFF_BYTES = 256  # enough for every magic number below (MPEG-TS needs byte 188)
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 4096
@@ -46,6 +47,10 @@ UPLOAD_OPENAPI: dict[str, Any] = {
         },
     }
 }
+
+
+# Called once with (partial file, bytes so far) while the upload streams; raises UploadError to abort it.
+EarlyCheck = Callable[[Path, int], None]
 
 
 class UploadError(Exception):
@@ -106,9 +111,11 @@ class Upload:
 class _Receiver:
     """Callbacks for python-multipart's streaming parser: one file part to disk, small text fields."""
 
-    def __init__(self, dest: Path, max_bytes: int) -> None:
+    def __init__(self, dest: Path, max_bytes: int, early_check: EarlyCheck | None = None) -> None:
         self.dest = dest
         self.max_bytes = max_bytes
+        self.early_check = early_check
+        self._early_checked = False
         self.fields: dict[str, str] = {}
         self.size = 0
         self.filename: str | None = None
@@ -182,6 +189,12 @@ class _Receiver:
                 self._decide_type()
         assert self._handle is not None
         self._handle.write(chunk)
+        if self.early_check is not None and not self._early_checked and self.size >= EARLY_CHECK_BYTES:
+            # Once: files whose index comes first (MP4 "faststart", MKV) tell their duration from the
+            # first megabyte, so an over-long video is refused before the rest is uploaded.
+            self._early_checked = True
+            self._handle.flush()
+            self.early_check(self.dest, self.size)
 
     def _decide_type(self) -> None:
         self.container = sniff_video_container(self._head)
@@ -212,7 +225,11 @@ class _Receiver:
 
 
 async def receive_upload(
-    content_type: str | None, stream: AsyncIterator[bytes], upload_dir: Path, max_bytes: int
+    content_type: str | None,
+    stream: AsyncIterator[bytes],
+    upload_dir: Path,
+    max_bytes: int,
+    early_check: EarlyCheck | None = None,
 ) -> Upload:
     """Parse a multipart/form-data body from `stream` into `upload_dir`; raise UploadError on bad input."""
     mime, options = parse_options_header(content_type or "")
@@ -225,7 +242,7 @@ async def receive_upload(
         )
     upload_dir.mkdir(parents=True, exist_ok=True)
     dest = upload_dir / f"{uuid.uuid4().hex}.upload"
-    receiver = _Receiver(dest, max_bytes)
+    receiver = _Receiver(dest, max_bytes, early_check)
     parser = MultipartParser(boundary, receiver.callbacks())
     try:
         async for chunk in stream:

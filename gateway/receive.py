@@ -9,13 +9,17 @@ from __future__ import annotations
 from fastapi import Request
 
 from deepfake.uploads import Upload, receive_upload, remove_quietly
-from gateway.video_check import check_duration
+from gateway.video_check import check_duration, early_duration_check
 
 
 async def receive_video(request: Request, max_duration_s: float, hint: str = "") -> Upload:
     settings = request.app.state.settings
     upload = await receive_upload(
-        request.headers.get("content-type"), request.stream(), settings.upload_dir, settings.max_upload_bytes
+        request.headers.get("content-type"),
+        request.stream(),
+        settings.upload_dir,
+        settings.max_upload_bytes,
+        early_duration_check(max_duration_s, hint),
     )
     try:
         check_duration(upload.path, max_duration_s, hint)

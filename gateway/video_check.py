@@ -7,6 +7,7 @@ so this costs milliseconds; the preprocessor still probes fully (same limits) be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -56,3 +57,27 @@ def check_duration(path: Path, max_duration_s: float, hint: str = "") -> float |
             max_duration_s=max_duration_s,
         )
     return duration
+
+
+def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Path, int], None]:
+    """An early check for deepfake.uploads: refuse an over-long video from its first megabyte when the
+    container's index is there; any other outcome (index at the end, partial data) waits for the full
+    file."""
+
+    def check(path: Path, received_bytes: int) -> None:
+        try:
+            with av.open(str(path), "r") as container:
+                duration = container.duration / 1_000_000 if container.duration is not None else None
+        except Exception:  # partial data: most files cannot be judged yet
+            return
+        if duration is not None and duration > max_duration_s:
+            raise UploadError(
+                "too_long",
+                f"the video lasts {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
+                413,
+                duration_s=round(duration, 2),
+                max_duration_s=max_duration_s,
+                refused_after_bytes=received_bytes,
+            )
+
+    return check

@@ -14,14 +14,17 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from deepfake.uploads import UploadError
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from inference.onnx_backend import OnnxBackend
 from preprocessor.app import create_app as create_preprocessor_app
 from preprocessor.service_settings import ServiceSettings
+from tests import synth
 
 KEY = "test-key-1"
 
@@ -134,6 +137,56 @@ def test_size_and_duration_limits(tmp_path, random_model_path, synth_videos):
         error = assert_error_shape(post_video(client, "/v1/detections", video), 413, "too_long")
         assert "/v1/jobs" in error["message"]
         assert_error_shape(post_video(client, "/v1/jobs", video), 413, "too_long")
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """The same video remuxed with its index (moov) first, as streaming-friendly encoders write it."""
+    import av
+
+    with av.open(str(src)) as source, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+def test_an_over_long_video_with_its_index_first_is_refused_while_streaming(tmp_path):
+    import asyncio
+
+    from deepfake.uploads import receive_upload
+    from gateway.video_check import early_duration_check
+
+    # 6 s of noise: over 1 MiB (noise does not compress), written in a blink.
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (144, 192, 3), dtype=np.uint8) for _ in range(150)]
+    video = synth.write_video(tmp_path / "long.mp4", frames, fps=25.0)
+    fast = faststart_copy(Path(video), tmp_path / "long_faststart.mp4")
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'.encode()
+        + fast.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    sent = [0]
+
+    async def chunks():
+        for start in range(0, len(body), 64 * 1024):  # as uvicorn hands the body over
+            sent[0] += len(body[start : start + 64 * 1024])
+            yield body[start : start + 64 * 1024]
+
+    async def receive():
+        return await receive_upload(
+            f"multipart/form-data; boundary={boundary}", chunks(), tmp_path / "up", 1 << 30,
+            early_duration_check(5.0),
+        )  # fmt: skip
+
+    with pytest.raises(UploadError) as refused:
+        asyncio.run(receive())
+    assert refused.value.code == "too_long" and refused.value.http_status == 413
+    assert sent[0] < len(body) / 2  # refused from the first megabyte, not after the whole upload
+    assert not list((tmp_path / "up").glob("*"))
 
 
 def test_sync_detection_returns_the_result(gateway, synth_videos):
