@@ -60,7 +60,7 @@ def build_meta(cfg: TrainConfig, calibration: dict | None, version: str) -> Mode
         name=MODEL_NAME,
         version=version,
         clip_len=cfg.clip_len,
-        crop=CropPolicy(scale=cfg.serve_crop_scale, size=cfg.image_size, shift_y=0.0),
+        crop=CropPolicy(scale=cfg.serve_crop_scale, size=cfg.image_size, shift_y=cfg.serve_shift_y),
         temperature=float(cal.get("temperature", 1.0)),
         threshold=float(cal.get("threshold", 0.5)),
         training_data=TRAINING_DATA
@@ -191,9 +191,24 @@ parameters {{
 """
 
 
-def export(checkpoint: Path, repo: Path, version: str = "", max_batch_size: int = 32) -> dict:
-    """Export, verify and install into ``repo``; returns a summary (paths, size, sha256, max diff)."""
+def export(
+    checkpoint: Path,
+    repo: Path,
+    version: str = "",
+    max_batch_size: int = 32,
+    crop_scale: float | None = None,
+    crop_shift_y: float | None = None,
+) -> dict:
+    """Export, verify and install into ``repo``; returns a summary (paths, size, sha256, max diff).
+
+    ``crop_scale`` / ``crop_shift_y`` override the serving crop policy saved with the checkpoint (it is
+    a property of the serving detector, measured after training by ``training.crop_policy``).
+    """
     model, cfg = load_trained(checkpoint)
+    if crop_scale is not None:
+        cfg.serve_crop_scale = crop_scale
+    if crop_shift_y is not None:
+        cfg.serve_shift_y = crop_shift_y
     torch.set_num_threads(cfg.threads)
     cal_path = Path(checkpoint).with_name("calibration.json")
     calibration = json.loads(cal_path.read_text()) if cal_path.is_file() else None
@@ -228,10 +243,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repo", type=Path, default=REPO_ROOT / "model_repository")
     ap.add_argument("--version", default="", help="model version string stored in the metadata")
     ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--crop-scale", type=float, help="serving crop scale (default: the checkpoint's config)")
+    ap.add_argument("--crop-shift-y", type=float, help="serving crop shift_y (default: the checkpoint's)")
     args = ap.parse_args(argv)
     if not args.checkpoint.is_file():
         raise SystemExit(f"checkpoint not found: {args.checkpoint} (train first: make train)")
-    print(json.dumps(export(args.checkpoint, args.repo, args.version, args.max_batch_size), indent=2))
+    print(
+        json.dumps(
+            export(
+                args.checkpoint,
+                args.repo,
+                args.version,
+                args.max_batch_size,
+                args.crop_scale,
+                args.crop_shift_y,
+            ),
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":
