@@ -44,6 +44,7 @@ class TrainConfig:
     image_size: int = 128  # crop.size in the exported metadata
     clip_len: int = 8  # T of the exported graph (shorter clips work too)
     pretrained: bool = True  # ImageNet EfficientNet-Lite0 weights from the installed package
+    init_from: str = ""  # a final.pt/ckpt.pt whose weights start phase 1 (continued training)
     freeze_blocks: int = 3  # stem + first MBConv blocks frozen in phase 1 (saves their backward pass)
     embed_dim: int = 192  # temporal transformer width
     n_layers: int = 2
@@ -163,14 +164,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def get_config(name: str = "cpu", **overrides) -> TrainConfig:
-    """A preset with keyword overrides; unknown names or fields fail loudly instead of being ignored."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown config {name!r}; choose one of {sorted(PRESETS)}")
+def get_config(preset: str = "cpu", /, **overrides) -> TrainConfig:
+    """A preset with keyword overrides; unknown presets or fields fail loudly instead of being ignored."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown config {preset!r}; choose one of {sorted(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {**PRESETS[name], **overrides}
+    values = {**PRESETS[preset], **overrides}
     unknown = set(values) - fields
     if unknown:
         raise ValueError(f"unknown config fields: {sorted(unknown)}")
-    values.setdefault("name", name)
+    values.setdefault("name", preset)
     return TrainConfig(**values)

@@ -251,6 +251,10 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
         model.load_state_dict(state["model"])
         phase, step = state["phase"], state["step"]
         print(f"resumed from {ckpt_path}: phase {phase} step {step}", flush=True)
+    elif cfg.init_from:
+        init = torch.load(cfg.init_from, map_location=cfg.device, weights_only=False)
+        model.load_state_dict(init["model"])
+        print(f"phase 1 starts from the weights of {cfg.init_from}", flush=True)
     log = RunLog(out)
     mask_out = loc_target_size(cfg.image_size)
     elapsed0 = state["elapsed_s"] if state else 0.0
