@@ -456,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
         "sha256": backend.info.sha256,
         "path": str(settings.model_path),
         "temperature": backend.meta.temperature,
-        "crop_size": backend.meta.crop.size,
+        "crop": backend.meta.crop.model_dump(),
         "clip_len": backend.meta.clip_len,
     }
     threshold = backend.meta.threshold if args.threshold is None else args.threshold
