@@ -16,10 +16,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from deepfake.api_errors import install_error_handlers
+from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import open_job_store
-from gateway.metrics import GatewayMetrics, install_metrics_middleware
+from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.rate_limit import RateLimiter
 from gateway.routers import detections, health, jobs, web
@@ -70,7 +71,7 @@ def create_app(
     app.state.runner = runner
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app, UploadError, PreprocessorError)
-    install_metrics_middleware(app, metrics)
+    install_request_metrics(app, metrics.requests, metrics.latency)
     if settings.cors_origin_list():
         # Frontend apps on other origins call the API from browsers; the key travels in X-API-Key.
         app.add_middleware(

@@ -7,11 +7,9 @@ even for jobs another replica changed.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import get_args
 
-from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -76,14 +74,3 @@ class GatewayMetrics:
 
     def watch_job_store(self, count_by_state: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_JobStateCollector(count_by_state))
-
-
-def install_metrics_middleware(app: FastAPI, metrics: GatewayMetrics) -> None:
-    @app.middleware("http")
-    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
-        return response

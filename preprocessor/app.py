@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from deepfake.api_errors import install_error_handlers
+from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
 from preprocessor.errors import VideoError
 from preprocessor.routers import analyze, health
 from preprocessor.service import AnalysisService, BackendFactory
-from preprocessor.service_metrics import ServiceMetrics, install_metrics_middleware
+from preprocessor.service_metrics import ServiceMetrics
 from preprocessor.service_settings import ServiceSettings
 
 
@@ -43,7 +44,7 @@ def create_app(
     app.state.service = service
     app.state.metrics = ServiceMetrics()
     install_error_handlers(app, UploadError, VideoError)
-    install_metrics_middleware(app, app.state.metrics)
+    install_request_metrics(app, app.state.metrics.requests, app.state.metrics.latency)
     app.include_router(health.router)
     app.include_router(analyze.router)
     return app

@@ -6,10 +6,6 @@ the same name, so two apps in one test process would collide.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
@@ -52,14 +48,3 @@ class ServiceMetrics:
             "Analyses running or waiting for a worker",
             registry=self.registry,
         )
-
-
-def install_metrics_middleware(app: FastAPI, metrics: ServiceMetrics) -> None:
-    @app.middleware("http")
-    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
-        return response
