@@ -49,14 +49,19 @@ def video_duration_s(path: Path) -> float | None:
 def check_duration(path: Path, max_duration_s: float, hint: str = "") -> float | None:
     duration = video_duration_s(path)
     if duration is not None and duration > max_duration_s:
-        raise UploadError(
-            "too_long",
-            f"the video lasts {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
-            413,
-            duration_s=round(duration, 2),
-            max_duration_s=max_duration_s,
-        )
+        raise _too_long(duration, max_duration_s, hint)
     return duration
+
+
+def _too_long(duration: float, max_duration_s: float, hint: str, **details: object) -> UploadError:
+    return UploadError(
+        "too_long",
+        f"the video lasts {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
+        413,
+        duration_s=round(duration, 2),
+        max_duration_s=max_duration_s,
+        **details,
+    )
 
 
 def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Path, int], None]:
@@ -71,13 +76,6 @@ def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Pat
         except Exception:  # partial data: most files cannot be judged yet
             return
         if duration is not None and duration > max_duration_s:
-            raise UploadError(
-                "too_long",
-                f"the video lasts {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
-                413,
-                duration_s=round(duration, 2),
-                max_duration_s=max_duration_s,
-                refused_after_bytes=received_bytes,
-            )
+            raise _too_long(duration, max_duration_s, hint, refused_after_bytes=received_bytes)
 
     return check
