@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from training.config import TrainConfig, get_config
 from training.data import CropSet, load_crops
+from training.metrics import roc_auc
 from training.model import DeepfakeDetector, build_model, loc_target_size
 from training.samples import BatchStream, eval_view
 
@@ -56,12 +57,6 @@ def lr_at(step: int, total: int, base: float, warmup: int, floor: float = 0.05) 
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
 def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
@@ -216,6 +211,28 @@ def temporal_parameters(model: DeepfakeDetector) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if n.startswith(names)]
 
 
+def batch_loader(
+    cfg: TrainConfig, train_set: CropSet, phase: int, step: int, **stream_args
+) -> torch.utils.data.DataLoader:
+    """Seeded batches for one phase from ``step`` on (the config's mix, crop jitter and image size),
+    made in ``cfg.workers`` processes beside the training step."""
+    stream = BatchStream(
+        train_set,
+        cfg.seed,
+        phase,
+        step,
+        out=cfg.image_size,
+        frac_real=cfg.frac_real,
+        frac_fake=cfg.frac_dfdc_fake,
+        scale_range=cfg.crop_scale_range,
+        shift=cfg.crop_shift,
+        **stream_args,
+    )
+    return torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None
+    )
+
+
 def train(cfg: TrainConfig, fresh: bool = False) -> Path:
     """Run (or resume) both phases; returns the path of ``final.pt``."""
     torch.manual_seed(cfg.seed)
@@ -288,23 +305,7 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
         )
         if state and state["phase"] == 1:
             opt.load_state_dict(state["opt"])
-        stream = BatchStream(
-            train_set,
-            cfg.seed,
-            1,
-            step,
-            n=cfg.batch_size,
-            t=1,
-            out=cfg.image_size,
-            mask_out=mask_out,
-            frac_real=cfg.frac_real,
-            frac_fake=cfg.frac_dfdc_fake,
-            scale_range=cfg.crop_scale_range,
-            shift=cfg.crop_shift,
-        )
-        loader = torch.utils.data.DataLoader(
-            stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None
-        )
+        loader = batch_loader(cfg, train_set, 1, step, n=cfg.batch_size, t=1, mask_out=mask_out)
         model.train()
         it = iter(loader)
         acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0}, time.time()
@@ -369,23 +370,15 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
     def clip_len_at(s: int) -> int:
         return int(np.random.default_rng([cfg.seed, 2, s, 7]).integers(cfg.phase2_min_t, cfg.clip_len + 1))
 
-    stream = BatchStream(
+    loader = batch_loader(
+        cfg,
         train_set,
-        cfg.seed,
         2,
         step,
         n=cfg.phase2_batch_size,
         t=clip_len_at,
-        out=cfg.image_size,
         mask_out=mask_out,
-        frac_real=cfg.frac_real,
-        frac_fake=cfg.frac_dfdc_fake,
-        scale_range=cfg.crop_scale_range,
-        shift=cfg.crop_shift,
         flicker_prob=cfg.flicker_prob,
-    )
-    loader = torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None
     )
     it = iter(loader)
     acc, tick = {"loss": 0.0, "clip": 0.0, "n": 0, "items": 0}, time.time()
