@@ -23,20 +23,25 @@ MANIFEST_FIELDS = ["path", "label", "kind", "split", "dataset", "method", "group
 _CROP_PX = re.compile(r"crop size before resize (\d+) px")
 
 
-def read_manifest(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a manifest TSV as dicts; fails with the file and the missing columns when malformed."""
+def read_manifest(
+    path: str | Path, required: tuple[str, ...] = ("path", "label", "kind", "split")
+) -> list[dict[str, str]]:
+    """Rows of a manifest TSV as dicts, labels normalised to real/fake; fails with the file, and the line
+    or the missing columns, when malformed. The one reader for training and ``deepfake evaluate``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
-        missing = {"path", "label", "kind", "split"} - set(reader.fieldnames or [])
+        missing = set(required) - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}")
+            raise ValueError(f"{path}: manifest header lacks column(s) {', '.join(sorted(missing))}")
         rows = list(reader)
-    for i, row in enumerate(rows):
-        if row["label"] not in ("real", "fake"):
-            raise ValueError(f"{path}:{i + 2}: label must be real or fake, got {row['label']!r}")
+    for line_no, row in enumerate(rows, start=2):
+        label = (row.get("label") or "").strip().lower()
+        if label not in ("real", "fake"):
+            raise ValueError(f"{path}:{line_no}: label must be real or fake, got {row.get('label')!r}")
+        row["label"] = label
     return rows
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from inference.metadata import CropPolicy
 from preprocessor.aggregate import calibrate
 from preprocessor.cropping import crop_face
+from training import data
 from training.metrics import roc_auc, roc_curve, summarize
 
 LABELS = {"real": 0, "fake": 1}
@@ -60,32 +61,22 @@ class Scored:
 
 def read_manifest(path: Path) -> list[Item]:
     """Rows of a MANIFEST.tsv (header with at least path, label, kind); bad rows are reported by line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
     items: list[Item] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        missing = {"path", "label", "kind"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: manifest header lacks column(s) {', '.join(sorted(missing))}")
-        for line_no, row in enumerate(reader, start=2):
-            label = (row.get("label") or "").strip().lower()
-            kind = (row.get("kind") or "").strip().lower()
-            if label not in LABELS:
-                raise ValueError(f"{path}:{line_no}: label must be real or fake, got {row.get('label')!r}")
-            if kind not in ("crop", "video"):
-                raise ValueError(f"{path}:{line_no}: kind must be crop or video, got {row.get('kind')!r}")
-            items.append(
-                Item(
-                    path=row["path"],
-                    label=LABELS[label],
-                    kind=kind,
-                    split=row.get("split") or "",
-                    dataset=row.get("dataset") or "",
-                    method=row.get("method") or "",
-                    group=row.get("group") or "",
-                )
+    for line_no, row in enumerate(data.read_manifest(path, required=("path", "label", "kind")), start=2):
+        kind = (row.get("kind") or "").strip().lower()
+        if kind not in ("crop", "video"):
+            raise ValueError(f"{path}:{line_no}: kind must be crop or video, got {row.get('kind')!r}")
+        items.append(
+            Item(
+                path=row["path"],
+                label=LABELS[row["label"]],
+                kind=kind,
+                split=row.get("split") or "",
+                dataset=row.get("dataset") or "",
+                method=row.get("method") or "",
+                group=row.get("group") or "",
             )
+        )
     return items
 
 
