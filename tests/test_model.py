@@ -144,6 +144,25 @@ def test_augmentation_moves_mask_with_image() -> None:
     assert m[:, -1].mean() > 0.9 and m[:, 0].mean() < 0.1
 
 
+def test_wild_policy_adds_colour_cast_hue_and_sharpening_and_v1_draws_none() -> None:
+    """``wild`` draws the global colour and sharpness changes; ``v1`` never does, so the rng sequence
+    that trained model 1.0.0 is unchanged by the extra policy."""
+    wild = [sample_aug(np.random.default_rng(i), (0.8, 1.0), 0.05, policy="wild") for i in range(300)]
+    assert sum(p.cast != (1.0, 1.0, 1.0) for p in wild) > 60
+    assert sum(p.hue != 0.0 for p in wild) > 30 and sum(p.sharpen > 0 for p in wild) > 20
+    assert not any(p.sharpen and p.blur for p in wild)
+    v1 = [sample_aug(np.random.default_rng(i), (0.8, 1.0), 0.05) for i in range(300)]
+    assert all(p.cast == (1.0, 1.0, 1.0) and p.hue == 0.0 and p.sharpen == 0.0 for p in v1)
+    img = face_like(96, 3)
+    cast = sample_aug(np.random.default_rng(0), (1.0, 1.0), 0.0, strong=False)
+    cast.cast = (1.15, 1.0, 0.85)
+    out, _ = apply_aug(img, cast, 64, np.random.default_rng(0))
+    plain, _ = apply_aug(
+        img, sample_aug(np.random.default_rng(0), (1.0, 1.0), 0.0, strong=False), 64, np.random.default_rng(0)
+    )
+    assert out[..., 0].mean() > plain[..., 0].mean() + 3 and out[..., 2].mean() < plain[..., 2].mean() - 3
+
+
 def synthetic_cropset(n: int = 12, size: int = 96) -> CropSet:
     imgs = np.stack([face_like(size, i) for i in range(n)])
     labels = np.array([i % 2 for i in range(n)], np.int64)

@@ -59,6 +59,7 @@ class TrainConfig:
     # --- crop policy match: training crops are cut from the tight DFDC face crop with this jitter
     crop_scale_range: tuple[float, float] = (0.80, 1.04)  # side of the cut, as a fraction of the crop
     crop_shift: float = 0.06  # max centre shift, fraction of the side
+    aug_policy: str = "v1"  # named policy in training/augment.py POLICIES
     # Serving crop policy written into the model metadata. Measured by `python -m training.crop_policy`
     # on training crops: the DFDC crop is 1.09 x the BlazeFace box (the default detector), centred
     # 0.057 box heights above the box centre; RetinaFace boxes are larger (0.90 x).

@@ -41,11 +41,12 @@ def make_sample(
     shift: float,
     flicker_prob: float = 0.0,
     strong: bool = True,
+    aug_policy: str = "v1",
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """One clip of ``t`` frames (t = 1 for frames): uint8 [t, out, out, 3], mask [t, m, m], has_mask."""
     pool = fake_idx if kind == KIND_FAKE else real_idx
     base = crops.images[pool[rng.integers(len(pool))]]
-    aug = sample_aug(rng, scale_range, shift, strong=strong)
+    aug = sample_aug(rng, scale_range, shift, strong=strong, policy=aug_policy)
     frames = np.empty((t, out, out, 3), np.uint8)
     masks = np.zeros((t, mask_out, mask_out), np.float32)
     blended, blend_mask = None, None
@@ -77,6 +78,7 @@ def make_batch(
     scale_range: tuple[float, float],
     shift: float,
     flicker_prob: float = 0.0,
+    aug_policy: str = "v1",
 ) -> dict[str, torch.Tensor]:
     """A training batch: clips uint8 [n, t, out, out, 3], label float [n], mask [n, t, m, m], has_mask [n]."""
     rng = np.random.default_rng([seed, phase, step])
@@ -88,7 +90,18 @@ def make_batch(
     has_mask = np.empty(n, bool)
     for j, kind in enumerate(kinds):
         clips[j], masks[j], has_mask[j] = make_sample(
-            rng, crops, real_idx, fake_idx, int(kind), t, out, mask_out, scale_range, shift, flicker_prob
+            rng,
+            crops,
+            real_idx,
+            fake_idx,
+            int(kind),
+            t,
+            out,
+            mask_out,
+            scale_range,
+            shift,
+            flicker_prob,
+            aug_policy=aug_policy,
         )
     return {
         "clips": torch.from_numpy(clips),

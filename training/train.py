@@ -226,6 +226,7 @@ def batch_loader(
         frac_fake=cfg.frac_dfdc_fake,
         scale_range=cfg.crop_scale_range,
         shift=cfg.crop_shift,
+        aug_policy=cfg.aug_policy,
         **stream_args,
     )
     return torch.utils.data.DataLoader(
