@@ -39,6 +39,13 @@ class TrainConfig:
     max_train_items: int = 0  # 0 = all; small numbers for tests
     max_val_items: int = 1000  # balanced validation subset used during training (calibration uses all)
     workers: int = 1  # DataLoader processes making batches (SBI + augmentation) beside the training step
+    # Videos in the standard public layouts, cut by the serving pipeline (training/video_crops.py) and
+    # added to the training crops; empty = off (DFDC crops only, batches exactly as before). Comma-separated
+    # specs ``kind:path[:split]``: ``ff++:/root``, ``celebdf:/root``, ``dfdc:/root``,
+    # ``manifest:/path/MANIFEST.tsv:train``. Without a split, rows marked train or unmarked are used;
+    # test rows (Celeb-DF's List_of_testing_videos.txt) never train. Validation stays on DFDC crops.
+    videos: str = ""
+    video_frames: int = 16  # frames sampled per video (serving's sampler: windows of clip_len frames)
 
     # --- model
     image_size: int = 128  # crop.size in the exported metadata

@@ -6,6 +6,10 @@ and scale jitter have room) makes every later run start in seconds.
 
 Manifest rows (MANIFEST.tsv, one per file): path, label, kind, split, dataset, method, group, source_repo,
 licence. ``group`` keeps one person on one side of a split; never split rows of a group apart.
+
+Videos (the scanners below, or manifest rows of kind ``video``) become crops in ``training/video_crops.py``,
+through the serving pipeline (``deepfake faces``), so their crops are cut exactly as serving cuts them. Their
+frames carry a ``track`` id in the CropSet, so phase 2 can draw real consecutive frames of one face.
 """
 
 from __future__ import annotations
@@ -64,15 +68,40 @@ def crop_px(source_repo: str) -> int:
 
 @dataclass
 class CropSet:
-    """Crops held in RAM: images uint8 [N, S, S, 3] RGB, labels int64 (1 = fake), crop_px int32."""
+    """Crops held in RAM: images uint8 [N, S, S, 3] RGB, labels int64 (1 = fake), crop_px int32.
+
+    ``track`` (int64 [N], optional): items cut from one stretch of one video face track share an id >= 0
+    and are stored consecutively in time order; -1 (or no array at all) marks a still crop (DFDC). Clips
+    (phase 2) take consecutive real frames of a track instead of jittering one still.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     crop_px: np.ndarray
     paths: list[str]
+    track: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def concat_crops(*sets: CropSet) -> CropSet:
+    """One CropSet of several (e.g. DFDC crops + video crops); track ids are renumbered to stay unique."""
+    track = None
+    if any(s.track is not None for s in sets):
+        parts, offset = [], 0
+        for s in sets:
+            t = np.full(len(s), -1, np.int64) if s.track is None else s.track.astype(np.int64)
+            parts.append(np.where(t >= 0, t + offset, -1))
+            offset += int(t.max()) + 1 if len(t) and t.max() >= 0 else 0
+        track = np.concatenate(parts)
+    return CropSet(
+        np.concatenate([s.images for s in sets]),
+        np.concatenate([s.labels for s in sets]),
+        np.concatenate([s.crop_px for s in sets]),
+        [p for s in sets for p in s.paths],
+        track,
+    )
 
 
 def _load_rgb(path: Path, size: int) -> np.ndarray:

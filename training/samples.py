@@ -43,25 +43,53 @@ def make_sample(
     strong: bool = True,
     aug_policy: str = "v1",
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """One clip of ``t`` frames (t = 1 for frames): uint8 [t, out, out, 3], mask [t, m, m], has_mask."""
+    """One clip of ``t`` frames (t = 1 for frames): uint8 [t, out, out, 3], mask [t, m, m], has_mask.
+
+    A clip of a still crop is that crop with per-frame jitter; a clip of a video item (``crops.track``) is
+    ``t`` consecutive real frames of its track, with no added jitter (the motion is real). Either way one
+    augmentation and, unless it flickers, one set of blend parameters hold over the whole clip. Stills
+    draw exactly the random numbers they drew before tracks existed, so DFDC-only runs are unchanged.
+    """
     pool = fake_idx if kind == KIND_FAKE else real_idx
-    base = crops.images[pool[rng.integers(len(pool))]]
+    item = pool[rng.integers(len(pool))]
+    seq = track_clip(crops, item, t, rng)
+    base = crops.images[item]
     aug = sample_aug(rng, scale_range, shift, strong=strong, policy=aug_policy)
     frames = np.empty((t, out, out, 3), np.uint8)
     masks = np.zeros((t, mask_out, mask_out), np.float32)
-    blended, blend_mask = None, None
+    blended, blend_mask, params = None, None, None
     flicker = kind == KIND_SBI and t > 1 and rng.random() < flicker_prob
     if kind == KIND_SBI and not flicker:
-        blended, blend_mask = self_blend(base, sample_params(rng))
+        params = sample_params(rng)
+        if seq is None:  # a still: blend once; a track blends each frame with these parameters
+            blended, blend_mask = self_blend(base, params)
     for i in range(t):
-        jit = frame_jitter(rng) if t > 1 else (0.0, 0.0, 0.0, 0.0)
+        if seq is None:
+            jit = frame_jitter(rng) if t > 1 else (0.0, 0.0, 0.0, 0.0)
+        else:
+            base, jit = crops.images[seq[i]], (0.0, 0.0, 0.0, 0.0)
         if flicker:
             blended, blend_mask = self_blend(base, sample_params(rng))
+        elif params is not None and seq is not None:
+            blended, blend_mask = self_blend(base, params)
         img = blended if kind == KIND_SBI else base
         frames[i], m = apply_aug(img, aug, out, rng, mask=blend_mask, mask_out=mask_out, jitter=jit)
         if m is not None:
             masks[i] = m
     return frames, masks, kind != KIND_FAKE
+
+
+def track_clip(crops: CropSet, item: int, t: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Indices of ``t`` consecutive frames of ``item``'s track, in time order, or None for a still crop.
+
+    The start is drawn uniformly among the windows that fit; a track shorter than ``t`` repeats its last
+    frame, as serving pads a short track's clip. Draws nothing from ``rng`` for stills or ``t`` = 1.
+    """
+    if t <= 1 or crops.track is None or crops.track[item] < 0:
+        return None
+    frames = np.flatnonzero(crops.track == crops.track[item])
+    start = int(rng.integers(max(1, len(frames) - t + 1)))
+    return frames[np.minimum(np.arange(start, start + t), len(frames) - 1)]
 
 
 def make_batch(

@@ -6,7 +6,11 @@ Two phases, because a 2-core CPU cannot afford clip training end to end:
    fake and self-blended fakes made on the fly from the real crops, with label-independent augmentation;
    the localisation head learns the SBI blend masks at the same time.
 2. clips (T = 2..clip_len): the CNN is frozen and only the temporal part (embedding, transformer, heads)
-   learns, on clips cut from one crop with per-frame jitter, SBI held across the clip or flickering.
+   learns, on clips cut from one crop with per-frame jitter (or, for video crops, consecutive frames of
+   one face track), SBI held across the clip or flickering.
+
+With ``videos`` set (config.py), the training set is the DFDC crops plus the videos' face crops made by
+the serving pipeline (training/video_crops.py); validation stays on DFDC crops.
 
 Writes to the run dir (git-ignored ``runs/<name>``): ``ckpt.pt`` (latest, resumable), ``final.pt``
 (weights + config for export), ``log.csv``, ``curves.png`` and ``config.json``. Seeded: batches come from
@@ -30,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from training.config import TrainConfig, get_config
-from training.data import CropSet, load_crops
+from training.data import CropSet, concat_crops, load_crops
 from training.metrics import roc_auc
 from training.model import DeepfakeDetector, build_model, loc_target_size
 from training.samples import BatchStream, eval_view
@@ -256,6 +260,15 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
     train_set = load_crops(
         data_dir, "train", cfg.store_size, cache, max_items=cfg.max_train_items, seed=cfg.seed
     )
+    if cfg.videos:  # plus the main face track of each video, cut by the serving pipeline (cached)
+        from training.video_crops import load_video_crops
+
+        video_set = load_video_crops(cfg)
+        print(
+            f"data: {len(video_set)} video crops in {int(video_set.track.max()) + 1} track stretches",
+            flush=True,
+        )
+        train_set = concat_crops(train_set, video_set)
     val_set = load_crops(data_dir, "val", cfg.store_size, cache, max_items=cfg.max_val_items, seed=cfg.seed)
     validator = Validator(cfg, val_set)
     print(f"data: {len(train_set)} train / {len(val_set)} val crops in {time.time() - t0:.1f}s", flush=True)
