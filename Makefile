@@ -59,7 +59,7 @@ measure-detectors: setup
 	$(PY) scripts/measure_detectors.py --data-dir $(DATA_DIR) --frames 8 --backends blazeface retinaface
 
 # ---- Training (training/, see MODEL_CARD.md). CONFIG: cpu (the shipped model; about an hour on this
-# 2-core CPU), cpu-quick, gpu (CUDA + AMP, bigger input; not run here) or tiny. Resumes from
+# 2-core CPU), cpu-v1 (model 1.0.0), gpu (CUDA + AMP, bigger input; not run here) or tiny. Resumes from
 # runs/$(CONFIG)/ckpt.pt; TRAIN_ARGS="--fresh" starts over, TRAIN_ARGS="--set key=value ..." overrides.
 CONFIG ?= cpu
 TRAIN_ARGS ?=

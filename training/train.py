@@ -473,7 +473,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="cpu", help="preset: cpu (shipped), gpu, tiny")
+    ap.add_argument("--config", default="cpu", help="preset: cpu (shipped), cpu-v1 (model 1.0.0), gpu, tiny")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run dir")
     args = ap.parse_args(argv)
