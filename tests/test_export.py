@@ -122,3 +122,14 @@ def test_shipped_model_contract() -> None:
         x = np.random.default_rng(t).integers(0, 256, (2, t, s, s, 3), dtype=np.uint8)
         clip, frames, blend = sess.run(None, {INPUT_NAME: x})
         assert clip.shape == (2,) and frames.shape == (2, t) and np.isfinite(clip).all()
+
+
+def test_shipped_blend_map_is_higher_on_blended_faces(data_dir: Path) -> None:
+    """The model card's localisation check, on a few faces: the shipped map lights up where a face was
+    self-blended more than on untouched faces."""
+    from training.blend_map_check import DEFAULT_MODEL, measure
+
+    res = measure(DEFAULT_MODEL, data_dir, n=24)
+    assert res["n"] == 24 and 0.0 <= res["mean_iou"] <= 1.0
+    assert res["mean_map_blended"] > res["mean_map_real"]
+    assert res["mean_map_inside_mask"] > res["mean_map_blended"]
