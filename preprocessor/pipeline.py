@@ -80,12 +80,19 @@ class Pipeline:
         backend: InferenceBackend | None,
         detector: FaceDetector | None = None,
         crop: CropPolicy | None = None,
+        clip_len: int | None = None,
     ) -> None:
-        """``backend`` may be None only for ``extract_faces`` (then ``crop`` or the default applies)."""
+        """``backend`` may be None only for ``extract_faces``: then ``crop`` and ``clip_len`` (the length of
+        the sampling windows a model would be fed) stand in for a model's metadata, else the defaults."""
         self.settings = settings
         self.backend = backend
         self.detector = detector or create_detector(settings.detector, settings.weights_dir)
-        self.meta: ModelMeta = backend.meta if backend is not None else ModelMeta(crop=crop or CropPolicy())
+        if backend is not None:
+            self.meta: ModelMeta = backend.meta
+        else:
+            self.meta = ModelMeta(crop=crop or CropPolicy())
+            if clip_len is not None:
+                self.meta = self.meta.model_copy(update={"clip_len": clip_len})
         self.crop = crop or self.meta.crop
 
     def analyze(self, path: Path, progress: Progress | None = None) -> DetectionResult:

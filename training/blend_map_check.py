@@ -18,7 +18,7 @@ import numpy as np
 
 from inference.onnx_backend import read_model_meta
 from training.augment import apply_aug, sample_aug
-from training.config import REPO_ROOT, default_data_dir
+from training.config import REPO_ROOT, TrainConfig, default_data_dir
 from training.data import load_crops
 from training.sbi import sample_params, self_blend
 
@@ -34,7 +34,8 @@ def measure(model_path: Path, data_dir: Path, n: int = 150, seed: int = 7, threa
     size = read_model_meta(sess, model_path).crop.size
     probe = np.zeros((1, 1, size, size, 3), np.uint8)
     map_side = int(sess.run(["blend_map"], {"clips": probe})[0].shape[-1])
-    val = load_crops(data_dir, "val", 192, REPO_ROOT / "cache")
+    cfg = TrainConfig()  # the crop cache the training runs made (or make) of the val split
+    val = load_crops(data_dir, "val", cfg.store_size, cfg.resolved_cache_dir())
     reals = np.flatnonzero(val.labels == 0)[:n]
     view = sample_aug(np.random.default_rng(0), (1.0, 1.0), 0.0, strong=False)
     blended, masks, plain = [], [], []

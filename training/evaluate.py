@@ -49,6 +49,19 @@ class Item:
     method: str = ""
     group: str = ""
 
+    @classmethod
+    def from_row(cls, row: dict[str, str], kind: str) -> Item:
+        """An item from a MANIFEST.tsv or scores.tsv row whose label was already checked."""
+        return cls(
+            path=row["path"],
+            label=LABELS[row["label"]],
+            kind=kind,
+            split=row.get("split") or "",
+            dataset=row.get("dataset") or "",
+            method=row.get("method") or "",
+            group=row.get("group") or "",
+        )
+
 
 @dataclass
 class Scored:
@@ -66,17 +79,7 @@ def read_manifest(path: Path) -> list[Item]:
         kind = (row.get("kind") or "").strip().lower()
         if kind not in ("crop", "video"):
             raise ValueError(f"{path}:{line_no}: kind must be crop or video, got {row.get('kind')!r}")
-        items.append(
-            Item(
-                path=row["path"],
-                label=LABELS[row["label"]],
-                kind=kind,
-                split=row.get("split") or "",
-                dataset=row.get("dataset") or "",
-                method=row.get("method") or "",
-                group=row.get("group") or "",
-            )
-        )
+        items.append(Item.from_row(row, kind))
     return items
 
 
@@ -227,17 +230,7 @@ def read_scores(path: Path) -> tuple[list[Item], Scored]:
                 scores.append(float(row["score"]))
             except ValueError as exc:
                 raise ValueError(f"{path}:{line_no}: score is not a number: {row['score']!r}") from exc
-            kind = row.get("kind") or "crop"
-            items.append(
-                Item(
-                    path=row["path"],
-                    label=LABELS[row["label"]],
-                    kind=kind,
-                    split=row.get("split") or "",
-                    dataset=row.get("dataset") or "",
-                    method=row.get("method") or "",
-                )
-            )
+            items.append(Item.from_row(row, row.get("kind") or "crop"))
             inconclusive.append(row.get("inconclusive", "0") == "1")
     return items, Scored(np.array(scores, dtype=np.float64), np.array(inconclusive, dtype=bool))
 

@@ -57,21 +57,17 @@ def make_sample(
     aug = sample_aug(rng, scale_range, shift, strong=strong, policy=aug_policy)
     frames = np.empty((t, out, out, 3), np.uint8)
     masks = np.zeros((t, mask_out, mask_out), np.float32)
-    blended, blend_mask, params = None, None, None
+    blended, blend_mask = None, None
     flicker = kind == KIND_SBI and t > 1 and rng.random() < flicker_prob
-    if kind == KIND_SBI and not flicker:
-        params = sample_params(rng)
-        if seq is None:  # a still: blend once; a track blends each frame with these parameters
-            blended, blend_mask = self_blend(base, params)
+    params = sample_params(rng) if kind == KIND_SBI and not flicker else None
     for i in range(t):
         if seq is None:
             jit = frame_jitter(rng) if t > 1 else (0.0, 0.0, 0.0, 0.0)
         else:
             base, jit = crops.images[seq[i]], (0.0, 0.0, 0.0, 0.0)
-        if flicker:
-            blended, blend_mask = self_blend(base, sample_params(rng))
-        elif params is not None and seq is not None:
-            blended, blend_mask = self_blend(base, params)
+        # A still is blended once; a track's frames (new pixels each) and flicker clips every frame.
+        if kind == KIND_SBI and (i == 0 or flicker or seq is not None):
+            blended, blend_mask = self_blend(base, sample_params(rng) if flicker else params)
         img = blended if kind == KIND_SBI else base
         frames[i], m = apply_aug(img, aug, out, rng, mask=blend_mask, mask_out=mask_out, jitter=jit)
         if m is not None:

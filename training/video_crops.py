@@ -86,17 +86,14 @@ def parse_video_specs(spec: str) -> list[VideoSource]:
 
 def _pipeline(cfg: TrainConfig):
     """The serving pipeline without a model, at the config's serving crop policy and clip length."""
-    from inference.metadata import CropPolicy, ModelMeta
+    from inference.metadata import CropPolicy
     from preprocessor.pipeline import Pipeline
     from preprocessor.settings import PipelineSettings
 
     settings = PipelineSettings(frames=cfg.video_frames, threads=cfg.threads)
     crop = CropPolicy(scale=cfg.serve_crop_scale, size=cfg.store_size, shift_y=cfg.serve_shift_y)
-    pipeline = Pipeline(settings, None, crop=crop)
-    # Windows as long as the exported model's clips, as when serving it (Pipeline without a backend would
-    # otherwise take ModelMeta's default clip length).
-    pipeline.meta = ModelMeta(clip_len=cfg.clip_len, crop=crop)
-    return pipeline
+    # Windows as long as the exported model's clips, as when serving it.
+    return Pipeline(settings, None, crop=crop, clip_len=cfg.clip_len)
 
 
 def cache_path(cfg: TrainConfig, pipeline, video: Path) -> Path:
