@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
+from gateway.callbacks import CallbackPolicy, Resolver
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import open_job_store
 from gateway.metrics import GatewayMetrics
@@ -37,9 +38,12 @@ Every error has one shape: `{"error": {"code", "message", "details"}}`.
 
 
 def create_app(
-    settings: GatewaySettings | None = None, preprocessor_transport: httpx.AsyncBaseTransport | None = None
+    settings: GatewaySettings | None = None,
+    preprocessor_transport: httpx.AsyncBaseTransport | None = None,
+    callback_resolver: Resolver | None = None,
 ) -> FastAPI:
-    """`preprocessor_transport` lets tests route the preprocessor calls to an in-process app."""
+    """`preprocessor_transport` lets tests route the preprocessor calls to an in-process app;
+    `callback_resolver` replaces DNS for callback hosts (tests)."""
     settings = settings or GatewaySettings()
     if not settings.auth_disabled and not settings.api_key_set():
         log.warning("no API keys configured (DEEPFAKE_API_KEYS): every request will get 401")
@@ -50,7 +54,10 @@ def create_app(
     preprocessor = PreprocessorClient(
         settings.preprocessor_url, settings.preprocessor_timeout_s, preprocessor_transport
     )
-    runner = JobRunner(store, preprocessor, settings, metrics)
+    callback_policy = CallbackPolicy.from_settings(
+        settings.callback_http_hosts, settings.callback_allowed_hosts, callback_resolver
+    )
+    runner = JobRunner(store, preprocessor, settings, metrics, callback_policy)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +76,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.preprocessor = preprocessor
     app.state.runner = runner
+    app.state.callback_policy = callback_policy
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_error_handlers(app, UploadError, PreprocessorError)
     install_request_metrics(app, metrics.requests, metrics.latency)

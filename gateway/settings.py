@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.auth import owner_of
 
 
 class GatewaySettings(BaseSettings):
@@ -28,8 +30,25 @@ class GatewaySettings(BaseSettings):
     rate_limit_per_minute: int = Field(60, ge=0, description="Requests per minute per API key; 0: no limit.")
     job_workers: int = Field(2, ge=0, description="Jobs this replica runs at once; 0: accept only.")
     job_poll_s: float = Field(1.0, gt=0, description="How often idle job workers look for queued jobs.")
-    callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one completion-callback POST.")
+    callback_timeout_s: float = Field(5.0, gt=0, description="Timeout of one completion-callback POST.")
     callback_attempts: int = Field(3, ge=1, description="Tries of a completion callback before giving up.")
+    callback_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key of the HMAC-SHA256 callback signature (X-Deepfake-Signature) for every API key "
+        "without its own; with neither, callback_url is refused.",
+    )
+    callback_key_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Per-API-key callback signing keys, JSON: {"<api key>": "<secret>", ...}.',
+    )
+    callback_http_hosts: str = Field(
+        "", description="Hosts callbacks may reach over plain http (comma-separated); https only otherwise."
+    )
+    callback_allowed_hosts: str = Field(
+        "",
+        description="Host names, IP addresses and CIDR networks callbacks may reach although they are "
+        "loopback, private or link-local (comma-separated): an operator's internal receiver.",
+    )
 
     cors_origins: str = Field(
         "", description="Browser origins allowed to call the API (comma-separated, e.g. https://app.example)."
@@ -40,3 +59,11 @@ class GatewaySettings(BaseSettings):
 
     def api_key_set(self) -> frozenset[str]:
         return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
+
+    def callback_secret_for(self, owner: str) -> str | None:
+        """The callback signing key of the API key whose owner id is `owner` (gateway.auth.owner_of), else
+        CALLBACK_SECRET; None when neither is set."""
+        for key, secret in self.callback_key_secrets.items():
+            if owner_of(key.strip()) == owner and secret.get_secret_value():
+                return secret.get_secret_value()
+        return self.callback_secret.get_secret_value() or None

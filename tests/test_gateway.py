@@ -7,9 +7,6 @@ same with real processes and Triton.
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 import time
 from pathlib import Path
 
@@ -229,38 +226,6 @@ def test_failed_job_keeps_the_reason(tmp_path, random_model_path, synth_videos):
         assert status["state"] == "failed" and status["error"]["code"] == "too_long"
         error = assert_error_shape(client.get(f"/v1/jobs/{status['id']}/result"), 409, "job_failed")
         assert error["details"]["job_error"]["code"] == "too_long"
-
-
-def test_callback_url_receives_the_final_status(gateway, synth_videos):
-    received: list[dict] = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/hook"
-        assert_error_shape(
-            post_video(gateway, "/v1/jobs", synth_videos["pan"].path, data={"callback_url": "ftp://x"}),
-            422, "invalid_callback_url",
-        )  # fmt: skip
-        created = post_video(gateway, "/v1/jobs", synth_videos["pan"].path, data={"callback_url": url})
-        job_id = created.json()["id"]
-        wait_for_job(gateway, job_id)
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        server.shutdown()
-    assert received and received[0]["id"] == job_id and received[0]["state"] == "succeeded"
 
 
 def test_readyz_follows_the_preprocessor(tmp_path, random_model_path):

@@ -19,6 +19,7 @@ import httpx
 
 from deepfake.schemas import ErrorDetail, JobStatus
 from deepfake.uploads import remove_quietly
+from gateway.callbacks import CallbackPolicy, CallbackSender
 from gateway.jobs.store import JobRecord, JobStore
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
@@ -48,7 +49,13 @@ def job_status(job: JobRecord) -> JobStatus:
 
 class JobRunner:
     def __init__(
-        self, store: JobStore, client: PreprocessorClient, settings: GatewaySettings, metrics: GatewayMetrics
+        self,
+        store: JobStore,
+        client: PreprocessorClient,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+        callback_policy: CallbackPolicy,
+        callback_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -57,7 +64,12 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks: set[asyncio.Task[None]] = set()
-        self._http = httpx.AsyncClient(timeout=settings.callback_timeout_s)
+        self._sender = CallbackSender(
+            callback_policy,
+            settings.callback_timeout_s,
+            settings.callback_attempts,
+            transport=callback_transport,
+        )
 
     async def start(self) -> None:
         requeued = self.store.requeue_running()
@@ -71,7 +83,7 @@ class JobRunner:
         for task in [*self._tasks, *self._callbacks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._http.aclose()
+        await self._sender.aclose()
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker now instead of at the next poll."""
@@ -144,18 +156,15 @@ class JobRunner:
             task.add_done_callback(self._callbacks.discard)
 
     async def _callback(self, job_id: str, url: str) -> None:
-        """POST the final JobStatus to the client's callback URL, with a few retries."""
+        """POST the final JobStatus, signed, to the client's callback URL (gateway.callbacks)."""
         job = self.store.get(job_id)
         if job is None:
             return
-        body = job_status(job).model_dump(mode="json")
-        for attempt in range(self.settings.callback_attempts):
-            try:
-                response = await self._http.post(url, json=body)
-                if response.status_code < 500:
-                    self.metrics.callbacks.labels("delivered" if response.is_success else "rejected").inc()
-                    return
-            except httpx.HTTPError as exc:
-                log.warning("job %s: callback to %s failed: %s", job_id, url, exc)
-            await asyncio.sleep(min(30.0, 2.0**attempt))
-        self.metrics.callbacks.labels("failed").inc()
+        secret = self.settings.callback_secret_for(job.owner)
+        if secret is None:  # the secret was removed after the job was accepted
+            log.warning("job %s: no callback secret configured, callback not sent", job_id)
+            outcome = "refused"
+        else:
+            body = job_status(job).model_dump(mode="json")
+            outcome = await self._sender.deliver(url, body, secret, job_id)
+        self.metrics.callbacks.labels(outcome).inc()

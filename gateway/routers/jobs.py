@@ -6,7 +6,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlparse
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -14,6 +13,7 @@ from deepfake.api_errors import ApiError, error_responses_doc
 from deepfake.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.uploads import remove_quietly
 from gateway.auth import require_api_key
+from gateway.callbacks import CallbackRefused
 from gateway.jobs.runner import job_status
 from gateway.jobs.store import JobRecord
 from gateway.receive import receive_video
@@ -31,7 +31,10 @@ JOB_UPLOAD_OPENAPI = {
                         "file": {"type": "string", "format": "binary", "description": "The video file."},
                         "callback_url": {
                             "type": "string",
-                            "description": "Optional http(s) URL that gets the final job status (POST).",
+                            "description": (
+                                "Optional https URL that gets the final job status as a signed POST "
+                                "(X-Deepfake-Signature); it must resolve to public addresses only."
+                            ),
                             "example": "https://example.org/hooks/deepfake",
                         },
                     },
@@ -42,12 +45,21 @@ JOB_UPLOAD_OPENAPI = {
 }
 
 
-def _check_callback(url: str | None) -> str | None:
+async def _check_callback(request: Request, url: str | None, owner: str) -> str | None:
+    """The callback URL if the policy accepts it (gateway.callbacks); 422 naming the problem otherwise.
+    Resolves the host (once) but connects nowhere."""
     if not url:
         return None
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
-        raise ApiError(422, "invalid_callback_url", "callback_url must be an absolute http(s) URL")
+    if request.app.state.settings.callback_secret_for(owner) is None:
+        raise ApiError(
+            422,
+            "callbacks_disabled",
+            "this gateway sends no callbacks (no signing secret is configured); poll the job instead",
+        )
+    try:
+        await request.app.state.callback_policy.check_async(url)
+    except CallbackRefused as exc:
+        raise exc.to_api_error() from None
     return url
 
 
@@ -79,7 +91,7 @@ async def create_job(
     settings = request.app.state.settings
     upload = await receive_video(request, settings.max_duration_s)
     try:
-        callback_url = _check_callback(upload.fields.get("callback_url"))
+        callback_url = await _check_callback(request, upload.fields.get("callback_url"), owner)
         now = time.time()
         job = JobRecord(
             id=uuid.uuid4().hex,
