@@ -58,21 +58,32 @@ weights: setup
 measure-detectors: setup
 	$(PY) scripts/measure_detectors.py --data-dir $(DATA_DIR) --frames 8 --backends blazeface retinaface
 
-# ---- Training (training/, see MODEL_CARD.md). CONFIG: cpu (the shipped model; about an hour on this
-# 2-core CPU), cpu-v1 (model 1.0.0), gpu (CUDA + AMP, bigger input; not run here) or tiny. Resumes from
-# runs/$(CONFIG)/ckpt.pt; TRAIN_ARGS="--fresh" starts over, TRAIN_ARGS="--set key=value ..." overrides.
+# ---- Training (training/, see MODEL_CARD.md). CONFIG: cpu (the shipped model 2.0: DFDC crops + the dev
+# videos; about 20 minutes on this 2-core CPU), cpu-v1.1 / cpu-v1 (models 1.1.0 / 1.0.0), gpu (CUDA + AMP,
+# bigger input; not run here) or tiny. Resumes from runs/$(CONFIG)/ckpt.pt; TRAIN_ARGS="--fresh" starts
+# over, TRAIN_ARGS="--set key=value ..." overrides.
 CONFIG ?= cpu
 TRAIN_ARGS ?=
 EXPORT_ARGS ?=
+CV_ARGS ?=
 
 train: setup
 	DEEPFAKE_DATA_DIR=$(DATA_DIR) $(PY) -m training.train --config $(CONFIG) $(TRAIN_ARGS)
 
-# Temperature + threshold fitted on DFDC val, then ONNX (verified against torch) + config.pbtxt into
-# $(MODEL_REPO)/deepfake_detector/.
+# Leave-source-out cross-validation of the recipe on the dev videos (training/cv.py): one resumable run
+# per fold under runs/cv/$(CONFIG)/, the out-of-fold table, and the temperature + threshold fitted on the
+# out-of-fold scores (runs/cv/$(CONFIG)/calibration.json, what `make export` ships).
+.PHONY: cv
+cv: setup
+	DEEPFAKE_DATA_DIR=$(DATA_DIR) $(PY) -m training.cv --config $(CONFIG) $(CV_ARGS)
+
+# ONNX (verified against torch) + config.pbtxt into $(MODEL_REPO)/deepfake_detector/, with the
+# out-of-fold calibration of `make cv` (train and cv first).
+CALIBRATION ?= runs/cv/$(CONFIG)/calibration.json
 export: setup
-	DEEPFAKE_DATA_DIR=$(DATA_DIR) $(PY) -m training.calibrate runs/$(CONFIG)/final.pt
-	$(PY) -m training.export runs/$(CONFIG)/final.pt --repo $(MODEL_REPO) $(EXPORT_ARGS)
+	@test -f $(CALIBRATION) || { echo "missing $(CALIBRATION): run make cv CONFIG=$(CONFIG) first" >&2; exit 2; }
+	$(PY) -m training.export runs/$(CONFIG)/final.pt --repo $(MODEL_REPO) --calibration $(CALIBRATION) \
+		$(EXPORT_ARGS)
 
 # ONNX Runtime cost per crop of the shipped model at batch 32 (the model card's speed figure).
 .PHONY: bench-model

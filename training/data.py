@@ -73,6 +73,10 @@ class CropSet:
     ``track`` (int64 [N], optional): items cut from one stretch of one video face track share an id >= 0
     and are stored consecutively in time order; -1 (or no array at all) marks a still crop (DFDC). Clips
     (phase 2) take consecutive real frames of a track instead of jittering one still.
+
+    ``weight`` (float64 [N], optional): how often a video item is drawn as a video real or fake, relative
+    to the others of its label (training/video_crops.py balances per video and damps large sources); 0 for
+    stills, which are drawn uniformly from their own pools.
     """
 
     images: np.ndarray
@@ -80,6 +84,7 @@ class CropSet:
     crop_px: np.ndarray
     paths: list[str]
     track: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -95,12 +100,16 @@ def concat_crops(*sets: CropSet) -> CropSet:
             parts.append(np.where(t >= 0, t + offset, -1))
             offset += int(t.max()) + 1 if len(t) and t.max() >= 0 else 0
         track = np.concatenate(parts)
+    weight = None
+    if any(s.weight is not None for s in sets):
+        weight = np.concatenate([np.zeros(len(s)) if s.weight is None else s.weight for s in sets])
     return CropSet(
         np.concatenate([s.images for s in sets]),
         np.concatenate([s.labels for s in sets]),
         np.concatenate([s.crop_px for s in sets]),
         [p for s in sets for p in s.paths],
         track,
+        weight,
     )
 
 

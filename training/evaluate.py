@@ -198,6 +198,13 @@ def build_report(items: list[Item], scored: Scored, threshold: float, meta: dict
             summary = summarize(labels[mask], scored.scores[mask], threshold, scored.inconclusive[mask])
             groups[name] = summary.to_dict()
         report[f"by_{key}"] = groups
+    # Failures stay failures: counted, listed, and the headline figures given without them as well, so
+    # a fixed score for "could not analyse" can neither flatter nor hide anything.
+    analysed = ~scored.inconclusive
+    report["n_failed"] = len(scored.failures)
+    report["analysed_only"] = (
+        summarize(labels[analysed], scored.scores[analysed], threshold).to_dict() if analysed.any() else None
+    )
     report["failures"] = scored.failures
     report["model"] = meta
     return report
@@ -295,6 +302,8 @@ def format_table(report: dict[str, Any]) -> str:
         )
 
     lines.append(row("ALL", report))
+    if report.get("analysed_only") and report["n_inconclusive"]:
+        lines.append(row("ALL, analysed only (without inc/failed)", report["analysed_only"]))
     for key in GROUP_KEYS:
         groups = report[f"by_{key}"]
         if len(groups) < 2 and key == "kind":
@@ -303,7 +312,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.extend(row(name, g) for name, g in groups.items())
     lines.append(
         f"threshold {report['threshold']:.3f}; mean = mean score; n/a = one class only (AUC undefined); "
-        f"inc = inconclusive (scored {report.get('inconclusive_score', 0.5)})"
+        f"inc = inconclusive or failed (scored {report.get('inconclusive_score', 0.5)}); "
+        f"{report.get('n_failed', 0)} failed to analyse"
     )
     return "\n".join(lines)
 

@@ -49,11 +49,29 @@ TRAINING_DATA = (
 )
 
 
+def training_data(cfg: TrainConfig) -> str:
+    """What the model learned from, in words, for the metadata."""
+    if cfg.max_train_items:
+        return f"{cfg.max_train_items} DFDC train crops"
+    if not cfg.videos:
+        return TRAINING_DATA
+    held = f", except fold {cfg.video_fold} of {cfg.n_folds}" if cfg.video_fold >= 0 else ""
+    return (
+        f"{TRAINING_DATA.split('; calibrated')[0]}, plus the main face track of the videos of "
+        f"{cfg.videos}{held} ({cfg.video_frames} sampled frames each)"
+    )
+
+
 def build_meta(cfg: TrainConfig, calibration: dict | None, version: str) -> ModelMeta:
-    """The model's metadata: crop policy and clip length from training, calibration from calibrate.py."""
+    """The model's metadata: crop policy and clip length from training, temperature and threshold from
+    the calibration file: training/cv.py's out-of-fold fit (shipped) or training/calibrate.py's DFDC fit."""
     cal = calibration or {}
     metrics = {}
-    if calibration:
+    if calibration and "all" in calibration:  # out-of-fold figures of the recipe (training/cv.py)
+        keys = ("all", "swap_vs_reals_auc", "synthesis_vs_reals_auc", "deepfacelive_halves_auc", "failures")
+        metrics = {k: calibration[k] for k in keys if k in calibration}
+        metrics["measured_by"] = f"python -m training.cv: {calibration.get('fitted_on', '')}"
+    elif calibration:
         metrics = {k: calibration[k] for k in ("val_crops", "val_clips") if k in calibration}
         metrics["measured_by"] = "python -m training.calibrate (DFDC val; fitted there, so optimistic)"
     return ModelMeta(
@@ -63,9 +81,7 @@ def build_meta(cfg: TrainConfig, calibration: dict | None, version: str) -> Mode
         crop=CropPolicy(scale=cfg.serve_crop_scale, size=cfg.image_size, shift_y=cfg.serve_shift_y),
         temperature=float(cal.get("temperature", 1.0)),
         threshold=float(cal.get("threshold", 0.5)),
-        training_data=TRAINING_DATA
-        if cfg.max_train_items == 0
-        else f"{cfg.max_train_items} DFDC train crops",
+        training_data=training_data(cfg),
         metrics=metrics,
     )
 
@@ -198,11 +214,13 @@ def export(
     max_batch_size: int = 32,
     crop_scale: float | None = None,
     crop_shift_y: float | None = None,
+    calibration_path: Path | None = None,
 ) -> dict:
     """Export, verify and install into ``repo``; returns a summary (paths, size, sha256, max diff).
 
     ``crop_scale`` / ``crop_shift_y`` override the serving crop policy saved with the checkpoint (it is
     a property of the serving detector, measured after training by ``training.crop_policy``).
+    ``calibration_path`` defaults to ``calibration.json`` beside the checkpoint.
     """
     model, cfg = load_trained(checkpoint)
     if crop_scale is not None:
@@ -210,11 +228,12 @@ def export(
     if crop_shift_y is not None:
         cfg.serve_shift_y = crop_shift_y
     torch.set_num_threads(cfg.threads)
-    cal_path = Path(checkpoint).with_name("calibration.json")
+    cal_path = calibration_path or Path(checkpoint).with_name("calibration.json")
     calibration = json.loads(cal_path.read_text()) if cal_path.is_file() else None
     if calibration is None:
         print(
-            f"warning: {cal_path} missing: temperature 1.0 and threshold 0.5 (run training.calibrate first)"
+            f"warning: {cal_path} missing: temperature 1.0 and threshold 0.5 (run make cv or "
+            "training.calibrate first)"
         )
     meta = build_meta(cfg, calibration, version or f"{cfg.name}-1")
     model_dir = repo / MODEL_NAME
@@ -245,6 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--crop-scale", type=float, help="serving crop scale (default: the checkpoint's config)")
     ap.add_argument("--crop-shift-y", type=float, help="serving crop shift_y (default: the checkpoint's)")
+    ap.add_argument(
+        "--calibration",
+        type=Path,
+        help="temperature + threshold JSON (default: calibration.json beside the checkpoint; the shipped "
+        "model uses runs/cv/<config>/calibration.json from make cv)",
+    )
     args = ap.parse_args(argv)
     if not args.checkpoint.is_file():
         raise SystemExit(f"checkpoint not found: {args.checkpoint} (train first: make train)")
@@ -257,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.max_batch_size,
                 args.crop_scale,
                 args.crop_shift_y,
+                args.calibration,
             ),
             indent=2,
         )

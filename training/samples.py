@@ -17,15 +17,54 @@ from training.augment import apply_aug, frame_jitter, sample_aug
 from training.data import CropSet
 from training.sbi import sample_params, self_blend
 
-KIND_REAL, KIND_FAKE, KIND_SBI = 0, 1, 2
+KIND_REAL, KIND_FAKE, KIND_SBI, KIND_VIDEO_REAL, KIND_VIDEO_FAKE = 0, 1, 2, 3, 4
+REAL_KINDS = (KIND_REAL, KIND_VIDEO_REAL)
+UNMASKED_KINDS = (KIND_FAKE, KIND_VIDEO_FAKE)  # fakes whose manipulated region is unknown
+
+# (item indices, cumulative draw weights) of the video reals and of the video fakes
+VideoPools = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def batch_kinds(rng: np.random.Generator, n: int, frac_real: float, frac_fake: float) -> np.ndarray:
-    """Exact proportions per batch (rounded), shuffled: steadier gradients than sampling each item."""
-    n_real = int(round(n * frac_real))
-    n_fake = int(round(n * frac_fake))
-    kinds = np.array([KIND_REAL] * n_real + [KIND_FAKE] * n_fake + [KIND_SBI] * (n - n_real - n_fake))
-    return rng.permutation(kinds)
+def batch_kinds(
+    rng: np.random.Generator,
+    n: int,
+    frac_real: float,
+    frac_fake: float,
+    frac_video_real: float = 0.0,
+    frac_video_fake: float = 0.0,
+) -> np.ndarray:
+    """Exact proportions per batch (rounded), shuffled: steadier gradients than sampling each item.
+    Self-blended fakes fill what the other shares leave."""
+    counts = [int(round(n * f)) for f in (frac_real, frac_fake, frac_video_real, frac_video_fake)]
+    n_sbi = n - sum(counts)
+    if n_sbi < 0:
+        raise ValueError(f"batch shares add up to more than the batch of {n}")
+    kinds = (
+        [KIND_REAL] * counts[0]
+        + [KIND_FAKE] * counts[1]
+        + [KIND_SBI] * n_sbi
+        + [KIND_VIDEO_REAL] * counts[2]
+        + [KIND_VIDEO_FAKE] * counts[3]
+    )
+    return rng.permutation(np.array(kinds))
+
+
+def video_pools(crops: CropSet) -> VideoPools:
+    """Video reals and fakes with their cumulative draw weights (``CropSet.weight``)."""
+    if crops.weight is None or not (crops.weight > 0).any():
+        raise ValueError("video shares in the batch mix need video crops (config: videos=...)")
+    pools = []
+    for label in (0, 1):
+        idx = np.flatnonzero((crops.labels == label) & (crops.weight > 0))
+        if not len(idx):
+            raise ValueError(f"no video {'fakes' if label else 'reals'} to draw for the batch mix")
+        pools.append((idx, np.cumsum(crops.weight[idx])))
+    return pools[0], pools[1]
+
+
+def draw_weighted(rng: np.random.Generator, pool: tuple[np.ndarray, np.ndarray]) -> int:
+    idx, cdf = pool
+    return int(idx[min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(idx) - 1)])
 
 
 def make_sample(
@@ -42,6 +81,7 @@ def make_sample(
     flicker_prob: float = 0.0,
     strong: bool = True,
     aug_policy: str = "v1",
+    videos: VideoPools | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """One clip of ``t`` frames (t = 1 for frames): uint8 [t, out, out, 3], mask [t, m, m], has_mask.
 
@@ -49,9 +89,14 @@ def make_sample(
     ``t`` consecutive real frames of its track, with no added jitter (the motion is real). Either way one
     augmentation and, unless it flickers, one set of blend parameters hold over the whole clip. Stills
     draw exactly the random numbers they drew before tracks existed, so DFDC-only runs are unchanged.
+    Video kinds draw their item from ``videos`` by weight and are otherwise a real or an unmasked fake.
     """
-    pool = fake_idx if kind == KIND_FAKE else real_idx
-    item = pool[rng.integers(len(pool))]
+    if kind in (KIND_VIDEO_REAL, KIND_VIDEO_FAKE):
+        assert videos is not None, "video kinds need video pools"
+        item = draw_weighted(rng, videos[kind == KIND_VIDEO_FAKE])
+    else:
+        pool = fake_idx if kind == KIND_FAKE else real_idx
+        item = pool[rng.integers(len(pool))]
     seq = track_clip(crops, item, t, rng)
     base = crops.images[item]
     aug = sample_aug(rng, scale_range, shift, strong=strong, policy=aug_policy)
@@ -72,7 +117,7 @@ def make_sample(
         frames[i], m = apply_aug(img, aug, out, rng, mask=blend_mask, mask_out=mask_out, jitter=jit)
         if m is not None:
             masks[i] = m
-    return frames, masks, kind != KIND_FAKE
+    return frames, masks, kind not in UNMASKED_KINDS
 
 
 def track_clip(crops: CropSet, item: int, t: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -103,12 +148,15 @@ def make_batch(
     shift: float,
     flicker_prob: float = 0.0,
     aug_policy: str = "v1",
+    frac_video_real: float = 0.0,
+    frac_video_fake: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """A training batch: clips uint8 [n, t, out, out, 3], label float [n], mask [n, t, m, m], has_mask [n]."""
     rng = np.random.default_rng([seed, phase, step])
     real_idx = np.flatnonzero(crops.labels == 0)
     fake_idx = np.flatnonzero(crops.labels == 1)
-    kinds = batch_kinds(rng, n, frac_real, frac_fake)
+    kinds = batch_kinds(rng, n, frac_real, frac_fake, frac_video_real, frac_video_fake)
+    videos = video_pools(crops) if frac_video_real or frac_video_fake else None
     clips = np.empty((n, t, out, out, 3), np.uint8)
     masks = np.empty((n, t, mask_out, mask_out), np.float32)
     has_mask = np.empty(n, bool)
@@ -126,10 +174,11 @@ def make_batch(
             shift,
             flicker_prob,
             aug_policy=aug_policy,
+            videos=videos,
         )
     return {
         "clips": torch.from_numpy(clips),
-        "label": torch.from_numpy((kinds != KIND_REAL).astype(np.float32)),
+        "label": torch.from_numpy((~np.isin(kinds, REAL_KINDS)).astype(np.float32)),
         "mask": torch.from_numpy(masks),
         "has_mask": torch.from_numpy(has_mask),
         "kind": torch.from_numpy(kinds.astype(np.int64)),

@@ -228,6 +228,8 @@ def batch_loader(
         out=cfg.image_size,
         frac_real=cfg.frac_real,
         frac_fake=cfg.frac_dfdc_fake,
+        frac_video_real=cfg.frac_video_real,
+        frac_video_fake=cfg.frac_video_fake,
         scale_range=cfg.crop_scale_range,
         shift=cfg.crop_shift,
         aug_policy=cfg.aug_policy,
@@ -274,6 +276,8 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
     print(f"data: {len(train_set)} train / {len(val_set)} val crops in {time.time() - t0:.1f}s", flush=True)
 
     model = build_model(cfg).to(cfg.device)
+    if cfg.channels_last:  # the uint8 NHWC input is already channels-last once permuted in normalise()
+        model = model.to(memory_format=torch.channels_last)
     model.freeze_prefix(cfg.freeze_blocks)
     phase, step = 1, 0
     state = None

@@ -57,8 +57,10 @@ class VideoSource:
         return [{**r, "path": str(base / r["path"])} for r in rows if r["split"] in keep]
 
 
-def parse_video_specs(spec: str) -> list[VideoSource]:
-    """``kind:path[:split]`` specs, comma-separated (see TrainConfig.videos); fails loudly on typos."""
+def parse_video_specs(spec: str, data_dir: Path | None = None) -> list[VideoSource]:
+    """``kind:path[:split]`` specs, comma-separated (see TrainConfig.videos); fails loudly on typos.
+    A relative path is read under ``data_dir`` (the config's data root), so presets need no absolute
+    paths: ``manifest:MANIFEST.tsv:dev`` is the project's dev videos wherever the data lives."""
     sources = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
@@ -78,6 +80,8 @@ def parse_video_specs(spec: str) -> list[VideoSource]:
             raise ValueError(f"videos spec {part!r}: a manifest needs its split, e.g. manifest:{rest}:train")
         if split == "test":
             raise ValueError(f"videos spec {part!r}: test rows never train")
+        if data_dir is not None and not Path(path).is_absolute():
+            path = str(data_dir / path)
         if not Path(path).exists():
             raise FileNotFoundError(f"videos spec {part!r}: {path} does not exist")
         sources.append(VideoSource(kind, Path(path), split))
@@ -142,32 +146,65 @@ def cut_video(pipeline, video: Path) -> dict[str, np.ndarray]:
     }
 
 
+def video_track(cfg: TrainConfig, pipeline, video: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """The main track of one video (:func:`cut_video`), from the cache or cut now and cached;
+    returns it and whether it came from the cache."""
+    if not video.is_file():
+        return {"crops": np.zeros((0,)), "warnings": np.array(["file not found"])}, False
+    cache = cache_path(cfg, pipeline, video)
+    if cache.is_file():
+        with np.load(cache) as z:
+            return dict(z), True
+    got = cut_video(pipeline, video)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **got)
+    os.replace(tmp, cache)  # a killed run never leaves a half-written cache file
+    return got, False
+
+
+def video_rows(cfg: TrainConfig) -> list[dict[str, str]]:
+    """The rows ``cfg.videos`` names, less the held-out fold when ``cfg.video_fold`` >= 0
+    (leave-source-out, training/folds.py)."""
+    rows = [r for source in parse_video_specs(cfg.videos, cfg.resolved_data_dir()) for r in source.rows()]
+    if cfg.video_fold >= 0:
+        from training.folds import assign_folds
+
+        fold = assign_folds(rows, cfg.n_folds)
+        rows = [r for r in rows if fold[r["path"]] != cfg.video_fold]
+    return rows
+
+
+def sampling_weights(rows: list[dict[str, str]], frames: list[int]) -> np.ndarray:
+    """Per-item draw weight: each video weighs 1 / sqrt(videos of its source and label), shared by its
+    frames. A video counts the same however many frames it gave, and a 41-clip corpus does not drown a
+    source of two clips, while a single clip is not repeated as often as a whole corpus either."""
+    key = [(r.get("dataset", ""), r["label"]) for r in rows]
+    per_key: dict[tuple[str, str], int] = {}
+    for k, n in zip(key, frames, strict=True):
+        if n:
+            per_key[k] = per_key.get(k, 0) + 1
+    parts = [np.full(n, 1.0 / (np.sqrt(per_key[k]) * n)) for k, n in zip(key, frames, strict=True) if n]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def load_video_crops(cfg: TrainConfig, rows: list[dict[str, str]] | None = None) -> CropSet:
-    """A CropSet of the main face track of every video in ``rows`` (default: the ``cfg.videos`` specs),
-    cut once and cached; each (video, window) stretch gets its own track id, in time order."""
+    """A CropSet of the main face track of every video in ``rows`` (default: :func:`video_rows`), cut
+    once and cached; each (video, window) stretch gets its own track id, in time order."""
     if rows is None:
-        rows = [r for source in parse_video_specs(cfg.videos) for r in source.rows()]
+        rows = video_rows(cfg)
     pipeline = _pipeline(cfg)
-    images, labels, crop_px, paths, tracks = [], [], [], [], []
+    images, labels, crop_px, paths, tracks, frames = [], [], [], [], [], []
     cut = cached = skipped = 0
     next_track = 0
     t0 = time.time()
     for n, row in enumerate(rows, start=1):
         video = Path(row["path"])
-        if not video.is_file():
-            got = {"crops": np.zeros((0,)), "warnings": np.array(["file not found"])}
-        elif (cache := cache_path(cfg, pipeline, video)).is_file():
-            with np.load(cache) as z:
-                got = dict(z)
-            cached += 1
-        else:
-            got = cut_video(pipeline, video)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **got)
-            os.replace(tmp, cache)  # a killed run never leaves a half-written cache file
-            cut += 1
+        got, was_cached = video_track(cfg, pipeline, video)
+        cached += was_cached
+        cut += video.is_file() and not was_cached
         crops = got["crops"]
+        frames.append(len(crops))
         if len(crops) == 0:
             skipped += 1
             why = "; ".join(got["warnings"].tolist())
@@ -195,4 +232,5 @@ def load_video_crops(cfg: TrainConfig, rows: list[dict[str, str]] | None = None)
         np.concatenate(crop_px),
         paths,
         np.concatenate(tracks),
+        sampling_weights(rows, frames),
     )

@@ -1,0 +1,264 @@
+"""Leave-source-out cross-validation on the dev videos: ``python -m training.cv`` (``make cv``).
+
+The protocol (MODEL_CARD.md "How the recipe is chosen"): the dev videos are cut into ``n_folds`` folds by
+source (training/folds.py). For each fold the recipe trains on the DFDC crops plus the videos of the other
+folds (``video_fold`` in the config), then scores the held-out videos the way serving does: the main face
+track's crops (the serving pipeline's, cached by training/video_crops.py), one clip per sampling window of
+``clip_len`` frames padded by repeating the last crop, the video score the mean of the clips' calibrated
+probabilities. The out-of-fold scores of all folds together are what every recipe decision looks at, and
+what the shipped threshold and temperature are fitted on (``calibration.json``): every source in them was
+scored by a model that never saw it, as the sources of users' videos will be.
+
+Each fold is an ordinary resumable run under ``runs/cv/<name>/fold<k>/``; a stopped cross-validation
+continues where it stopped. Videos with no usable face are failures: counted and listed, never scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+
+from training.calibrate import best_threshold
+from training.config import TrainConfig, get_config
+from training.folds import assign_folds, fake_family
+from training.metrics import roc_auc
+from training.train import parse_overrides, predict, train
+from training.video_crops import _pipeline, parse_video_specs, video_track
+from training.weights import load_trained
+
+
+def fold_config(preset: str, overrides: dict, name: str, fold: int, n_folds: int) -> TrainConfig:
+    """The recipe with fold ``fold`` held out, in its own run directory."""
+    return get_config(
+        preset,
+        **{**overrides, "video_fold": fold, "n_folds": n_folds, "out_dir": f"runs/cv/{name}/fold{fold}"},
+    )
+
+
+def window_clips(crops: np.ndarray, windows: np.ndarray, clip_len: int, size: int) -> np.ndarray:
+    """Serving's clips of one track: per sampling window, runs of ``clip_len`` crops padded with the last
+    one (preprocessor.pipeline.make_clips), resized to the model's input side."""
+    if crops.shape[1] != size:
+        crops = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
+    clips = []
+    for w in np.unique(windows):
+        idx = np.flatnonzero(windows == w)
+        for start in range(0, len(idx), clip_len):
+            part = list(idx[start : start + clip_len])
+            part += [part[-1]] * (clip_len - len(part))
+            clips.append(crops[part])
+    return np.stack(clips)
+
+
+def score_videos(checkpoint: Path, rows: list[dict[str, str]], fold: int) -> list[dict]:
+    """Clip logits of each video's main track under the checkpoint's model (uncalibrated)."""
+    model, cfg = load_trained(checkpoint)
+    torch.set_num_threads(cfg.threads)
+    pipeline = _pipeline(cfg)
+    out = []
+    for row in rows:
+        got, _ = video_track(cfg, pipeline, Path(row["path"]))
+        record = {
+            "path": row["path"],
+            "dataset": row.get("dataset", ""),
+            "label": row["label"],
+            "family": fake_family(row["label"], row.get("method", "")),
+            "fold": fold,
+            "clip_logits": [],
+            "warnings": got["warnings"].tolist(),
+        }
+        if len(got["crops"]):
+            clips = window_clips(got["crops"], got["windows"], cfg.clip_len, cfg.image_size)
+            record["clip_logits"] = predict(model, clips, max(1, 32 // cfg.clip_len)).round(4).tolist()
+        out.append(record)
+    return out
+
+
+def video_probs(records: list[dict], temperature: float) -> np.ndarray:
+    """Serving's video score: mean over clips of sigmoid(logit / T)."""
+    return np.array(
+        [float(np.mean(1 / (1 + np.exp(-np.asarray(r["clip_logits"]) / temperature)))) for r in records]
+    )
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(probs, 1e-6, 1 - 1e-6)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def fit_temperature(records: list[dict]) -> float:
+    """The T in [0.05, 20] minimising the log loss of the video scores (serving's rule, not per clip)."""
+    labels = np.array([r["label"] == "fake" for r in records], float)
+    res = minimize_scalar(
+        lambda lt: log_loss(video_probs(records, float(np.exp(lt))), labels),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+    )
+    return float(np.exp(res.x))
+
+
+def balanced_accuracy(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float | None:
+    if labels.min() == labels.max():
+        return None
+    pred = probs >= threshold
+    return float((pred[labels == 1].mean() + (~pred[labels == 0]).mean()) / 2)
+
+
+def rates(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    auc = roc_auc(labels, probs)
+    pred = probs >= threshold
+    return {
+        "n_real": int((labels == 0).sum()),
+        "n_fake": int((labels == 1).sum()),
+        "auc": None if auc is None else round(auc, 3),
+        "reals_called_fake": round(float(pred[labels == 0].mean()), 3) if (labels == 0).any() else None,
+        "fakes_caught": round(float(pred[labels == 1].mean()), 3) if (labels == 1).any() else None,
+    }
+
+
+def report(records: list[dict], dfdc_val: dict[int, float]) -> dict:
+    """Out-of-fold figures: temperature and threshold fitted on all of them, plus a cross-fitted
+    balanced accuracy (each fold judged at the threshold the other folds' scores choose)."""
+    scored = [r for r in records if r["clip_logits"]]
+    failed = [r for r in records if not r["clip_logits"]]
+    temperature = fit_temperature(scored)
+    probs = video_probs(scored, temperature)
+    labels = np.array([r["label"] == "fake" for r in scored], int)
+    threshold = best_threshold(probs, labels)
+    folds = np.array([r["fold"] for r in scored])
+    cross = np.zeros(len(scored), bool)
+    for f in np.unique(folds):
+        inside = folds == f
+        thr = best_threshold(probs[~inside], labels[~inside])
+        cross[inside] = probs[inside] >= thr
+    fam = np.array([r["family"] for r in scored])
+    real = labels == 0
+
+    def versus_reals(mask: np.ndarray) -> float | None:
+        sel = real | mask
+        auc = roc_auc(labels[sel], probs[sel])
+        return None if auc is None else round(auc, 3)
+
+    dfl = np.array([r["dataset"] == "DeepFaceLive" for r in scored])
+    dfl_auc = roc_auc(labels[dfl], probs[dfl])
+    per_source = {}
+    for ds in sorted({r["dataset"] for r in scored}):
+        sel = np.array([r["dataset"] == ds for r in scored])
+        per_source[ds] = rates(probs[sel], labels[sel], threshold)
+    return {
+        "temperature": round(temperature, 4),
+        "threshold": round(threshold, 4),
+        "fitted_on": f"out-of-fold video scores of {len(scored)} dev videos, {len(set(folds.tolist()))} "
+        "leave-source-out folds (training/cv.py)",
+        "n_videos": len(records),
+        "failures": len(failed),
+        "failed": [{"path": r["path"], "why": "; ".join(r["warnings"])} for r in failed],
+        "all": {
+            **rates(probs, labels, threshold),
+            "log_loss": round(log_loss(probs, labels), 3),
+            "balanced_accuracy": round(balanced_accuracy(probs, labels, threshold) or 0.0, 3),
+            "balanced_accuracy_cross_fitted": round(
+                float((cross[labels == 1].mean() + (~cross[labels == 0]).mean()) / 2), 3
+            ),
+        },
+        "swap_vs_reals_auc": versus_reals(fam == "swap"),
+        "synthesis_vs_reals_auc": versus_reals(fam == "synthesis"),
+        "deepfacelive_halves_auc": None if dfl_auc is None else round(dfl_auc, 3),
+        "sources_over_25pct_reals_fake": sorted(
+            ds for ds, v in per_source.items() if (v["reals_called_fake"] or 0) > 0.25
+        ),
+        "dfdc_val_auc_per_fold": dfdc_val,
+        "per_source": per_source,
+    }
+
+
+def last_val_auc(run_dir: Path) -> float | None:
+    """The last DFDC val AUC a run logged (its in-distribution check)."""
+    path = run_dir / "log.csv"
+    if not path.is_file():
+        return None
+    with path.open() as fh:
+        values = [r["val_auc"] for r in csv.DictReader(fh) if r.get("val_auc")]
+    return float(values[-1]) if values else None
+
+
+def print_report(rep: dict) -> None:
+    a = rep["all"]
+    print(
+        f"\nout of fold: {rep['n_videos']} videos, {rep['failures']} failed; AUC {a['auc']}, log loss "
+        f"{a['log_loss']}, balanced accuracy {a['balanced_accuracy']} (cross-fitted "
+        f"{a['balanced_accuracy_cross_fitted']}) at threshold {rep['threshold']} (T {rep['temperature']}); "
+        f"reals called fake {a['reals_called_fake']}, fakes caught {a['fakes_caught']}"
+    )
+    print(
+        f"face swaps vs reals AUC {rep['swap_vs_reals_auc']}; synthesis vs reals AUC "
+        f"{rep['synthesis_vs_reals_auc']}; DeepFaceLive halves AUC {rep['deepfacelive_halves_auc']}; "
+        f"DFDC val AUC per fold {rep['dfdc_val_auc_per_fold']}"
+    )
+    print("\n| source | reals | fakes | AUC | reals called fake | fakes caught |\n|---|---|---|---|---|---|")
+    for ds, v in rep["per_source"].items():
+        print(
+            f"| {ds} | {v['n_real']} | {v['n_fake']} | {v['auc'] if v['auc'] is not None else '-'} | "
+            f"{v['reals_called_fake'] if v['reals_called_fake'] is not None else '-'} | "
+            f"{v['fakes_caught'] if v['fakes_caught'] is not None else '-'} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="cpu", help="the recipe's preset (see training/config.py)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, as train")
+    ap.add_argument("--name", default="", help="run name under runs/cv/ (default: the preset)")
+    ap.add_argument("--folds", type=int, default=0, help="number of folds (default: the config's n_folds)")
+    ap.add_argument("--fold", type=int, action="append", help="run only these folds (repeatable)")
+    args = ap.parse_args(argv)
+    overrides = parse_overrides(args.set)
+    base = get_config(args.config, **overrides)
+    if not base.videos:
+        raise SystemExit("cross-validation needs videos: --set videos=manifest:/path/MANIFEST.tsv:dev")
+    n_folds = args.folds or base.n_folds
+    name = args.name or args.config
+    root = fold_config(args.config, overrides, name, 0, n_folds).resolved_out_dir().parent
+    rows = [r for source in parse_video_specs(base.videos, base.resolved_data_dir()) for r in source.rows()]
+    fold_of = assign_folds(rows, n_folds)
+    for fold in args.fold or range(n_folds):
+        cfg = fold_config(args.config, overrides, name, fold, n_folds)
+        run_dir = cfg.resolved_out_dir()
+        oof = run_dir / "oof.json"
+        if oof.is_file():
+            continue
+        final = run_dir / "final.pt"
+        if not final.is_file():
+            print(f"== fold {fold}/{n_folds}: training in {run_dir}", flush=True)
+            train(cfg)
+        t0 = time.time()
+        held = [r for r in rows if fold_of[r["path"]] == fold]
+        oof.write_text(json.dumps(score_videos(final, held, fold)))
+        print(f"== fold {fold}: scored {len(held)} held-out videos in {time.time() - t0:.0f}s", flush=True)
+    records, dfdc_val = [], {}
+    for fold in range(n_folds):
+        run_dir = fold_config(args.config, overrides, name, fold, n_folds).resolved_out_dir()
+        if not (run_dir / "oof.json").is_file():
+            print(f"fold {fold} not done yet: rerun to continue", flush=True)
+            return
+        records += json.loads((run_dir / "oof.json").read_text())
+        dfdc_val[fold] = last_val_auc(run_dir)
+    rep = report(records, dfdc_val)
+    rep["recipe"] = {"config": args.config, "overrides": overrides, "n_folds": n_folds}
+    rep["recipe_config"] = dataclasses.asdict(base)
+    (root / "calibration.json").write_text(json.dumps(rep, indent=2))
+    print_report(rep)
+    print(f"\nwrote {root / 'calibration.json'}")
+
+
+if __name__ == "__main__":
+    main()
