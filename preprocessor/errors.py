@@ -21,8 +21,10 @@ HTTP_STATUS: dict[str, int] = {
     "unsupported_codec": 415,
     "too_large": 413,
     "too_long": 413,
+    "too_large_frame": 413,  # frame size over the pixel limit, refused before decoding
     "corrupt_video": 422,
     "zero_frames": 422,
+    "frame_too_small": 422,  # a frame too small (or too thin) to hold a face the detector can see
 }
 
 

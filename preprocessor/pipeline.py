@@ -132,7 +132,14 @@ class Pipeline:
         timings: dict[str, float] = {}
         warnings: list[str] = []
         with stage(timings, "probe"):
-            probed = probe(Path(path), s.max_bytes, s.max_duration_s)
+            probed = probe(
+                Path(path),
+                s.max_bytes,
+                s.max_duration_s,
+                max_frame_pixels=s.max_frame_pixels,
+                min_frame_side=s.min_frame_side,
+                detect_max_side=s.detect_max_side,
+            )
         info = probed.info
         plan = plan_windows(info.duration_s, info.fps, s.frames, self.meta.clip_len, s.frame_stride)
         sampler = FrameSampler(probed, plan, threads=s.threads)

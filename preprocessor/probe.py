@@ -1,8 +1,19 @@
 """Probe: find out what a file is before spending time on it, and refuse it with a specific reason.
 
-Checks run cheapest first (size, container, streams, duration), then one frame is decoded: a file whose
-first frame does not decode is refused here instead of half way through the pipeline, and the first
-frame carries the rotation metadata that decides the display size.
+Checks run cheapest first (size, container, streams, frame size, duration), then one frame is decoded: a
+file whose first frame does not decode is refused here instead of half way through the pipeline, and the
+first frame carries the rotation metadata that decides the display size.
+
+Hostile inputs this guards against:
+- frame size: a few hundred KB can declare 16000x16000 frames (~400 MB each decoded, GBs in the
+  pipeline). The pixel limit is checked from the header before anything is decoded, and FFmpeg's own
+  ``max_pixels`` is set on every decoder (also the one ``avformat_find_stream_info`` runs while opening),
+  so a frame over the limit is never allocated. Frames too small or too thin to hold a detectable face
+  (1x1, 90x8000) get their own code instead of failing deep in the detector.
+- duration: a file written live (streamed MKV/WebM, e.g. a browser's MediaRecorder) has no duration in
+  its header. Then the packets are scanned (demuxed, not decoded: I/O only) to measure it, stopping with
+  ``too_long`` as soon as the limit is passed, so the limit holds and the sampler spreads its windows over
+  the real span instead of the first seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import av
 
 from deepfake.schemas import VideoInfo
 from preprocessor.errors import VideoError
+from preprocessor.settings import DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MIN_FRAME_SIDE
 
 # Leading bytes of containers we know: a file that starts like a video but cannot be opened is a broken
 # video (corrupt_video), anything else is not a video at all (not_a_video).
@@ -29,6 +41,13 @@ class Probe:
     info: VideoInfo
     start_time: float  # seconds of the first frame's pts (often 0)
     keyframes: list[float] = field(default_factory=list)  # keyframe times in seconds; empty: unknown
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # the decoder refuses larger frames (max_pixels)
+    duration_from: str = "header"  # "header", "packets" (measured by a scan) or "unknown"
+
+
+def decoder_options(max_frame_pixels: int) -> dict[str, str]:
+    """Codec options for every decoder we open: FFmpeg refuses to allocate frames over the limit."""
+    return {"max_pixels": str(max_frame_pixels)}
 
 
 def looks_like_video_container(path: Path) -> bool:
@@ -41,9 +60,16 @@ def _read_head(path: Path) -> bytes:
         return handle.read(16)
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _open(path: Path, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -> av.container.InputContainer:
+    """Open ``path`` for reading. ``options`` reach the decoders that avformat_find_stream_info opens to
+    fill in stream parameters (for H.264 it decodes several frames: ~600 MB for a 16K file): by default
+    they decode nothing (``skip_frame=all``; sizes, rates and timestamps come from the headers, parsers
+    and packets) and refuse frames over ``max_frame_pixels`` in any case."""
+    options = {"skip_frame": "all"}
+    if max_frame_pixels is not None:
+        options.update(decoder_options(max_frame_pixels))
     try:
-        return av.open(str(path), "r")
+        return av.open(str(path), "r", options=options)
     except av.error.EOFError as exc:
         raise VideoError(
             "zero_frames",
@@ -66,9 +92,18 @@ def _open(path: Path) -> av.container.InputContainer:
         ) from exc
 
 
-def probe(path: Path, max_bytes: int, max_duration_s: float) -> Probe:
+def probe(
+    path: Path,
+    max_bytes: int,
+    max_duration_s: float,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    min_frame_side: int = DEFAULT_MIN_FRAME_SIDE,
+    detect_max_side: int = DEFAULT_DETECT_MAX_SIDE,
+) -> Probe:
     """Describe ``path`` or raise VideoError (file_not_found, empty_file, too_large, not_a_video,
-    no_video_stream, unsupported_codec, too_long, corrupt_video, zero_frames)."""
+    no_video_stream, unsupported_codec, too_large_frame, frame_too_small, too_long, corrupt_video,
+    zero_frames). ``min_frame_side`` applies to the frame and to its copy downscaled to
+    ``detect_max_side`` for face detection (see :func:`check_frame_size`)."""
     path = Path(path)
     if not path.exists():
         raise VideoError("file_not_found", f"no such file: {path}; check the path", path=str(path))
@@ -84,7 +119,7 @@ def probe(path: Path, max_bytes: int, max_duration_s: float) -> Probe:
             size_bytes=size,
             max_bytes=max_bytes,
         )
-    with _open(path) as container:
+    with _open(path, max_frame_pixels) as container:
         format_name = container.format.name
         if format_name.endswith("_pipe") or format_name == "image2":
             raise VideoError(
@@ -109,46 +144,79 @@ def probe(path: Path, max_bytes: int, max_duration_s: float) -> Probe:
                 "the video codec cannot be decoded here; "
                 "re-encode the video to H.264 (e.g. ffmpeg -c:v libx264)",
             )
+        # The stored frame size, from the header: checked before a single frame is decoded.
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not (width and height):
+            # FFmpeg zeroes a size over max_pixels when it opens a decoder; read what the header states.
+            width, height = _declared_size(path)
+        check_frame_size(width, height, max_frame_pixels, min_frame_side, detect_max_side)
+        stream.codec_context.options = decoder_options(max_frame_pixels)
         time_base = float(stream.time_base) if stream.time_base else 0.0
         start_time = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
         fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0.0)
-        if stream.duration is not None and time_base:
+        if stream.duration is not None and stream.duration > 0 and time_base:
             duration = float(stream.duration * time_base)
-        elif container.duration is not None:
+        elif container.duration is not None and container.duration > 0:
             duration = container.duration / 1e6
         else:
             duration = 0.0
         if duration > max_duration_s:
-            raise VideoError(
-                "too_long",
-                f"the video lasts {duration:.0f} s, over the {max_duration_s:.0f} s limit; cut it shorter",
-                duration_s=duration,
-                max_duration_s=max_duration_s,
-            )
+            raise _too_long(duration, max_duration_s)
         keyframes = (
             [e.timestamp * time_base for e in stream.index_entries if e.is_keyframe] if time_base else []
         )
         first = _first_frame(container, stream)
+        # The decoded size is the truth (a header may leave it out); the decoder's max_pixels already
+        # refused anything over the limit.
+        check_frame_size(first.width, first.height, max_frame_pixels, min_frame_side, detect_max_side)
         rotation = int(round(first.rotation)) % 360 if first.rotation else 0
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         frame_count = stream.frames or None
-        if not fps and duration and frame_count:
-            fps = frame_count / duration
-        if not duration and fps and frame_count:
-            duration = frame_count / fps
-        info = VideoInfo(
-            container=format_name,
-            codec=codec,
-            duration_s=round(duration, 4),
-            fps=round(fps, 4),
-            width=width,
-            height=height,
-            rotation=rotation,
-            has_audio=bool(container.streams.audio),
-            frame_count=frame_count,
-            size_bytes=size,
-        )
-    return Probe(path=path, info=info, start_time=start_time, keyframes=keyframes)
+        has_audio = bool(container.streams.audio)
+        duration_from = "header" if duration else "unknown"
+    if not duration:
+        # Streamed files state no duration: measure it from the packets (and refuse past the limit).
+        scan = scan_packets(path, max_duration_s, max_frame_pixels)
+        if scan.duration_s > 0:
+            duration, duration_from = scan.duration_s, "packets"
+            start_time = scan.start_s
+            frame_count = frame_count or scan.packets or None
+            if len(scan.keyframes) > len(keyframes):
+                keyframes = scan.keyframes
+    if not fps and duration and frame_count:
+        fps = frame_count / duration
+    if not duration and fps and frame_count:
+        duration = frame_count / fps
+        duration_from = "frame_count"
+    if duration > max_duration_s:
+        raise _too_long(duration, max_duration_s)
+    info = VideoInfo(
+        container=format_name,
+        codec=codec,
+        duration_s=round(duration, 4),
+        fps=round(fps, 4),
+        width=width,
+        height=height,
+        rotation=rotation,
+        has_audio=has_audio,
+        frame_count=frame_count,
+        size_bytes=size,
+    )
+    return Probe(
+        path=path,
+        info=info,
+        start_time=start_time,
+        keyframes=keyframes,
+        max_frame_pixels=max_frame_pixels,
+        duration_from=duration_from,
+    )
+
+
+def _declared_size(path: Path) -> tuple[int, int]:
+    """The first video stream's frame size as the headers state it (no decoder limit, nothing decoded)."""
+    with _open(path, max_frame_pixels=None) as container:
+        context = container.streams.video[0].codec_context
+        return (context.width, context.height) if context is not None else (0, 0)
 
 
 def _first_frame(
@@ -166,3 +234,109 @@ def _first_frame(
             reason=str(exc),
         ) from exc
     raise VideoError("zero_frames", "the video stream holds no decodable frames; provide a video with frames")
+
+
+@dataclass
+class PacketScan:
+    """What demuxing the whole video stream (no decoding) says about it."""
+
+    start_s: float  # earliest packet time
+    duration_s: float  # latest packet end minus start_s
+    packets: int
+    keyframes: list[float]
+
+
+def scan_packets(
+    path: Path, max_duration_s: float, max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+) -> PacketScan:
+    """Measure the video stream's span from its packets' timestamps, reading the file once without
+    decoding; raises ``too_long`` as soon as the span passes ``max_duration_s`` (so a 10-hour stream
+    costs no more than reading up to the limit)."""
+    with _open(path, max_frame_pixels) as container:
+        stream = container.streams.video[0]
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        start = end = None
+        packets = 0
+        keyframes: list[float] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the flush packet at the end
+                    continue
+                packets += 1
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if stamp is None or not time_base:
+                    continue
+                t = stamp * time_base
+                length = packet.duration * time_base if packet.duration else (1 / fps if fps else 0.0)
+                start = t if start is None else min(start, t)
+                end = t + length if end is None else max(end, t + length)
+                if packet.is_keyframe:
+                    keyframes.append(t)
+                if end - start > max_duration_s:
+                    raise _too_long(end - start, max_duration_s, at_least=True)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: the span up to it is what the sampler will find as well
+    if start is None or end is None:
+        return PacketScan(0.0, 0.0, packets, [])
+    return PacketScan(start, end - start, packets, sorted(keyframes))
+
+
+def _too_long(duration: float, max_duration_s: float, at_least: bool = False) -> VideoError:
+    lasts = "lasts more than" if at_least else "lasts"
+    return VideoError(
+        "too_long",
+        f"the video {lasts} {duration:.0f} s, over the {max_duration_s:.0f} s limit; cut it shorter",
+        duration_s=round(duration, 3),
+        max_duration_s=max_duration_s,
+    )
+
+
+def check_frame_size(
+    width: int,
+    height: int,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    min_frame_side: int = DEFAULT_MIN_FRAME_SIDE,
+    detect_max_side: int = DEFAULT_DETECT_MAX_SIDE,
+) -> None:
+    """Refuse frames over the pixel limit (``too_large_frame``) and frames that cannot hold a face the
+    detector can see (``frame_too_small``): a shorter side under ``min_frame_side``, or one that would fall
+    under it once the frame is downscaled so its longer side is ``detect_max_side`` (a 90x8000 frame is
+    seen at 7x640). A size of 0 means not known yet (some headers leave it to the first frame): no check."""
+    if width <= 0 or height <= 0:
+        return
+    pixels = width * height
+    size = f"{width}x{height}"
+    if pixels > max_frame_pixels:
+        raise VideoError(
+            "too_large_frame",
+            f"the frames are {size} pixels ({pixels / 1e6:.1f} MP), over the limit of "
+            f"{max_frame_pixels / 1e6:.1f} MP per frame (8K UHD is 33.2 MP); scale the video down, "
+            "e.g. ffmpeg -vf scale=-2:2160",
+            width=width,
+            height=height,
+            pixels=pixels,
+            max_frame_pixels=max_frame_pixels,
+        )
+    short, long = min(width, height), max(width, height)
+    if short < min_frame_side:
+        raise VideoError(
+            "frame_too_small",
+            f"the frames are {size} pixels, too small to hold a face (each side must be at least "
+            f"{min_frame_side} px); provide the video at its original size",
+            width=width,
+            height=height,
+            min_frame_side=min_frame_side,
+        )
+    seen = round(short * min(1.0, detect_max_side / long))
+    if seen < min_frame_side:
+        raise VideoError(
+            "frame_too_small",
+            f"the frames are {size} pixels, too thin for their length: faces are searched on a copy at "
+            f"most {detect_max_side} px long, where the shorter side would be {seen} px (at least "
+            f"{min_frame_side} px needed); crop the video to the part that shows the people",
+            width=width,
+            height=height,
+            min_frame_side=min_frame_side,
+            detect_max_side=detect_max_side,
+        )

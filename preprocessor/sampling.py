@@ -7,7 +7,11 @@ each window is ``clip_len`` frames taken every ``stride``-th frame. Why this dec
 - convert to RGB only the frames kept, and only one window of full-resolution frames exists at a time
   (windows are yielded lazily), so memory stays flat however long the video is;
 - time comes from each frame's pts, so variable frame rate is handled; rotation metadata is applied so
-  faces are upright.
+  faces are upright;
+- the decoder refuses frames over the probe's pixel limit (FFmpeg max_pixels), and a frame larger than
+  the limit (a size change mid-stream) stops the analysis with too_large_frame before it is converted;
+- a span that could not be analysed is never dropped silently: a warning says so when the stream ends
+  before the duration, and when the duration is unknown (then only the first frames are sampled).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import cv2
 import numpy as np
 
 from preprocessor.errors import VideoError
-from preprocessor.probe import Probe
+from preprocessor.probe import Probe, decoder_options
 
 _ROTATE = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
 
@@ -90,10 +94,12 @@ class FrameSampler:
         info = self.probe.info
         fps = info.fps or 25.0
         eps = 0.5 / fps
-        with av.open(str(self.probe.path)) as container:
+        # The decoder limit also for the decoders avformat_find_stream_info runs while opening.
+        with av.open(str(self.probe.path), options=decoder_options(self.probe.max_frame_pixels)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
             stream.codec_context.thread_count = self.threads
+            stream.codec_context.options = decoder_options(self.probe.max_frame_pixels)
             decoder: Iterator[av.VideoFrame] | None = None
             position = -math.inf  # time of the last decoded frame
             sampled = 0
@@ -108,6 +114,7 @@ class FrameSampler:
                     frame = self._next(decoder, position)
                     if frame is None:
                         break
+                    self._check_size(frame)
                     t = float(frame.time) if frame.time is not None else position + 1 / fps
                     position = t
                     self.frames_decoded += 1
@@ -131,6 +138,25 @@ class FrameSampler:
         if sampled == 0:
             raise VideoError(
                 "corrupt_video", "no frame could be decoded from the video stream; provide an intact file"
+            )
+        if info.duration_s <= 0:
+            end = max(position - self.probe.start_time, 0.0)
+            self.warnings.append(
+                "the video's duration is unknown (neither its header nor its packets' timestamps state it); "
+                f"only its first {end:.2f}s were analysed"
+            )
+
+    def _check_size(self, frame: av.VideoFrame) -> None:
+        limit = self.probe.max_frame_pixels
+        if frame.width * frame.height > limit:
+            raise VideoError(
+                "too_large_frame",
+                f"a frame of {frame.width}x{frame.height} pixels appears in the stream, over the limit of "
+                f"{limit / 1e6:.1f} MP per frame; scale the video down, e.g. ffmpeg -vf scale=-2:2160",
+                width=frame.width,
+                height=frame.height,
+                pixels=frame.width * frame.height,
+                max_frame_pixels=limit,
             )
 
     def _note_early_end(self, position: float) -> None:

@@ -17,6 +17,12 @@ from preprocessor.detectors.base import DEFAULT_DETECTOR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_PATH = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
+# Frame-size limits (also probe()'s defaults): 8K UHD's pixel count (7680x4320, 33.2 MP; a decoded 8K frame
+# is ~50 MB in YUV and ~100 MB in RGB), and the shortest side a frame may have, both as stored and in the
+# detector's downscaled copy (a face must fit, and the detector refuses frames under 8 px).
+DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320
+DEFAULT_MIN_FRAME_SIDE = 32
+DEFAULT_DETECT_MAX_SIDE = 640
 
 
 class PipelineSettings(BaseSettings):
@@ -35,11 +41,28 @@ class PipelineSettings(BaseSettings):
     detect_every: int = Field(
         4, ge=1, description="Detect on every n-th frame of a window (and its last); interpolate between."
     )
-    detect_max_side: int = Field(640, ge=64, description="Detect faces on a copy downscaled to this side.")
+    detect_max_side: int = Field(
+        DEFAULT_DETECT_MAX_SIDE, ge=64, description="Detect faces on a copy downscaled to this side."
+    )
 
-    # Input limits (refused with too_large / too_long).
+    # Input limits (refused with too_large / too_long / too_large_frame / frame_too_small).
     max_bytes: int = Field(2 * 1024**3, ge=1, description="Largest accepted file in bytes.")
-    max_duration_s: float = Field(3600.0, gt=0, description="Longest accepted video in seconds.")
+    max_duration_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest accepted video in seconds; measured from the packets when the header is silent.",
+    )
+    max_frame_pixels: int = Field(
+        DEFAULT_MAX_FRAME_PIXELS,
+        ge=1,
+        description="Largest frame (width x height) accepted, checked from the header before decoding.",
+    )
+    min_frame_side: int = Field(
+        DEFAULT_MIN_FRAME_SIDE,
+        ge=8,
+        description="Frames whose shorter side (as stored, or once downscaled for detection) is smaller "
+        "are refused.",
+    )
 
     # Tracking and what counts towards the verdict.
     min_face_px: float = Field(32.0, ge=0, description="Detections smaller than this (box side) are ignored.")

@@ -11,6 +11,8 @@ Main entry points (other packages' tests reuse them):
 - :func:`write_video` - any frames, with rotation metadata, variable frame rate, audio, codec choice.
 - :func:`write_audio_only`, :func:`write_zero_frame_video`, :func:`write_truncated_copy`,
   :func:`write_jpeg_named_mp4`, :func:`write_random_bytes`, :func:`write_empty_file` - bad inputs.
+- :func:`write_tiny_video`, :func:`write_huge_declared_mjpeg`, :func:`write_streamed_mkv` - hostile inputs:
+  degenerate frame sizes, a frame size that would take gigabytes to decode, no duration in the header.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def write_video(
     gop: int | None = None,
     crf: int = 23,
     preset: str = "ultrafast",
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Encode RGB uint8 frames to ``path`` (container from the suffix).
 
@@ -133,6 +136,7 @@ def write_video(
     phone writes); the frames are stored as given, so pass them pre-rotated the other way to get an upright
     display. ``times``: presentation time of each frame in seconds, for variable frame rate. ``audio``: add
     a quiet AAC sine track as long as the video. ``preset``: x264 speed preset (ultrafast: no B-frames).
+    ``pix_fmt``: e.g. ``yuv444p`` for frames with an odd side (4:2:0 needs even sides; a 1x1 video).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +148,7 @@ def write_video(
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
     stream.width, stream.height = width, height
-    stream.pix_fmt = "yuv420p"
+    stream.pix_fmt = pix_fmt
     if codec == "libx264":
         stream.options = {"crf": str(crf), "preset": preset}
     if gop:
@@ -329,3 +333,74 @@ def encode_to_bytes(frames: Sequence[np.ndarray], fps: float = 25.0) -> bytes:
         container.mux(packet)
     container.close()
     return buffer.getvalue()
+
+
+def write_tiny_video(path: Path, width: int, height: int, n_frames: int = 5) -> Path:
+    """A flat grey H.264 video of any frame size, 1x1 included (4:4:4, so odd sides are allowed)."""
+    frames = [np.full((height, width, 3), 128, np.uint8)] * n_frames
+    return write_video(path, frames, pix_fmt="yuv444p" if width % 2 or height % 2 else "yuv420p")
+
+
+def write_huge_declared_mjpeg(path: Path, width: int = 16000, height: int = 16000, n_frames: int = 2) -> Path:
+    """A few kilobytes of Matroska/MJPEG whose header and JPEG frame headers declare ``width`` x ``height``
+    (16000x16000 by default: ~400 MB per decoded frame) while the entropy-coded data is that of a 16x16
+    image: a file that costs nothing to send and a lot to decode, made without ever holding the frame."""
+    ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), 100, np.uint8))
+    assert ok
+    jpeg = bytearray(encoded.tobytes())
+    sof = jpeg.find(b"\xff\xc0")  # baseline start-of-frame: length(2) precision(1) height(2) width(2)
+    assert sof > 0
+    jpeg[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    container = av.open(str(path), "w", format="matroska")
+    stream = container.add_stream("mjpeg", rate=25)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+    for i in range(n_frames):
+        packet = av.Packet(bytes(jpeg))
+        packet.stream = stream
+        packet.pts = packet.dts = i
+        packet.time_base = Fraction(1, 25)
+        packet.is_keyframe = True
+        container.mux(packet)
+    container.close()
+    return Path(path)
+
+
+class _Pipe(io.RawIOBase):
+    """A write-only, non-seekable sink: what a muxer writing to a socket or a browser's MediaRecorder sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, chunk) -> int:  # noqa: ANN001 (bytes-like)
+        self.data += chunk
+        return len(chunk)
+
+
+def write_streamed_mkv(
+    path: Path, n_frames: int = 250, width: int = 64, height: int = 48, fps: float = 25.0, gop: int = 25
+) -> Path:
+    """A Matroska (WebM-like) file written live to a non-seekable stream: the muxer cannot go back to
+    fill in the Duration element or write Cues, so the header states no duration (what a streaming
+    recorder produces). Frame ``i`` has the grey level ``i % 200 + 20``, so tests can tell frames apart."""
+    pipe = _Pipe()
+    container = av.open(pipe, "w", format="matroska")
+    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.options = {"preset": "ultrafast"}
+    stream.codec_context.gop_size = gop
+    for i in range(n_frames):
+        rgb = np.full((height, width, 3), i % 200 + 20, np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    Path(path).write_bytes(bytes(pipe.data))
+    return Path(path)

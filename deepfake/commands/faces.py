@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if crop.size < 8 or crop.scale <= 0:
             raise UsageError("--crop-size must be >= 8 and --crop-scale > 0")
         detector = load_detector(settings)
+        prepare_out(args.out)
     except (UsageError, SetupError) as exc:
         return report_error(exc)
 
@@ -81,11 +83,27 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"path": str(args.video), "error": exc.to_error_detail().model_dump()}))
         print(f"deepfake: {args.video}: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    n = write_crops(extraction, args.video, args.out, args.format)
+    try:
+        n = write_crops(extraction, args.video, args.out, args.format)
+    except OSError as exc:
+        return report_error(SetupError(f"--out {args.out}: cannot write the crops: {exc}"))
     for warning in extraction.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {n} crops of {len(extraction.tracks)} face track(s) to {args.out}")
     return 0
+
+
+def prepare_out(out: Path) -> None:
+    """Create the output folder before any work, so a bad ``--out`` is a one-line error, not a traceback
+    after the video was analysed."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder; pass a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the folder: {exc.strerror or exc}") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder is not writable")
 
 
 def write_crops(extraction, video: Path, out: Path, image_format: str) -> int:
