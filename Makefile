@@ -103,6 +103,14 @@ evaluate: setup
 	.venv/bin/deepfake evaluate $(DATA_DIR)/MANIFEST.tsv --kind video --split dev --model $(EVAL_MODEL) \
 		--out $(EVAL_OUT)/videos_dev $(EVAL_ARGS)
 
+# Real clips re-encoded 20 ways (container, codec, bitrate, pixel format, scale, brightness): how often
+# the shipped model keeps its verdict (training/robustness.py; variants cached in cache/robustness/).
+ROBUST_ARGS ?=
+.PHONY: robustness
+robustness: setup
+	$(PY) -m training.robustness --data-dir $(DATA_DIR) --model $(EVAL_MODEL) --json $(EVAL_OUT)/robustness.json \
+		$(ROBUST_ARGS)
+
 # ---- Services (gateway -> preprocessor -> Triton), as local processes; see README "REST API and services".
 # MODEL_REPO: the Triton model repository (default model_repository/); logs and PIDs go to .run/stack/.
 MODEL_REPO ?= model_repository

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,24 @@ def test_evaluate_reports_figures_without_failures() -> None:
     rep = build_report(items, scored, 0.4, {})
     assert rep["auc"] == 1.0 and rep["n_failed"] == 2 and rep["n_inconclusive"] == 2
     assert rep["analysed_only"]["n"] == 1 and rep["analysed_only"]["auc"] is None
+
+
+def test_robustness_variants_encode_and_decode(tmp_path) -> None:
+    from training.robustness import VARIANTS, read_frames, write_variant
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    names = set()
+    for i, variant in enumerate(VARIANTS):
+        path = write_variant(frames, Fraction(25), variant, tmp_path / f"v{i}{variant.suffix}")
+        back, rate = read_frames(path, 10.0)
+        assert len(back) == 6, variant.name
+        h, w = back[0].shape[:2]
+        assert (w, h) == (
+            max(2, round(64 * variant.scale / 2) * 2),
+            max(2, round(48 * variant.scale / 2) * 2),
+        )
+        if variant.brightness != 1.0:  # brightness moves the mean the way it says
+            assert (back[0].mean() > frames[0].mean()) == (variant.brightness > 1.0), variant.name
+        names.add(variant.name)
+    assert len(VARIANTS) == len(names) == 20
