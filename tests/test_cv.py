@@ -161,6 +161,10 @@ def test_out_of_fold_report_counts_failures_and_calibrates() -> None:
         return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
     assert nll(rep["temperature"]) <= nll(1.0) + 1e-9
+    assert rep["aggregation_auc"]["mean_probability (serving)"] == rep["all"]["auc"]
+    flipped = [{**r, "clip_logits_flip": r["clip_logits"]} for r in recs]  # a flip that changes nothing
+    agg = report(flipped, {})["aggregation_auc"]
+    assert agg["mean_probability, flip-averaged logits"] == agg["mean_probability (serving)"]
 
 
 def test_evaluate_reports_figures_without_failures() -> None:

@@ -154,8 +154,9 @@ PRESETS: dict[str, dict] = {
         phase1_steps=2200,
         eval_every=550,
     ),
-    # Not run here (no GPU on this machine): bigger input, longer schedule, AMP.
+    # Not run here (no GPU on this machine): the shipped recipe with bigger input, longer schedule, AMP.
     "gpu": dict(
+        CPU_V2,
         name="gpu",
         out_dir="runs/gpu",
         device="cuda",

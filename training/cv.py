@@ -78,7 +78,11 @@ def score_videos(checkpoint: Path, rows: list[dict[str, str]], fold: int) -> lis
         }
         if len(got["crops"]):
             clips = window_clips(got["crops"], got["windows"], cfg.clip_len, cfg.image_size)
-            record["clip_logits"] = predict(model, clips, max(1, 32 // cfg.clip_len)).round(4).tolist()
+            bs = max(1, 32 // cfg.clip_len)
+            record["clip_logits"] = predict(model, clips, bs).round(4).tolist()
+            # mirrored crops too: whether averaging over a horizontal flip would pay (report: flip_tta)
+            mirrored = np.ascontiguousarray(clips[:, :, :, ::-1])
+            record["clip_logits_flip"] = predict(model, mirrored, bs).round(4).tolist()
         out.append(record)
     return out
 
@@ -148,6 +152,20 @@ def report(records: list[dict], dfdc_val: dict[int, float]) -> dict:
         auc = roc_auc(labels[sel], probs[sel])
         return None if auc is None else round(auc, 3)
 
+    # Serving's rule against the alternatives, on the same out-of-fold clip logits (ranking only).
+    rules = {
+        "mean_probability (serving)": probs,
+        "mean_logit": np.array([np.mean(r["clip_logits"]) for r in scored]),
+        "max_clip": np.array([np.max(r["clip_logits"]) for r in scored]),
+        "median_clip": np.array([np.median(r["clip_logits"]) for r in scored]),
+    }
+    if all("clip_logits_flip" in r for r in scored):
+        flip = [
+            {**r, "clip_logits": (np.add(r["clip_logits"], r["clip_logits_flip"]) / 2).tolist()}
+            for r in scored
+        ]
+        rules["mean_probability, flip-averaged logits"] = video_probs(flip, temperature)
+    aggregation_auc = {k: round(roc_auc(labels, v) or 0.0, 3) for k, v in rules.items()}
     dfl = np.array([r["dataset"] == "DeepFaceLive" for r in scored])
     dfl_auc = roc_auc(labels[dfl], probs[dfl])
     per_source = {}
@@ -177,6 +195,7 @@ def report(records: list[dict], dfdc_val: dict[int, float]) -> dict:
             ds for ds, v in per_source.items() if (v["reals_called_fake"] or 0) > 0.25
         ),
         "dfdc_val_auc_per_fold": dfdc_val,
+        "aggregation_auc": aggregation_auc,
         "per_source": per_source,
     }
 
@@ -204,6 +223,7 @@ def print_report(rep: dict) -> None:
         f"{rep['synthesis_vs_reals_auc']}; DeepFaceLive halves AUC {rep['deepfacelive_halves_auc']}; "
         f"DFDC val AUC per fold {rep['dfdc_val_auc_per_fold']}"
     )
+    print(f"video score rule, AUC: {rep['aggregation_auc']}")
     print("\n| source | reals | fakes | AUC | reals called fake | fakes caught |\n|---|---|---|---|---|---|")
     for ds, v in rep["per_source"].items():
         print(
@@ -220,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", default="", help="run name under runs/cv/ (default: the preset)")
     ap.add_argument("--folds", type=int, default=0, help="number of folds (default: the config's n_folds)")
     ap.add_argument("--fold", type=int, action="append", help="run only these folds (repeatable)")
+    ap.add_argument("--rescore", action="store_true", help="score the held-out videos again (trained folds)")
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
     base = get_config(args.config, **overrides)
@@ -234,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = fold_config(args.config, overrides, name, fold, n_folds)
         run_dir = cfg.resolved_out_dir()
         oof = run_dir / "oof.json"
+        if args.rescore:
+            oof.unlink(missing_ok=True)
         if oof.is_file():
             continue
         final = run_dir / "final.pt"
