@@ -18,12 +18,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
+from gateway.auth import parse_networks
 from gateway.callbacks import CallbackPolicy, Resolver
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import open_job_store
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
-from gateway.rate_limit import RateLimiter
+from gateway.rate_limit import AuthFailureThrottle, RateLimiter
 from gateway.routers import detections, health, jobs, web
 from gateway.settings import GatewaySettings
 
@@ -52,7 +53,10 @@ def create_app(
     metrics = GatewayMetrics()
     metrics.watch_job_store(store.count_by_state)
     preprocessor = PreprocessorClient(
-        settings.preprocessor_url, settings.preprocessor_timeout_s, preprocessor_transport
+        settings.preprocessor_url,
+        settings.preprocessor_timeout_s,
+        preprocessor_transport,
+        settings.service_token.get_secret_value() or None,
     )
     callback_policy = CallbackPolicy.from_settings(
         settings.callback_http_hosts, settings.callback_allowed_hosts, callback_resolver
@@ -78,6 +82,8 @@ def create_app(
     app.state.runner = runner
     app.state.callback_policy = callback_policy
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
+    app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     install_error_handlers(app, UploadError, PreprocessorError)
     install_request_metrics(app, metrics.requests, metrics.latency)
     if settings.cors_origin_list():

@@ -9,6 +9,7 @@ streamed from disk as multipart; job analyses ask for the NDJSON progress stream
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import httpx
 
 from deepfake.schemas import ErrorDetail
 
+log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 
 
@@ -33,21 +35,53 @@ class PreprocessorError(Exception):
         return self.detail
 
 
+# What public clients read for the analysis service's own failures (5xx): the code stays, the text is
+# ours. The preprocessor's and Triton's texts may name internal addresses and host names; they are
+# logged here instead (issue 10: no internal address in any public message).
+PUBLIC_MESSAGES = {
+    "preprocessor_unavailable": "the analysis service is unreachable; retry later",
+    "inference_unavailable": "the inference server is unavailable; retry later",
+    "busy": "the analysis service is busy; retry later",
+    "not_ready": "the analysis service is not ready; retry later",
+    "model_error": "the model server failed on this request; it was logged",
+    "internal_error": "internal error in the analysis service; it was logged",
+}
+GENERIC_MESSAGE = "the analysis service failed; retry later"
+
+
 def _unavailable(base_url: str, exc: Exception) -> PreprocessorError:
+    log.warning("preprocessor at %s unreachable: %s: %s", base_url, type(exc).__name__, exc)
     return PreprocessorError(
         503,
-        ErrorDetail(
-            code="preprocessor_unavailable",
-            message=f"the analysis service at {base_url} is unreachable ({type(exc).__name__}); retry later",
-        ),
+        ErrorDetail(code="preprocessor_unavailable", message=PUBLIC_MESSAGES["preprocessor_unavailable"]),
         {"Retry-After": "5"},
     )
+
+
+def _public(error: PreprocessorError) -> PreprocessorError:
+    """The error as a public client may see it: 4xx (the client's video) pass unchanged, 5xx get our
+    text for their code and no details."""
+    detail = error.detail
+    if error.http_status in (401, 403):
+        # The preprocessor refused the gateway's DEEPFAKE_SERVICE_TOKEN: our misconfiguration.
+        log.error("the analysis service refused the gateway's service token: %s", detail.message)
+        return PreprocessorError(
+            502, ErrorDetail(code="bad_gateway", message="the analysis service refused this gateway")
+        )
+    if error.http_status < 500:
+        return error
+    log.warning(
+        "analysis service error %d %s: %s %s", error.http_status, detail.code, detail.message, detail.details
+    )
+    message = PUBLIC_MESSAGES.get(detail.code, GENERIC_MESSAGE)
+    error.detail = ErrorDetail(code=detail.code, message=message)
+    return error
 
 
 def _error_from_body(status: int, body: Any) -> PreprocessorError:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         try:
-            return PreprocessorError(status, ErrorDetail.model_validate(body["error"]))
+            return _public(PreprocessorError(status, ErrorDetail.model_validate(body["error"])))
         except ValueError:
             pass
     return PreprocessorError(
@@ -60,26 +94,37 @@ def _error_from_body(status: int, body: Any) -> PreprocessorError:
 
 class PreprocessorClient:
     def __init__(
-        self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        service_token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # Connecting must be quick (a dead service is a 503 now, not in 15 minutes); reading the answer
         # may take as long as an analysis does.
         timeout = httpx.Timeout(timeout_s, connect=5.0)
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
+        # The preprocessor's credential (DEEPFAKE_SERVICE_TOKEN, preprocessor.auth), on every request.
+        headers = {"Authorization": f"Bearer {service_token}"} if service_token else None
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers=headers
+        )
 
     async def readiness(self) -> tuple[bool, str]:
         try:
             response = await self._client.get("/readyz", timeout=5.0)
         except httpx.HTTPError as exc:
-            return False, f"preprocessor at {self.base_url} unreachable: {type(exc).__name__}"
+            log.warning("readiness: preprocessor at %s unreachable: %s", self.base_url, type(exc).__name__)
+            return False, "the analysis service is unreachable"
         if response.status_code == 200:
             return True, "ready"
         try:
             reason = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             reason = f"HTTP {response.status_code}"
-        return False, f"preprocessor not ready: {reason}"
+        # The reason names Triton's address: the log gets it, the (public) answer does not.
+        log.warning("readiness: preprocessor at %s not ready: %s", self.base_url, reason)
+        return False, "the analysis service is not ready"
 
     async def analyze(
         self, path: Path, filename: str | None, progress: Callable[[float], None] | None = None
@@ -97,8 +142,9 @@ class PreprocessorClient:
                         return self._plain_result(response)
                     return await self._stream_result(response, progress)
         except httpx.TimeoutException as exc:
+            log.warning("analysis at %s timed out: %s: %s", self.base_url, type(exc).__name__, exc)
             raise PreprocessorError(
-                504, ErrorDetail(code="analysis_timeout", message=f"the analysis took too long ({exc})")
+                504, ErrorDetail(code="analysis_timeout", message="the analysis took too long")
             ) from exc
         except httpx.HTTPError as exc:
             raise _unavailable(self.base_url, exc) from exc

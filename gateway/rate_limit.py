@@ -44,3 +44,54 @@ class RateLimiter:
     @staticmethod
     def retry_after_header(wait_s: float) -> str:
         return str(max(1, math.ceil(wait_s)))
+
+
+class AuthFailureThrottle:
+    """Failed API-key attempts per client address in a sliding window (in memory, per replica).
+
+    WHY per address and not per key: a guesser sends a different wrong key each time. After `limit` wrong
+    keys within `window_s`, that address gets 429 (with Retry-After: until its oldest failure leaves the
+    window) for every key, right or wrong, so guessing cannot go on and cannot learn from the answers.
+    Missing keys do not count (a client that forgot the header is not guessing). Tracked addresses are
+    bounded; the oldest are forgotten first.
+    """
+
+    MAX_ADDRESSES = 50_000
+
+    def __init__(self, limit: int, window_s: float, clock=time.monotonic) -> None:  # noqa: ANN001
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(address, ()) if now - t < self.window_s]
+        if times:
+            self._failures[address] = times
+        else:
+            self._failures.pop(address, None)
+        return times
+
+    def retry_after(self, address: str) -> float:
+        """0.0 while `address` may try a key, else the seconds until it may again."""
+        if self.limit <= 0:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            times = self._recent(address, now)
+            if len(times) < self.limit:
+                return 0.0
+            return max(0.0, times[-self.limit] + self.window_s - now)
+
+    def record_failure(self, address: str) -> None:
+        if self.limit <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            times = self._recent(address, now)
+            times.append(now)
+            self._failures.pop(address, None)
+            self._failures[address] = times[-self.limit :]  # re-inserted: dict order = least recent first
+            while len(self._failures) > self.MAX_ADDRESSES:
+                self._failures.pop(next(iter(self._failures)))

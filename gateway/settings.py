@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deepfake.limits import DEFAULT_MAX_DURATION_S
 from gateway.auth import owner_of
 
 
@@ -19,15 +20,44 @@ class GatewaySettings(BaseSettings):
     api_keys: str = Field("", description="Accepted API keys, comma-separated (header X-API-Key).")
     auth_disabled: bool = Field(False, description="Accept requests without a key: local use only.")
     preprocessor_url: str = Field("http://127.0.0.1:8081", description="Preprocessor base URL.")
+    service_token: SecretStr = Field(
+        SecretStr(""),
+        description="The preprocessor's shared token, sent to it as Authorization: Bearer.",
+    )
     preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
     job_store_url: str = Field("sqlite:///./.run/jobs.sqlite", description="Where jobs persist.")
     upload_dir: Path = Field(Path(".run/uploads"), description="Where uploads wait (jobs survive restarts).")
     max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
-    max_duration_s: float = Field(600.0, gt=0, description="Longest accepted video in seconds (jobs).")
+    upload_read_timeout_s: float = Field(
+        20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."
+    )
+    upload_orphan_age_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Upload files no job references are deleted once this old (longer than any "
+        "synchronous analysis, preprocessor_timeout_s).",
+    )
+    upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
+    max_duration_s: float = Field(
+        DEFAULT_MAX_DURATION_S, gt=0, description="Longest accepted video in seconds (jobs)."
+    )
     sync_max_duration_s: float = Field(
         120.0, gt=0, description="Longest video POST /v1/detections analyses synchronously; use jobs beyond."
     )
     rate_limit_per_minute: int = Field(60, ge=0, description="Requests per minute per API key; 0: no limit.")
+    auth_failure_limit: int = Field(
+        10,
+        ge=0,
+        description="Wrong API keys one client address may send per window before it gets 429; 0: no limit.",
+    )
+    auth_failure_window_s: float = Field(
+        300.0, gt=0, description="The window of auth_failure_limit, and how long a throttled address waits."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Addresses/CIDR networks of reverse proxies (the Ingress controller) whose "
+        "X-Forwarded-For names the client (comma-separated); none: the peer address is the client.",
+    )
     job_workers: int = Field(2, ge=0, description="Jobs this replica runs at once; 0: accept only.")
     job_poll_s: float = Field(1.0, gt=0, description="How often idle job workers look for queued jobs.")
     callback_timeout_s: float = Field(5.0, gt=0, description="Timeout of one completion-callback POST.")

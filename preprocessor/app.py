@@ -3,11 +3,12 @@
 A thin factory (FastAPI full-stack template style): settings, the analysis engine, error handlers,
 metrics and routers are wired here and nothing runs at import time. `backend_factory` lets a caller run
 the same service on another real backend (tests use the in-process ONNX Runtime one); by default it is
-Triton over gRPC.
+Triton over gRPC. Every endpoint but the health probes needs the service token (preprocessor.auth).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,11 +17,14 @@ from fastapi import FastAPI
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
+from preprocessor.auth import ServiceTokenMiddleware
 from preprocessor.errors import VideoError
 from preprocessor.routers import analyze, health
 from preprocessor.service import AnalysisService, BackendFactory
 from preprocessor.service_metrics import ServiceMetrics
 from preprocessor.service_settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -47,4 +51,8 @@ def create_app(
     install_request_metrics(app, app.state.metrics.requests, app.state.metrics.latency)
     app.include_router(health.router)
     app.include_router(analyze.router)
+    # Outermost, so it also guards /docs, /openapi.json and unknown paths (preprocessor.auth).
+    app.add_middleware(ServiceTokenMiddleware, token=settings.token())
+    if settings.token() is None:
+        log.warning("no DEEPFAKE_SERVICE_TOKEN: only loopback callers are served")
     return app

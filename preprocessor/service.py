@@ -54,17 +54,9 @@ def triton_backend_factory(settings: ServiceSettings) -> BackendFactory:
 
 
 def pipeline_settings(settings: ServiceSettings) -> PipelineSettings:
-    """PipelineSettings from the environment, with the service's own limits and detector applied."""
-    overrides: dict[str, object] = {
-        "max_bytes": settings.max_upload_bytes,
-        "max_duration_s": settings.max_duration_s,
-        "threads": settings.threads_per_worker,
-    }
-    if settings.detector:
-        overrides["detector"] = settings.detector
-    if settings.weights_dir:
-        overrides["weights_dir"] = settings.weights_dir
-    return PipelineSettings(**overrides)
+    """The pipeline settings the service analyses with: its own settings object (a PipelineSettings), so
+    DEEPFAKE_THREADS, DEEPFAKE_MAX_BYTES, DEEPFAKE_MAX_DURATION_S... mean what they mean for the CLI."""
+    return settings
 
 
 class AnalysisService:

@@ -1,19 +1,32 @@
-"""The preprocessor service's settings, one place, environment variables with the ``DEEPFAKE_`` prefix.
+"""The preprocessor service's settings: one object, environment variables with the ``DEEPFAKE_`` prefix.
 
-Pipeline knobs (frames, stride, thresholds) stay in preprocessor.settings.PipelineSettings, read from
-the same environment, so the service and the CLI analyse a video identically; this class holds only what
-the service adds: where Triton is, how many analyses run at once, and the upload limits.
+WHY a subclass of PipelineSettings: the service and the CLI must analyse a video identically and read
+the same variables, so the service's settings *are* the pipeline settings (``DEEPFAKE_THREADS``,
+``DEEPFAKE_MAX_BYTES``, ``DEEPFAKE_MAX_DURATION_S``, frames, thresholds...) plus what only the service
+has: where Triton is, how many analyses run at once, where uploads spool, and the service token.
+Earlier the service kept its own copies of the limits and silently ignored the pipeline's names.
+
+``DEEPFAKE_THREADS_PER_WORKER`` and ``DEEPFAKE_MAX_UPLOAD_BYTES`` (the old service-only names) are still
+read as aliases of ``DEEPFAKE_THREADS`` and ``DEEPFAKE_MAX_BYTES``; when both names are set, the
+pipeline's name wins.
+
+Service token (``DEEPFAKE_SERVICE_TOKEN``): every endpoint but ``/healthz`` and ``/readyz`` requires
+``Authorization: Bearer <token>``. Without a token configured the service answers only loopback peers
+(127.0.0.0/8, ::1), so a development run on one machine needs nothing and a pod or container reachable
+over a network refuses everyone until a token is set (preprocessor.auth).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from preprocessor.settings import PipelineSettings
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(PipelineSettings):
     model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
 
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
@@ -24,9 +37,22 @@ class ServiceSettings(BaseSettings):
     queue_size: int = Field(
         8, ge=0, description="Analyses that may wait for a worker; more get 503 + Retry-After."
     )
-    threads_per_worker: int = Field(1, ge=1, description="Decoder/OpenCV threads per analysis.")
-    detector: str | None = Field(None, description="Face detector name; None: the pipeline's default.")
-    weights_dir: Path | None = Field(None, description="Face-detector weights directory.")
-    max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
-    max_duration_s: float = Field(600.0, gt=0, description="Longest accepted video in seconds.")
     upload_dir: Path | None = Field(None, description="Where uploads are spooled; None: the system temp dir.")
+    service_token: SecretStr = Field(
+        SecretStr(""),
+        description="Shared token callers must send (Authorization: Bearer); empty: loopback callers only.",
+    )
+    # Old names, read as aliases (see the module docstring).
+    threads_per_worker: int | None = Field(None, ge=1, description="Old name of DEEPFAKE_THREADS.")
+    max_upload_bytes: int | None = Field(None, ge=1, description="Old name of DEEPFAKE_MAX_BYTES.")
+
+    @model_validator(mode="after")
+    def _apply_old_names(self) -> ServiceSettings:
+        if self.threads_per_worker is not None and "threads" not in self.model_fields_set:
+            self.threads = self.threads_per_worker
+        if self.max_upload_bytes is not None and "max_bytes" not in self.model_fields_set:
+            self.max_bytes = self.max_upload_bytes
+        return self
+
+    def token(self) -> str | None:
+        return self.service_token.get_secret_value() or None

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deepfake.limits import DEFAULT_MAX_DURATION_S
 from preprocessor.detectors.base import DEFAULT_DETECTOR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ class PipelineSettings(BaseSettings):
     # Input limits (refused with too_large / too_long / too_large_frame / frame_too_small).
     max_bytes: int = Field(2 * 1024**3, ge=1, description="Largest accepted file in bytes.")
     max_duration_s: float = Field(
-        3600.0,
+        DEFAULT_MAX_DURATION_S,
         gt=0,
         description="Longest accepted video in seconds; measured from the packets when the header is silent.",
     )

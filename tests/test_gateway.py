@@ -7,6 +7,8 @@ same with real processes and Triton.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -27,11 +29,20 @@ KEY = "test-key-1"
 
 
 def make_gateway(
-    tmp_path: Path, model_path: Path, preprocessor_max_duration_s: float = 600, **overrides
+    tmp_path: Path,
+    model_path: Path,
+    preprocessor_max_duration_s: float = 600,
+    preprocessor_token: str = "",
+    backend_factory=None,  # noqa: ANN001 (the preprocessor's backend; default ONNX Runtime on model_path)
+    **overrides,
 ) -> TestClient:
     preprocessor = create_preprocessor_app(
-        ServiceSettings(upload_dir=tmp_path / "pp_uploads", max_duration_s=preprocessor_max_duration_s),
-        backend_factory=lambda: OnnxBackend(model_path, threads=1),
+        ServiceSettings(
+            upload_dir=tmp_path / "pp_uploads",
+            max_duration_s=preprocessor_max_duration_s,
+            service_token=preprocessor_token,
+        ),
+        backend_factory=backend_factory or (lambda: OnnxBackend(model_path, threads=1)),
     )
     values = {
         "api_keys": f"{KEY},other-key",
@@ -239,3 +250,116 @@ def test_readyz_follows_the_preprocessor(tmp_path, random_model_path):
         assert client.get("/healthz").status_code == 200
         error = assert_error_shape(client.get("/readyz"), 503, "not_ready")
         assert "unreachable" in error["message"]
+
+
+# --- access: service token, failed-auth throttling, no internal addresses in public messages -----------
+
+ADDRESS_LIKE = re.compile(r"\d+\.\d+\.\d+\.\d+|localhost|https?://|:\d{2,5}\b|\[[0-9a-f:]+\]", re.I)
+
+
+def assert_no_internal_address(error: dict, *internal: str) -> None:
+    text = json.dumps(error)
+    assert not ADDRESS_LIKE.search(text), text
+    for value in internal:
+        assert value not in text, (value, text)
+
+
+def test_the_gateway_sends_the_service_token(tmp_path, random_model_path, default_detector, synth_videos):
+    video = synth_videos["pan"].path
+    with make_gateway(
+        tmp_path, random_model_path, preprocessor_token="svc-secret", service_token="svc-secret"
+    ) as client:
+        client.headers["X-API-Key"] = KEY
+        assert client.get("/readyz").status_code == 200
+        response = post_video(client, "/v1/detections", video)
+        assert response.status_code == 200, response.text
+    # A gateway with the wrong token: our misconfiguration (502, not the client's 401), and not ready.
+    with make_gateway(
+        tmp_path / "wrong", random_model_path, preprocessor_token="svc-secret", service_token="nope"
+    ) as client:
+        client.headers["X-API-Key"] = KEY
+        assert_error_shape(client.get("/readyz"), 503, "not_ready")
+        error = assert_error_shape(post_video(client, "/v1/detections", video), 502, "bad_gateway")
+        assert "token" not in error["message"]
+
+
+def test_wrong_keys_are_throttled_per_client_address(tmp_path, random_model_path):
+    with make_gateway(tmp_path, random_model_path, auth_failure_limit=3, auth_failure_window_s=60) as client:
+        for attempt in range(3):
+            assert_error_shape(
+                client.get("/v1/jobs/x", headers={"X-API-Key": f"guess-{attempt}"}), 401, "unauthorized"
+            )
+        throttled = client.get("/v1/jobs/x", headers={"X-API-Key": "guess-3"})
+        assert_error_shape(throttled, 429, "too_many_auth_failures")
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        # While throttled, even the right key gets 429 (guesses learn nothing from the answers) ...
+        assert client.get("/v1/jobs/x", headers={"X-API-Key": KEY}).status_code == 429
+        # ... and a missing key is still just 401 (not a guess).
+        assert client.get("/v1/jobs/x", headers={"X-API-Key": ""}).status_code == 401
+        # Another client address is not affected.
+        other = TestClient(client.app, client=("10.9.8.7", 40000))
+        assert other.get("/v1/jobs/x", headers={"X-API-Key": KEY}).status_code == 404
+        assert other.get("/v1/jobs/x", headers={"X-API-Key": "guess"}).status_code == 401
+
+
+def test_failed_auth_throttle_window_and_trusted_proxies():
+    from starlette.requests import Request
+
+    from gateway.auth import client_address, parse_networks
+    from gateway.rate_limit import AuthFailureThrottle
+
+    now = [1000.0]
+    throttle = AuthFailureThrottle(limit=2, window_s=10, clock=lambda: now[0])
+    throttle.record_failure("a")
+    now[0] += 4
+    throttle.record_failure("a")
+    assert throttle.retry_after("a") == pytest.approx(6) and throttle.retry_after("b") == 0
+    now[0] += 6.5  # the first failure left the window
+    assert throttle.retry_after("a") == 0
+    assert AuthFailureThrottle(limit=0, window_s=10).retry_after("a") == 0
+
+    def request(peer: str, forwarded: str | None) -> Request:
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        return Request({"type": "http", "client": (peer, 1), "headers": headers})
+
+    proxies = parse_networks("10.0.0.0/8")
+    # Only a trusted proxy's X-Forwarded-For counts; the nearest untrusted hop is the client.
+    assert client_address(request("10.1.1.1", "6.6.6.6, 203.0.113.5, 10.2.2.2"), proxies) == "203.0.113.5"
+    assert client_address(request("198.51.100.9", "203.0.113.5"), proxies) == "198.51.100.9"
+    assert client_address(request("10.1.1.1", "203.0.113.5"), ()) == "10.1.1.1"
+    with pytest.raises(ValueError, match="not-a-network"):
+        parse_networks("10.0.0.0/8, not-a-network")
+
+
+def test_503_with_the_preprocessor_down_names_no_internal_address(tmp_path, synth_videos):
+    from deepfake.local_stack import free_port
+
+    port = free_port()  # nobody listens there
+    settings = GatewaySettings(
+        api_keys=KEY,
+        job_store_url=f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+        upload_dir=tmp_path / "uploads",
+        preprocessor_url=f"http://127.0.0.1:{port}",
+    )
+    with TestClient(create_app(settings)) as client:
+        client.headers["X-API-Key"] = KEY
+        response = post_video(client, "/v1/detections", synth_videos["pan"].path)
+        error = assert_error_shape(response, 503, "preprocessor_unavailable")
+        assert response.headers["retry-after"]
+        assert_no_internal_address(error, str(port), "127.0.0.1")
+        assert_no_internal_address(assert_error_shape(client.get("/readyz"), 503, "not_ready"), str(port))
+
+
+def test_503_with_triton_down_names_no_internal_address(tmp_path, default_detector, synth_videos):
+    from deepfake.local_stack import free_port
+    from inference.triton_backend import TritonBackend
+
+    url = f"127.0.0.1:{free_port()}"  # nobody listens there
+    with make_gateway(
+        tmp_path, Path("unused"), backend_factory=lambda: TritonBackend(url, timeout_s=2, retries=1)
+    ) as client:
+        client.headers["X-API-Key"] = KEY
+        response = post_video(client, "/v1/detections", synth_videos["pan"].path)
+        error = assert_error_shape(response, 503, "inference_unavailable")
+        assert_no_internal_address(error, url, url.split(":")[1])
+        assert_no_internal_address(assert_error_shape(client.get("/readyz"), 503, "not_ready"), url)

@@ -194,7 +194,7 @@ def service_client(tmp_path, random_model_path, default_detector):
 
     settings = ServiceSettings(upload_dir=tmp_path / "uploads", workers=1, queue_size=2, max_duration_s=5.0)
     app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
-    with TestClient(app) as client:
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:  # a loopback caller: no token needed
         yield client
 
 

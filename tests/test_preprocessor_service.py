@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from inference.onnx_backend import OnnxBackend
 from inference.triton_backend import TritonBackend
@@ -20,6 +22,8 @@ from preprocessor.pipeline import Pipeline
 from preprocessor.service import AnalysisService, ServiceBusyError
 from preprocessor.service_settings import ServiceSettings
 from preprocessor.settings import PipelineSettings
+
+LOOPBACK = ("127.0.0.1", 50000)  # TestClient's peer address: a local caller (no token configured)
 
 
 @pytest.fixture()
@@ -30,7 +34,7 @@ def settings(tmp_path: Path) -> ServiceSettings:
 @pytest.fixture()
 def client(settings, random_model_path, default_detector):
     app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
-    with TestClient(app) as test_client:
+    with TestClient(app, client=LOOPBACK) as test_client:
         yield test_client
 
 
@@ -72,9 +76,9 @@ def test_bad_videos_get_the_pipeline_error_codes(client, bad_inputs):
 
 
 def test_upload_over_the_limit_is_refused_while_streaming(settings, random_model_path, synth_videos):
-    settings.max_upload_bytes = 1000
+    settings.max_bytes = 1000
     app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
-    with TestClient(app) as client:
+    with TestClient(app, client=LOOPBACK) as client:
         response = post_video(client, synth_videos["pan"].path)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
@@ -86,12 +90,13 @@ def test_triton_outage_is_503_not_a_hang(settings, synth_videos, default_detecto
 
     url = f"127.0.0.1:{free_port()}"  # nobody listens there
     app = create_app(settings, backend_factory=lambda: TritonBackend(url, timeout_s=2, retries=1))
-    with TestClient(app) as client:
+    with TestClient(app, client=LOOPBACK) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "unavailable" in ready.json()["error"]["message"]
         response = post_video(client, synth_videos["pan"].path)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "inference_unavailable"
+        assert url not in response.text and url.split(":")[1] not in response.text  # no internal address
         assert response.headers["retry-after"]
         metrics = client.get("/metrics").text
         assert 'preprocessor_analyses_total{outcome="inference_unavailable"} 1.0' in metrics
@@ -120,3 +125,101 @@ def test_admission_is_bounded_by_workers_plus_queue(
 def test_an_unknown_detector_refuses_to_start(tmp_path):
     with pytest.raises(ValueError, match="DEEPFAKE_DETECTOR='nope'"):
         create_app(ServiceSettings(detector="nope", upload_dir=tmp_path))
+
+
+# --- access: the service token (preprocessor.auth) ---------------------------------------------------
+
+TOKEN = "svc-token-for-tests"
+PROTECTED = ["/metrics", "/docs", "/openapi.json", "/no-such-path"]
+
+
+def test_with_a_token_every_endpoint_but_the_probes_requires_it(
+    settings, random_model_path, default_detector, synth_videos
+):
+    settings.service_token = SecretStr(TOKEN)
+    app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
+    # Any peer, loopback or not: with a token configured only the token counts.
+    with TestClient(app, client=("10.1.2.3", 40000)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Service-Token": "wrong"}):
+            refused = post_video(client, synth_videos["pan"].path, **headers)
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+            for path in PROTECTED:
+                assert client.get(path, headers=headers).status_code == 401, (path, headers)
+        assert not list(settings.upload_dir.glob("*"))  # refused before a byte was spooled
+        # A wrong token fails the probe too (the gateway's readiness sends its token).
+        assert client.get("/readyz", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = post_video(client, synth_videos["pan"].path, Authorization=f"Bearer {TOKEN}")
+        assert ok.status_code == 200, ok.text
+        assert client.get("/metrics", headers={"X-Service-Token": TOKEN}).status_code == 200
+        assert client.get("/readyz", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pytest.mark.parametrize(("peer", "served"), [("127.0.0.1", True), ("::1", True), ("10.0.0.7", False)])
+def test_without_a_token_only_loopback_callers_are_served(settings, random_model_path, peer, served):
+    assert settings.token() is None
+    app = create_app(settings, backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
+    with TestClient(app, client=(peer, 40000)) as client:
+        assert client.get("/healthz").status_code == 200
+        response = client.get("/metrics")
+        if served:
+            assert response.status_code == 200
+        else:
+            assert response.status_code == 401
+            assert "DEEPFAKE_SERVICE_TOKEN" in response.json()["error"]["message"]
+            assert client.get("/openapi.json").status_code == 401
+
+
+# --- settings: one object, the pipeline's names, one max-duration default ------------------------------
+
+
+def _clear_deepfake_env(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DEEPFAKE_"):
+            monkeypatch.delenv(name)
+
+
+def test_the_service_reads_the_pipeline_settings_from_the_environment(
+    monkeypatch, tmp_path, random_model_path, default_detector, synth_videos
+):
+    _clear_deepfake_env(monkeypatch)
+    monkeypatch.setenv("DEEPFAKE_THREADS", "3")
+    monkeypatch.setenv("DEEPFAKE_MAX_BYTES", "1000")
+    monkeypatch.setenv("DEEPFAKE_MAX_DURATION_S", "7.5")
+    monkeypatch.setenv("DEEPFAKE_FRAMES", "8")
+    monkeypatch.setenv("DEEPFAKE_UPLOAD_DIR", str(tmp_path / "uploads"))
+    app = create_app(backend_factory=lambda: OnnxBackend(random_model_path, threads=1))
+    effective = app.state.service.pipeline_settings
+    assert (effective.threads, effective.max_bytes, effective.max_duration_s, effective.frames) == (
+        3,
+        1000,
+        7.5,
+        8,
+    )
+    with TestClient(app, client=LOOPBACK) as client:
+        response = post_video(client, synth_videos["pan"].path)  # ~10 KB: over DEEPFAKE_MAX_BYTES
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+def test_the_old_service_names_are_aliases_and_the_pipeline_names_win(monkeypatch):
+    _clear_deepfake_env(monkeypatch)
+    monkeypatch.setenv("DEEPFAKE_THREADS_PER_WORKER", "4")
+    monkeypatch.setenv("DEEPFAKE_MAX_UPLOAD_BYTES", "5000")
+    assert (ServiceSettings().threads, ServiceSettings().max_bytes) == (4, 5000)
+    monkeypatch.setenv("DEEPFAKE_THREADS", "2")
+    monkeypatch.setenv("DEEPFAKE_MAX_BYTES", "6000")
+    assert (ServiceSettings().threads, ServiceSettings().max_bytes) == (2, 6000)
+
+
+def test_one_max_duration_default_for_the_cli_and_both_services(monkeypatch):
+    from deepfake.limits import DEFAULT_MAX_DURATION_S
+    from gateway.settings import GatewaySettings
+
+    _clear_deepfake_env(monkeypatch)
+    defaults = {
+        PipelineSettings().max_duration_s,
+        ServiceSettings().max_duration_s,
+        GatewaySettings().max_duration_s,
+    }
+    assert defaults == {DEFAULT_MAX_DURATION_S} == {600.0}

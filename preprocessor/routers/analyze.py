@@ -37,15 +37,18 @@ def as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(exc.http_status, exc.code, exc.message, exc.details)
     if isinstance(exc, ServiceBusyError):
         return ApiError(503, "busy", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+    # Triton's errors name its address and model: logged here, never shown to callers.
     if isinstance(exc, TritonUnavailableError):
+        log.warning("inference unavailable: %s", exc)
         return ApiError(
             503,
             "inference_unavailable",
-            f"the inference server is unavailable: {exc}",
+            "the inference server is unavailable; retry later",
             headers={"Retry-After": "5"},
         )
     if isinstance(exc, TritonModelError):
-        return ApiError(500, "model_error", str(exc))
+        log.error("model error: %s", exc)
+        return ApiError(500, "model_error", "the model server failed on this request; it was logged")
     return None
 
 
@@ -65,7 +68,7 @@ async def _receive(request: Request) -> Upload:
     settings = request.app.state.settings
     upload_dir = settings.upload_dir or Path(tempfile.gettempdir()) / "deepfake-preprocessor"
     upload = await receive_upload(
-        request.headers.get("content-type"), request.stream(), upload_dir, settings.max_upload_bytes
+        request.headers.get("content-type"), request.stream(), upload_dir, settings.max_bytes
     )
     request.app.state.metrics.upload_bytes.inc(upload.size)
     return upload
