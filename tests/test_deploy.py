@@ -118,6 +118,42 @@ def test_hpas_and_api_key_secret(rendered: dict, overlay: str) -> None:
     assert targets == {"gateway", "preprocessor", "triton"}
     env = {e["name"]: e for e in _container(objects, "gateway")["env"]}
     assert env["DEEPFAKE_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "deepfake-api-keys"
+    # The preprocessor's service token: one Secret, read by both sides.
+    for deployment in ("gateway", "preprocessor"):
+        env = {e["name"]: e for e in _container(objects, deployment)["env"]}
+        assert env["DEEPFAKE_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "deepfake-service-token",
+            "key": "token",
+        }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_public_ingress_routes_the_api_only(rendered: dict, overlay: str) -> None:
+    ingress = _get(rendered[overlay], "Ingress", "gateway")
+    paths = {(p["path"], p["pathType"]) for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    assert paths == {("/v1", "Prefix"), ("/", "Exact")}
+    assert "defaultBackend" not in ingress["spec"]
+    # In the cluster, the gateway Service still serves every path (port 8080, Prometheus and probes).
+    assert {p["port"] for p in _get(rendered[overlay], "Service", "gateway")["spec"]["ports"]} == {8080}
+
+
+def test_the_docs_may_be_published_with_the_annotation_but_metrics_never(rendered: dict) -> None:
+    def add_paths(*paths: str, annotate: bool):
+        def edit(ingress: dict) -> None:
+            rule = ingress["spec"]["rules"][0]["http"]["paths"]
+            for path in paths:
+                rule.append({**rule[0], "path": path, "pathType": "Exact"})
+            if annotate:
+                ingress["metadata"].setdefault("annotations", {})["deepfake.io/public-docs"] = "true"
+
+        return _break(rendered["gpu"], "Ingress", "gateway", edit)
+
+    docs = ("/docs", "/openapi.json")
+    assert validate.invariant_problems(add_paths(*docs, annotate=True), gpu=True) == []
+    problems = validate.invariant_problems(add_paths(*docs, annotate=False), gpu=True)
+    assert any("exposes /docs" in p for p in problems) and any("exposes /openapi.json" in p for p in problems)
+    problems = validate.invariant_problems(add_paths("/metrics", annotate=True), gpu=True)
+    assert any("exposes /metrics" in p for p in problems)
 
 
 def test_gpu_s3_reads_the_repository_from_the_object_store(rendered: dict) -> None:
@@ -203,6 +239,24 @@ BREAKAGES = {
         "gateway",
         lambda o: _pod(o)["containers"][0].update(env=[{"name": "DEEPFAKE_API_KEYS", "value": "k"}]),
         "must come from a Secret",
+    ),
+    "service token inline": (
+        "Deployment",
+        "preprocessor",
+        lambda o: _pod(o)["containers"][0].update(env=[{"name": "DEEPFAKE_SERVICE_TOKEN", "value": "t"}]),
+        "preprocessor: DEEPFAKE_SERVICE_TOKEN must come from a Secret",
+    ),
+    "service token from different secrets": (
+        "Deployment",
+        "preprocessor",
+        lambda o: _pod(o)["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"].update(name="other"),
+        "DEEPFAKE_SERVICE_TOKEN comes from another Secret key",
+    ),
+    "ingress routes every path": (
+        "Ingress",
+        "gateway",
+        lambda o: o["spec"]["rules"][0]["http"]["paths"][1].update(pathType="Prefix"),
+        "path '/' (Prefix) exposes /metrics publicly",
     ),
     "gateway scaled out on sqlite": (
         "HorizontalPodAutoscaler",
@@ -359,7 +413,7 @@ def test_kustomize_lite_refuses_what_it_cannot_do(tmp_path: Path, kustomization:
 
 @pytest.fixture(scope="module")
 def compose_model() -> dict:
-    result = validate.compose_config({"DEEPFAKE_API_KEYS": "test-key"})
+    result = validate.compose_config({"DEEPFAKE_API_KEYS": "test-key", "DEEPFAKE_SERVICE_TOKEN": "svc"})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -374,9 +428,21 @@ def test_compose_file_is_valid_and_follows_the_rules(compose_model: dict) -> Non
 
 
 def test_compose_refuses_to_start_without_api_keys() -> None:
-    result = validate.compose_config({})
+    result = validate.compose_config({"DEEPFAKE_SERVICE_TOKEN": "svc"})
     assert result.returncode != 0
     assert "DEEPFAKE_API_KEYS" in result.stderr
+
+
+def test_compose_refuses_to_start_without_the_service_token(compose_model: dict) -> None:
+    result = validate.compose_config({"DEEPFAKE_API_KEYS": "test-key"})
+    assert result.returncode != 0
+    assert "DEEPFAKE_SERVICE_TOKEN" in result.stderr
+    services = compose_model["services"]
+    assert services["gateway"]["environment"]["DEEPFAKE_SERVICE_TOKEN"] == "svc"
+    assert services["preprocessor"]["environment"]["DEEPFAKE_SERVICE_TOKEN"] == "svc"
+    broken = copy.deepcopy(compose_model)
+    broken["services"]["preprocessor"]["environment"]["DEEPFAKE_SERVICE_TOKEN"] = "other"
+    assert any("DEEPFAKE_SERVICE_TOKEN" in p for p in validate.compose_problems(broken))
 
 
 def test_compose_checker_catches_a_missing_gpu(compose_model: dict) -> None:
