@@ -8,26 +8,40 @@ random name in a directory we choose (a client filename never becomes a path).
 
 Both services receive uploads (the gateway from clients, the preprocessor from the gateway), so this
 lives in the shared package rather than in either service folder.
+
+Uploads that go wrong on the wire leave nothing behind: a body that stalls (no bytes for the read timeout)
+ends with 408 ``upload_timeout``, a client that disconnects is logged in one line (no traceback), and in
+both cases the partial file is deleted. Files a crash left behind are removed by
+:func:`sweep_orphan_uploads` (the gateway runs it at start and on a timer).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from deepfake.schemas import ErrorDetail
+
+log = logging.getLogger(__name__)
 
 EARLY_CHECK_BYTES = 1 << 20  # when the early check (if any) looks at the partial file
 SNIFF_BYTES = 256  # enough for every magic number below (MPEG-TS needs byte 188)
 FILE_FIELD = "file"
+UPLOAD_SUFFIX = ".upload"  # every file receive_upload writes is <32 hex digits>.upload
+_UPLOAD_NAME = re.compile(r"[0-9a-f]{32}\.upload")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; it is never delivered
 MAX_FIELD_BYTES = 4096
 # The request body schema for OpenAPI, so Swagger UI shows a file picker although the endpoint reads
 # the raw stream itself.
@@ -65,6 +79,35 @@ class UploadError(Exception):
 
     def to_error_detail(self) -> ErrorDetail:
         return ErrorDetail(code=self.code, message=self.message, details=self.details)
+
+
+class UploadTimeout(UploadError):
+    """The body stalled: 408, and the connection is closed (the rest of the body is not awaited)."""
+
+    headers = {"Connection": "close"}
+
+    def __init__(self, read_timeout_s: float, received_bytes: int) -> None:
+        super().__init__(
+            "upload_timeout",
+            f"no bytes of the upload arrived for {read_timeout_s:g} s, so it was cancelled; "
+            "send the file again",
+            408,
+            read_timeout_s=read_timeout_s,
+            received_bytes=received_bytes,
+        )
+
+
+class UploadDisconnected(UploadError):
+    """The client went away mid-upload. Raised (after one log line) so the endpoint stops; the error
+    handler's answer goes nowhere, and the request is counted with status 499."""
+
+    def __init__(self, received_bytes: int) -> None:
+        super().__init__(
+            "client_disconnected",
+            "the client disconnected before the upload was complete",
+            CLIENT_CLOSED_REQUEST,
+            received_bytes=received_bytes,
+        )
 
 
 def sniff_video_container(head: bytes) -> str | None:
@@ -230,8 +273,11 @@ async def receive_upload(
     upload_dir: Path,
     max_bytes: int,
     early_check: EarlyCheck | None = None,
+    read_timeout_s: float | None = None,
 ) -> Upload:
-    """Parse a multipart/form-data body from `stream` into `upload_dir`; raise UploadError on bad input."""
+    """Parse a multipart/form-data body from `stream` into `upload_dir`; raise UploadError on bad input,
+    UploadTimeout when no bytes arrive for `read_timeout_s` (None: wait forever), UploadDisconnected when
+    the client goes away. Nothing is left on disk unless an Upload is returned."""
     mime, options = parse_options_header(content_type or "")
     boundary = options.get(b"boundary")
     if mime != b"multipart/form-data" or not boundary:
@@ -241,11 +287,20 @@ async def receive_upload(
             400,
         )
     upload_dir.mkdir(parents=True, exist_ok=True)
-    dest = upload_dir / f"{uuid.uuid4().hex}.upload"
+    dest = upload_dir / f"{uuid.uuid4().hex}{UPLOAD_SUFFIX}"
     receiver = _Receiver(dest, max_bytes, early_check)
     parser = MultipartParser(boundary, receiver.callbacks())
+    chunks = aiter(stream)
+    received = 0
     try:
-        async for chunk in stream:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), read_timeout_s)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UploadTimeout(read_timeout_s or 0.0, received) from None
+            received += len(chunk)
             parser.write(chunk)
         parser.finalize()
         if not receiver.file_seen:
@@ -254,6 +309,17 @@ async def receive_upload(
         receiver.close()
         dest.unlink(missing_ok=True)
         raise UploadError("bad_request", f"malformed multipart body: {exc}", 400) from exc
+    except ClientDisconnect:
+        receiver.close()
+        dest.unlink(missing_ok=True)
+        log.info("upload cancelled: client disconnected after %d bytes (partial file removed)", received)
+        raise UploadDisconnected(received) from None
+    except UploadTimeout:
+        receiver.close()
+        dest.unlink(missing_ok=True)
+        log.info("upload cancelled: no bytes for %g s after %d bytes (partial file removed)",
+                 read_timeout_s, received)  # fmt: skip
+        raise
     except BaseException:
         receiver.close()
         dest.unlink(missing_ok=True)
@@ -261,6 +327,32 @@ async def receive_upload(
     receiver.close()
     assert receiver.container is not None
     return Upload(dest, receiver.filename, receiver.size, receiver.container, receiver.fields)
+
+
+def sweep_orphan_uploads(
+    upload_dir: Path, older_than_s: float, keep: Iterable[str | Path] = (), now: float | None = None
+) -> list[Path]:
+    """Delete the upload files in `upload_dir` (only names receive_upload writes) last modified more than
+    `older_than_s` ago, except those in `keep` (e.g. the uploads of queued jobs); returns what was removed.
+
+    WHY by age as well: a file being received (its mtime moves with every write) or analysed right now
+    by a synchronous request is referenced by no job; the age must exceed the longest such request."""
+    if not upload_dir.is_dir():
+        return []
+    kept = {os.path.realpath(path) for path in keep}
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed: list[Path] = []
+    for path in upload_dir.iterdir():
+        if not _UPLOAD_NAME.fullmatch(path.name) or os.path.realpath(path) in kept:
+            continue
+        try:
+            if not path.is_file() or path.stat().st_mtime > cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue  # removed meanwhile (a job finished)
+        removed.append(path)
+    return removed
 
 
 def remove_quietly(path: Path | None) -> None:

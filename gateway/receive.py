@@ -1,10 +1,14 @@
 """Take one video upload off the wire for the gateway: stream to disk, check type, size and duration.
 
 WHY one helper: both POST /v1/detections and POST /v1/jobs must refuse bad uploads identically, and
-must delete the file on every refusal.
+must delete the file on every refusal. A body that stalls (no bytes for ``upload_read_timeout_s``) ends
+with 408 and its partial file deleted; a client that disconnects mid-upload is logged in one line
+(deepfake.uploads).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import Request
 
@@ -20,9 +24,11 @@ async def receive_video(request: Request, max_duration_s: float, hint: str = "")
         settings.upload_dir,
         settings.max_upload_bytes,
         early_duration_check(max_duration_s, hint),
+        read_timeout_s=settings.upload_read_timeout_s,
     )
     try:
-        check_duration(upload.path, max_duration_s, hint)
+        # In a thread: a file without a duration in its header is measured by reading its packets.
+        await asyncio.to_thread(check_duration, upload.path, max_duration_s, hint)
     except BaseException:
         remove_quietly(upload.path)
         raise

@@ -3,6 +3,11 @@
 WHY in the gateway: a 2-hour film or a truncated file should be refused at once with a message, not after
 it waited in the job queue and crossed the network. Only the container header is read (no decoding),
 so this costs milliseconds; the preprocessor still probes fully (same limits) before analysing.
+
+A file written live (streamed MKV/WebM, e.g. a browser's MediaRecorder) states no duration in its header.
+Then the packets are scanned (preprocessor.probe.scan_packets: demuxed, never decoded), stopping with
+``too_long`` as soon as the span passes the limit, so the synchronous endpoint's shorter limit holds for
+such files too (the preprocessor only knows the job limit).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from pathlib import Path
 import av
 
 from deepfake.uploads import UploadError
+from preprocessor.errors import HTTP_STATUS, VideoError
+from preprocessor.probe import scan_packets
 
 
 def video_duration_s(path: Path) -> float | None:
@@ -47,16 +54,38 @@ def video_duration_s(path: Path) -> float | None:
 
 
 def check_duration(path: Path, max_duration_s: float, hint: str = "") -> float | None:
+    """The duration in seconds (from the header, else measured from the packets; None when neither
+    says); raises ``too_long`` over ``max_duration_s``. Blocking I/O: call it from a thread."""
     duration = video_duration_s(path)
+    if duration is None:
+        duration = measured_duration_s(path, max_duration_s, hint)
     if duration is not None and duration > max_duration_s:
         raise _too_long(duration, max_duration_s, hint)
     return duration
 
 
-def _too_long(duration: float, max_duration_s: float, hint: str, **details: object) -> UploadError:
+def measured_duration_s(path: Path, max_duration_s: float, hint: str = "") -> float | None:
+    """The video stream's span from its packets' timestamps (read, not decoded), for files whose header
+    states no duration; the scan stops at the limit with ``too_long``. None when no packet has a time."""
+    try:
+        scan = scan_packets(path, max_duration_s)
+    except VideoError as exc:
+        if exc.code == "too_long":
+            measured = float(exc.details.get("duration_s", max_duration_s))
+            raise _too_long(measured, max_duration_s, hint, at_least=True, duration_from="packets") from exc
+        # FFmpeg's reason names the file: the client must never see server paths.
+        details = {k: v for k, v in exc.details.items() if k not in ("reason", "path")}
+        raise UploadError(exc.code, exc.message, HTTP_STATUS[exc.code], **details) from exc
+    return scan.duration_s if scan.duration_s > 0 else None
+
+
+def _too_long(
+    duration: float, max_duration_s: float, hint: str, at_least: bool = False, **details: object
+) -> UploadError:
+    lasts = "lasts more than" if at_least else "lasts"
     return UploadError(
         "too_long",
-        f"the video lasts {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
+        f"the video {lasts} {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
         413,
         duration_s=round(duration, 2),
         max_duration_s=max_duration_s,

@@ -4,6 +4,10 @@ WHY the store is the queue: a job exists only as a row, so a gateway that stops 
 nothing: at the next start the rows left 'running' are queued again, and their uploads are still on disk.
 Workers are a fixed number of asyncio tasks (`job_workers`), so load on the preprocessor is bounded by
 configuration, not by how many clients submit.
+
+The runner also sweeps the upload folder (at start and every ``upload_sweep_interval_s``): upload files
+no job references and older than ``upload_orphan_age_s`` are what a crash left behind (a request cut off
+between receiving and queueing, a synchronous analysis interrupted) and are deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from deepfake.schemas import ErrorDetail, JobStatus
-from deepfake.uploads import remove_quietly
+from deepfake.uploads import remove_quietly, sweep_orphan_uploads
 from gateway.callbacks import CallbackPolicy, CallbackSender
 from gateway.jobs.store import JobRecord, JobStore
 from gateway.metrics import GatewayMetrics
@@ -75,7 +79,9 @@ class JobRunner:
         requeued = self.store.requeue_running()
         if requeued:
             log.info("re-queued %d job(s) left running by a previous gateway", requeued)
+        await self.sweep_uploads()
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.job_workers)]
+        self._tasks.append(asyncio.create_task(self._sweep_periodically()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -84,6 +90,32 @@ class JobRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._sender.aclose()
+
+    async def sweep_uploads(self) -> list[Path]:
+        """Delete orphaned upload files (referenced by no job, older than upload_orphan_age_s)."""
+
+        def sweep() -> list[Path]:
+            keep = self.store.upload_paths()
+            return sweep_orphan_uploads(self.settings.upload_dir, self.settings.upload_orphan_age_s, keep)
+
+        try:
+            removed = await asyncio.to_thread(sweep)
+        except OSError as exc:  # an unreadable folder must not stop the gateway; the next sweep retries
+            log.warning("upload sweep of %s failed: %s", self.settings.upload_dir, exc)
+            return []
+        if removed:
+            log.info(
+                "removed %d orphaned upload file(s) older than %g s from %s",
+                len(removed),
+                self.settings.upload_orphan_age_s,
+                self.settings.upload_dir,
+            )
+        return removed
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.upload_sweep_interval_s)
+            await self.sweep_uploads()
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker now instead of at the next poll."""

@@ -161,6 +161,10 @@ class SqliteJobStore:
             (time.time(),),
         )
 
+    def upload_paths(self) -> set[str]:
+        # finish() and fail() clear upload_path, so every path still set belongs to a live job.
+        return {row[0] for row in self._all("SELECT upload_path FROM jobs WHERE upload_path IS NOT NULL")}
+
     def count_by_state(self) -> dict[str, int]:
         rows = self._all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {state: count for state, count in rows}
