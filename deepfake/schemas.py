@@ -119,6 +119,16 @@ class JobStatus(BaseModel):
     callback_url: str | None = None
     error: ErrorDetail | None = None
     result_url: str | None = None
+    next_attempt_at: float | None = Field(
+        None,
+        description="Unix time of the next try while a queued job waits out an unavailable analysis "
+        "service (see `retry_reason`); null otherwise.",
+    )
+    retry_reason: ErrorDetail | None = Field(
+        None,
+        description="The transient failure (e.g. preprocessor_unavailable, inference_unavailable) this job "
+        "was re-queued for; kept while it is retried, cleared when it finishes.",
+    )
 
 
 class JobCreated(BaseModel):

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from deepfake.api_errors import ApiError
+from deepfake.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -344,5 +345,5 @@ class CallbackSender:
             except httpx.HTTPError as exc:
                 log.warning("job %s: callback to %s failed: %s", job_id, checked.host, exc)
             if attempt + 1 < self.attempts:
-                await asyncio.sleep(min(30.0, self.backoff_s * 2**attempt))
+                await asyncio.sleep(Backoff(self.backoff_s, max_s=30.0).delay(attempt + 1))
         return "failed"

@@ -56,6 +56,12 @@ class GatewayMetrics:
         self.jobs_finished = Counter(
             "gateway_jobs_finished", "Jobs finished by outcome", ["outcome"], registry=self.registry
         )
+        self.job_retries = Counter(
+            "gateway_job_retries",
+            "Job attempts re-queued after a transient failure of the analysis service, by its code",
+            ["code"],
+            registry=self.registry,
+        )
         self.job_seconds = Histogram(
             "gateway_job_analysis_seconds",
             "Analysis time of succeeded jobs",

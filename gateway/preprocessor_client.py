@@ -22,14 +22,31 @@ log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 
 
-class PreprocessorError(Exception):
-    """The analysis did not produce a result; `http_status` and `detail` are what the client gets."""
+# Answers that mean "the analysis service cannot take this now" (unavailable, busy, not ready, Triton
+# down, timed out): the same request may well succeed later, so jobs retry them (gateway.jobs.runner).
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
-    def __init__(self, http_status: int, detail: ErrorDetail, headers: dict[str, str] | None = None) -> None:
+
+class PreprocessorError(Exception):
+    """The analysis did not produce a result; `http_status` and `detail` are what the client gets.
+
+    `transient`: the failure is the service's state, not the request's (an outage, a full queue, a
+    timeout); decided from the transport error or the upstream HTTP status, never from message text.
+    By default a 503 or 504 is transient and everything else final.
+    """
+
+    def __init__(
+        self,
+        http_status: int,
+        detail: ErrorDetail,
+        headers: dict[str, str] | None = None,
+        transient: bool | None = None,
+    ) -> None:
         super().__init__(detail.message)
         self.http_status = http_status
         self.detail = detail
         self.headers = headers
+        self.transient = http_status in (503, 504) if transient is None else transient
 
     def to_error_detail(self) -> ErrorDetail:
         return self.detail
@@ -66,7 +83,9 @@ def _public(error: PreprocessorError) -> PreprocessorError:
         # The preprocessor refused the gateway's DEEPFAKE_SERVICE_TOKEN: our misconfiguration.
         log.error("the analysis service refused the gateway's service token: %s", detail.message)
         return PreprocessorError(
-            502, ErrorDetail(code="bad_gateway", message="the analysis service refused this gateway")
+            502,
+            ErrorDetail(code="bad_gateway", message="the analysis service refused this gateway"),
+            transient=False,  # a configuration error: retrying cannot fix it
         )
     if error.http_status < 500:
         return error
@@ -84,11 +103,14 @@ def _error_from_body(status: int, body: Any) -> PreprocessorError:
             return _public(PreprocessorError(status, ErrorDetail.model_validate(body["error"])))
         except ValueError:
             pass
+    # No error body: not the preprocessor's own answer (a proxy in between, a service without endpoints
+    # during a restart?); its status still tells whether it is worth another try.
     return PreprocessorError(
         502,
         ErrorDetail(
             code="bad_gateway", message=f"the analysis service answered {status} without an error body"
         ),
+        transient=status in TRANSIENT_STATUSES,
     )
 
 
@@ -141,6 +163,8 @@ class PreprocessorClient:
                         await response.aread()
                         return self._plain_result(response)
                     return await self._stream_result(response, progress)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _unavailable(self.base_url, exc) from exc  # never reached the service
         except httpx.TimeoutException as exc:
             log.warning("analysis at %s timed out: %s: %s", self.base_url, type(exc).__name__, exc)
             raise PreprocessorError(

@@ -60,6 +60,17 @@ class GatewaySettings(BaseSettings):
     )
     job_workers: int = Field(2, ge=0, description="Jobs this replica runs at once; 0: accept only.")
     job_poll_s: float = Field(1.0, gt=0, description="How often idle job workers look for queued jobs.")
+    job_retry_budget_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long a job is retried while the analysis service is unavailable (preprocessor "
+        "unreachable, 503 busy / not ready / Triton unavailable, timeouts), counted from its first such "
+        "failure; then it fails with retries_exhausted. 0: never retried. Client faults (4xx) fail at once.",
+    )
+    job_retry_backoff_s: float = Field(
+        2.0, gt=0, description="Wait before a job's first retry; doubles each retry (with jitter)."
+    )
+    job_retry_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between two job retries.")
     callback_timeout_s: float = Field(5.0, gt=0, description="Timeout of one completion-callback POST.")
     callback_attempts: int = Field(3, ge=1, description="Tries of a completion callback before giving up.")
     callback_secret: SecretStr = Field(

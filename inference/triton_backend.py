@@ -6,7 +6,7 @@ WHY these choices:
   never carries its own copy of those numbers.
 - uint8 clips go over the wire (DESIGN.md: float32 is four times the bytes and measurably slower).
 - Every call has an explicit timeout, and only failures that mean "Triton is not reachable right now"
-  are retried (a few times, with backoff). When it stays unreachable the caller gets
+  are retried (a few times, with backoff: deepfake.retry). When it stays unreachable the caller gets
   ``TritonUnavailableError`` quickly and the service answers 503, instead of hanging.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from deepfake.retry import Backoff
 from deepfake.schemas import ModelInfo
 from inference.backend import ClipOutputs
 from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
@@ -115,7 +116,7 @@ class TritonBackend:
                 log.warning(
                     "Triton %s failed (%s); retry %d/%d", what, exc.message(), attempt + 1, self.retries
                 )
-                time.sleep(self.retry_backoff_s * (2**attempt))
+                time.sleep(Backoff(self.retry_backoff_s, max_s=10.0).delay(attempt + 1))
         raise AssertionError("unreachable")
 
     def _reconnect(self) -> None:

@@ -5,6 +5,15 @@ nothing: at the next start the rows left 'running' are queued again, and their u
 Workers are a fixed number of asyncio tasks (`job_workers`), so load on the preprocessor is bounded by
 configuration, not by how many clients submit.
 
+A job whose analysis fails for the service's reasons (preprocessor unreachable or restarting, busy, not
+ready, Triton unavailable, a timeout: ``PreprocessorError.transient``) is not failed: it goes back to the
+queue with a ``next_attempt_at`` (exponential backoff with jitter, ``deepfake.retry``) that no worker claims
+before, so a waiting job holds no worker. Its status shows the wait (``next_attempt_at``, ``retry_reason``,
+``attempts``). Retries last ``job_retry_budget_s`` from the job's first such failure (default 300 s: a
+rolling restart of the preprocessor or Triton); then the job fails with ``retries_exhausted``. Failures
+of the request itself (4xx: not a video, too long, ...) and the service's own errors (500) fail at once:
+retrying cannot change them.
+
 The runner also sweeps the upload folder (at start and every ``upload_sweep_interval_s``): upload files
 no job references and older than ``upload_orphan_age_s`` are what a crash left behind (a request cut off
 between receiving and queueing, a synchronous analysis interrupted) and are deleted.
@@ -21,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from deepfake.retry import Backoff
 from deepfake.schemas import ErrorDetail, JobStatus
 from deepfake.uploads import remove_quietly, sweep_orphan_uploads
 from gateway.callbacks import CallbackPolicy, CallbackSender
@@ -30,10 +40,7 @@ from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
-# Failures that re-queue a job instead of failing it, with the most attempts each: the preprocessor
-# unreachable (restarting?) or busy (its queue is full). Triton being down fails the job at once, with
-# the reason, so clients learn of an outage instead of waiting on it.
-RETRY_ATTEMPTS = {"preprocessor_unavailable": 3, "busy": 30}
+RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 def job_status(job: JobRecord) -> JobStatus:
@@ -48,6 +55,8 @@ def job_status(job: JobRecord) -> JobStatus:
         callback_url=job.callback_url,
         error=job.error,
         result_url=f"/v1/jobs/{job.id}/result" if job.state == "succeeded" else None,
+        next_attempt_at=job.next_attempt_at if job.state == "queued" else None,
+        retry_reason=job.retry_reason if job.state in ("queued", "running") else None,
     )
 
 
@@ -65,6 +74,7 @@ class JobRunner:
         self.client = client
         self.settings = settings
         self.metrics = metrics
+        self.backoff = Backoff(settings.job_retry_backoff_s, settings.job_retry_backoff_max_s)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks: set[asyncio.Task[None]] = set()
@@ -159,20 +169,47 @@ class JobRunner:
         try:
             result = await self.client.analyze(path, job.filename, progress)
         except PreprocessorError as exc:
-            limit = RETRY_ATTEMPTS.get(exc.detail.code, 0)
-            if job.attempts < limit:
-                # Not the video's fault and probably temporary: back to the queue after a pause.
-                log.warning("job %s: %s, re-queued (attempt %d)", job.id, exc.detail.code, job.attempts)
-                await asyncio.sleep(min(10.0, 2.0 * job.attempts))
-                self.store.requeue(job.id)
-                return
-            self._fail(job, exc.detail)
+            if exc.transient:
+                self._retry_later(job, exc.detail)
+            else:
+                self._fail(job, exc.detail)
             return
         if self.store.finish(job.id, json.dumps(result)):
             self.metrics.jobs_finished.labels("succeeded").inc()
             self.metrics.job_seconds.observe(time.perf_counter() - start)
             self._done(job)
         remove_quietly(path)
+
+    def _retry_later(self, job: JobRecord, reason: ErrorDetail) -> None:
+        """Back to the queue, due after a backoff, while the retry budget lasts; else fail the job."""
+        now = time.time()
+        since = job.retry_since if job.retry_since is not None else now
+        budget = self.settings.job_retry_budget_s
+        left = since + budget - now
+        if left <= 0:
+            waited = now - since
+            self._fail(
+                job,
+                ErrorDetail(
+                    code=RETRIES_EXHAUSTED,
+                    message=f"the analysis service stayed unavailable for {waited:.0f} s over "
+                    f"{job.attempts} attempt(s) (last: {reason.message}); submit the video again later",
+                    details={
+                        "last_error": reason.model_dump(mode="json"),
+                        "attempts": job.attempts,
+                        "retry_budget_s": budget,
+                    },
+                ),
+            )
+            return
+        # The last try comes when the budget ends, so an outage just under it still finishes the job.
+        delay = min(self.backoff.delay(job.attempts), left)
+        if self.store.defer(job.id, now + delay, reason, since):
+            self.metrics.job_retries.labels(reason.code).inc()
+            log.warning(
+                "job %s: %s (attempt %d), retried in %.1f s (%.0f s of the %.0f s retry budget left)",
+                job.id, reason.code, job.attempts, delay, left, budget,
+            )  # fmt: skip
 
     def _fail(self, job: JobRecord, error: ErrorDetail) -> None:
         log.info("job %s failed: %s: %s", job.id, error.code, error.message)

@@ -28,18 +28,26 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress REAL NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     result_json TEXT,
-    error_json TEXT
+    error_json TEXT,
+    next_attempt_at REAL,
+    retry_json TEXT,
+    retry_since REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at);
 """
+# Columns added after the first release: a store file written by an older gateway gets them at open.
+ADDED_COLUMNS = {"next_attempt_at": "REAL", "retry_json": "TEXT", "retry_since": "REAL"}
 COLUMNS = (
     "id, state, owner, upload_path, filename, callback_url, created_at, updated_at, progress, attempts, "
-    "result_json, error_json"
+    "result_json, error_json, next_attempt_at, retry_json, retry_since"
 )
+PLACEHOLDERS = ", ".join(["?"] * len(COLUMNS.split(",")))
+# Finishing a job in any way ends its waiting for a retry.
+NO_RETRY = "next_attempt_at = NULL, retry_json = NULL, retry_since = NULL"
 
 
 def _record(row: tuple) -> JobRecord:
-    error_json = row[11]
+    error_json, retry_json = row[11], row[13]
     return JobRecord(
         id=row[0],
         state=row[1],
@@ -53,6 +61,9 @@ def _record(row: tuple) -> JobRecord:
         attempts=row[9],
         result_json=row[10],
         error=ErrorDetail.model_validate_json(error_json) if error_json else None,
+        next_attempt_at=row[12],
+        retry_reason=ErrorDetail.model_validate_json(retry_json) if retry_json else None,
+        retry_since=row[14],
     )
 
 
@@ -65,6 +76,10 @@ class SqliteJobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def _one(self, sql: str, params: tuple = ()) -> tuple | None:
         with self._lock:
@@ -81,7 +96,7 @@ class SqliteJobStore:
 
     def create(self, job: JobRecord) -> None:
         self._count(
-            f"INSERT INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO jobs ({COLUMNS}) VALUES ({PLACEHOLDERS})",
             (
                 job.id,
                 job.state,
@@ -95,6 +110,9 @@ class SqliteJobStore:
                 job.attempts,
                 job.result_json,
                 job.error.model_dump_json() if job.error else None,
+                job.next_attempt_at,
+                job.retry_reason.model_dump_json() if job.retry_reason else None,
+                job.retry_since,
             ),
         )
 
@@ -114,13 +132,18 @@ class SqliteJobStore:
 
     def claim_next(self) -> JobRecord | None:
         # One statement: the subquery and the update are atomic, so concurrent workers (threads or
-        # processes sharing the file) never claim the same job.
+        # processes sharing the file) never claim the same job. A job waiting to be retried is skipped
+        # until its time comes.
+        now = time.time()
         row = self._one(
-            f"""UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?
-                WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at LIMIT 1)
+            f"""UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?,
+                    next_attempt_at = NULL
+                WHERE id = (SELECT id FROM jobs WHERE state = 'queued'
+                              AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                            ORDER BY created_at LIMIT 1)
                   AND state = 'queued'
                 RETURNING {COLUMNS}""",
-            (time.time(),),
+            (now, now),
         )
         return _record(row) if row else None
 
@@ -133,14 +156,14 @@ class SqliteJobStore:
     def finish(self, job_id: str, result_json: str) -> bool:
         return 0 < self._count(
             "UPDATE jobs SET state = 'succeeded', progress = 1, result_json = ?, updated_at = ?, "
-            "upload_path = NULL WHERE id = ?",
+            f"upload_path = NULL, {NO_RETRY} WHERE id = ?",
             (result_json, time.time(), job_id),
         )
 
     def fail(self, job_id: str, error: ErrorDetail) -> bool:
         return 0 < self._count(
-            "UPDATE jobs SET state = 'failed', error_json = ?, updated_at = ?, upload_path = NULL "
-            "WHERE id = ?",
+            "UPDATE jobs SET state = 'failed', error_json = ?, updated_at = ?, upload_path = NULL, "
+            f"{NO_RETRY} WHERE id = ?",
             (error.model_dump_json(), time.time(), job_id),
         )
 
@@ -149,6 +172,13 @@ class SqliteJobStore:
             "UPDATE jobs SET state = 'queued', progress = 0, updated_at = ? "
             "WHERE id = ? AND state = 'running'",
             (time.time(), job_id),
+        )
+
+    def defer(self, job_id: str, next_attempt_at: float, reason: ErrorDetail, retry_since: float) -> bool:
+        return 0 < self._count(
+            "UPDATE jobs SET state = 'queued', progress = 0, updated_at = ?, next_attempt_at = ?, "
+            "retry_json = ?, retry_since = ? WHERE id = ? AND state = 'running'",
+            (time.time(), next_attempt_at, reason.model_dump_json(), retry_since, job_id),
         )
 
     def delete(self, job_id: str) -> JobRecord | None:

@@ -28,6 +28,11 @@ class JobRecord:
     attempts: int = 0
     result_json: str | None = None
     error: ErrorDetail | None = None
+    # Waiting out an unavailable analysis service (gateway.jobs.runner): when the job may run again, the
+    # transient failure it waits out, and when the first such failure of this job happened.
+    next_attempt_at: float | None = None
+    retry_reason: ErrorDetail | None = None
+    retry_since: float | None = None
 
 
 class JobStore(Protocol):
@@ -40,7 +45,8 @@ class JobStore(Protocol):
         ...
 
     def claim_next(self) -> JobRecord | None:
-        """Atomically move the oldest queued job to running (attempts + 1) and return it."""
+        """Atomically move the oldest queued job that is due (no ``next_attempt_at`` in the future) to
+        running (attempts + 1, ``next_attempt_at`` cleared) and return it."""
         ...
 
     def set_progress(self, job_id: str, progress: float) -> None: ...
@@ -52,7 +58,12 @@ class JobStore(Protocol):
     def fail(self, job_id: str, error: ErrorDetail) -> bool: ...
 
     def requeue(self, job_id: str) -> None:
-        """Put a running job back in the queue (e.g. the preprocessor was unreachable)."""
+        """Put a running job back in the queue at once (the gateway is shutting down)."""
+        ...
+
+    def defer(self, job_id: str, next_attempt_at: float, reason: ErrorDetail, retry_since: float) -> bool:
+        """Put a running job back in the queue, not to be claimed before `next_attempt_at`: the analysis
+        service was unavailable (`reason`), first at `retry_since`. False when the job is gone."""
         ...
 
     def delete(self, job_id: str) -> JobRecord | None:

@@ -59,7 +59,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_repository: Path, defau
         repository=test_repository,
         ports=Ports.free(),
         api_key=secrets.token_urlsafe(16),
-        env={"DEEPFAKE_WORKERS": "1", "DEEPFAKE_JOB_WORKERS": "1", "DEEPFAKE_RATE_LIMIT_PER_MINUTE": "1000"},
+        env={
+            "DEEPFAKE_WORKERS": "1",
+            "DEEPFAKE_JOB_WORKERS": "1",
+            "DEEPFAKE_RATE_LIMIT_PER_MINUTE": "1000",
+            "DEEPFAKE_JOB_RETRY_BACKOFF_MAX_S": "2",  # outage tests: a job notices recovery quickly
+        },
     )
     try:
         stack.up(timeout_s=120)

@@ -204,7 +204,33 @@ def test_a_gateway_crash_mid_job_requeues_the_job(stack, gateway, stack_videos) 
     assert status["state"] == "succeeded" and status["attempts"] == 2, status
 
 
-def test_triton_outage_gives_503_and_failed_jobs_with_a_reason(stack, gateway, stack_videos) -> None:
+def wait_until_retrying(client: httpx.Client, job_id: str, code: str, attempts: int = 2) -> dict:
+    """Poll until the job is queued again, waiting out `code`, after at least `attempts` tries."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = client.get(f"/v1/jobs/{job_id}").json()
+        assert status["state"] not in ("succeeded", "failed"), status
+        reason = status.get("retry_reason") or {}
+        if status["state"] == "queued" and reason.get("code") == code and status["attempts"] >= attempts:
+            assert status["next_attempt_at"], status
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never waited to retry {code}: {status}")
+
+
+def test_a_preprocessor_outage_delays_jobs_instead_of_failing_them(stack, gateway, stack_videos) -> None:
+    stack.stop("preprocessor")
+    try:
+        job = upload(gateway, "/v1/jobs", stack_videos["face"]).json()
+        wait_until_retrying(gateway, job["id"], "preprocessor_unavailable")
+    finally:
+        stack.start("preprocessor")
+        stack.wait_ready("preprocessor")
+    status, _ = wait_for_job(gateway, job["id"])
+    assert status["state"] == "succeeded" and status["retry_reason"] is None, status
+
+
+def test_triton_outage_gives_503_and_delays_jobs_until_it_is_back(stack, gateway, stack_videos) -> None:
     stack.stop("triton")
     try:
         response = upload(gateway, "/v1/detections", stack_videos["face"])
@@ -212,12 +238,11 @@ def test_triton_outage_gives_503_and_failed_jobs_with_a_reason(stack, gateway, s
         error = response.json()["error"]
         assert error["code"] == "inference_unavailable" and "unavailable" in error["message"]
 
+        # A job waits the outage out (DEEPFAKE_JOB_RETRY_BUDGET_S) instead of failing.
         job = upload(gateway, "/v1/jobs", stack_videos["face"]).json()
-        status, _ = wait_for_job(gateway, job["id"])
-        assert status["state"] == "failed"
-        assert status["error"]["code"] == "inference_unavailable"
+        wait_until_retrying(gateway, job["id"], "inference_unavailable")
         result = gateway.get(job["result_url"])
-        assert result.status_code == 409 and result.json()["error"]["code"] == "job_failed"
+        assert result.status_code == 409 and result.json()["error"]["code"] == "job_not_finished"
 
         assert httpx.get(f"{stack.urls['preprocessor']}/readyz").status_code == 503
         not_ready = httpx.get(f"{stack.urls['gateway']}/readyz")
@@ -225,5 +250,7 @@ def test_triton_outage_gives_503_and_failed_jobs_with_a_reason(stack, gateway, s
     finally:
         stack.start("triton")
         stack.wait_ready("triton")
+    status, _ = wait_for_job(gateway, job["id"])
+    assert status["state"] == "succeeded" and status["attempts"] >= 2, status
     # Recovery needs no restart of the other services.
     assert upload(gateway, "/v1/detections", stack_videos["face"]).status_code == 200
