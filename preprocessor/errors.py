@@ -19,6 +19,7 @@ HTTP_STATUS: dict[str, int] = {
     "not_a_video": 415,
     "no_video_stream": 415,
     "unsupported_codec": 415,
+    "animated_image": 415,  # an animated image (WebP) whose frames this FFmpeg cannot decode as video
     "too_large": 413,
     "too_long": 413,
     "too_large_frame": 413,  # frame size over the pixel limit, refused before decoding

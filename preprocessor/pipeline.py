@@ -41,6 +41,10 @@ from preprocessor.tracking import (
 
 Progress = Callable[[str, float], None]
 
+# A result from fewer sampled frames than this says so: one or two frames give the model no motion to read
+# and a single bad frame decides the verdict.
+FEW_FRAMES = 3
+
 
 @dataclass
 class FaceExtraction:
@@ -167,7 +171,13 @@ class Pipeline:
             del window  # only one window of full frames at a time
             if progress:
                 progress("detect", len(sample_times) / max(1, len(plan.starts) * plan.clip_len))
+        warnings.extend(probed.warnings)
         warnings.extend(sampler.warnings)
+        if 0 < len(sample_times) < FEW_FRAMES:
+            warnings.append(
+                f"only {len(sample_times)} frame(s) could be sampled (the video is that short, or decoding "
+                "stopped); a verdict from so few frames is unreliable"
+            )
         if tiny:
             warnings.append(f"ignored {tiny} face detection(s) smaller than {s.min_face_px:.0f} px")
         with stage(timings, "track"):

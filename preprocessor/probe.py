@@ -18,6 +18,7 @@ Hostile inputs this guards against:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from preprocessor.settings import DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_FRAME_PIX
 # video (corrupt_video), anything else is not a video at all (not_a_video).
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
 _SIGNATURES = (b"\x1a\x45\xdf\xa3", b"RIFF", b"FLV", b"OggS", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")
+_NO_TIMESTAMPS = 0x80  # AVFMT_NOTIMESTAMPS: a raw elementary stream (Annex B H.264, HEVC, MPEG video)
 
 
 @dataclass
@@ -43,6 +45,12 @@ class Probe:
     keyframes: list[float] = field(default_factory=list)  # keyframe times in seconds; empty: unknown
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # the decoder refuses larger frames (max_pixels)
     duration_from: str = "header"  # "header", "packets" (measured by a scan) or "unknown"
+    stream_index: int = 0  # which of the container's video streams is analysed (attached pictures skipped)
+    # Where frame times come from: "pts" (the container's), "decode_order" (AVI: decode-order stamps put in
+    # presentation order) or "frame_rate" (raw elementary streams: frame n at n / fps).
+    timing: str = "pts"
+    seekable: bool = True  # False: the sampler decodes forward only (no timestamps, or AVI with B-frames)
+    warnings: list[str] = field(default_factory=list)  # facts the result should mention (extra streams)
 
 
 def decoder_options(max_frame_pixels: int) -> dict[str, str]:
@@ -122,12 +130,7 @@ def probe(
     with _open(path, max_frame_pixels) as container:
         format_name = container.format.name
         if format_name.endswith("_pipe") or format_name == "image2":
-            raise VideoError(
-                "not_a_video",
-                f"this is a still image ({format_name.removesuffix('_pipe')}), not a video; "
-                "provide a video file",
-                format=format_name,
-            )
+            _refuse_image(path, format_name, max_frame_pixels)
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams})
             raise VideoError(
@@ -136,7 +139,8 @@ def probe(
                 "provide a video with picture, not an audio-only file",
                 streams=kinds,
             )
-        stream = container.streams.video[0]
+        stream_index, warnings = _pick_video_stream(container)
+        stream = container.streams.video[stream_index]
         codec = stream.codec_context.name if stream.codec_context is not None else ""
         if stream.codec_context is None or not codec:
             raise VideoError(
@@ -148,12 +152,19 @@ def probe(
         width, height = stream.codec_context.width, stream.codec_context.height
         if not (width and height):
             # FFmpeg zeroes a size over max_pixels when it opens a decoder; read what the header states.
-            width, height = _declared_size(path)
+            width, height = _declared_size(path, stream_index)
         check_frame_size(width, height, max_frame_pixels, min_frame_side, detect_max_side)
         stream.codec_context.options = decoder_options(max_frame_pixels)
         time_base = float(stream.time_base) if stream.time_base else 0.0
         start_time = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
         fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate or 0.0)
+        timing, seekable = "pts", True
+        if format_name == "avi":
+            # AVI: decode-order stamps; the average rate counts the empty chunks of skipped ticks.
+            timing, seekable = "decode_order", not stream.codec_context.has_b_frames
+            fps = float(stream.guessed_rate or stream.average_rate or 0.0)
+        elif container.format.flags & _NO_TIMESTAMPS:
+            timing, seekable = "frame_rate", False
         if stream.duration is not None and stream.duration > 0 and time_base:
             duration = float(stream.duration * time_base)
         elif container.duration is not None and container.duration > 0:
@@ -165,6 +176,7 @@ def probe(
         keyframes = (
             [e.timestamp * time_base for e in stream.index_entries if e.is_keyframe] if time_base else []
         )
+        index_frames = sum(1 for e in stream.index_entries if e.size > 0)
         first = _first_frame(container, stream)
         # The decoded size is the truth (a header may leave it out); the decoder's max_pixels already
         # refused anything over the limit.
@@ -172,17 +184,27 @@ def probe(
         rotation = int(round(first.rotation)) % 360 if first.rotation else 0
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         frame_count = stream.frames or None
+        if format_name == "avi" and index_frames:
+            frame_count = index_frames  # stream.frames counts the empty chunks too
         has_audio = bool(container.streams.audio)
         duration_from = "header" if duration else "unknown"
     if not duration:
-        # Streamed files state no duration: measure it from the packets (and refuse past the limit).
-        scan = scan_packets(path, max_duration_s, max_frame_pixels)
+        # Streamed files state no duration: measure it from the packets (and refuse past the limit); raw
+        # streams have no timestamps at all: their packets are counted at the frame rate.
+        scan = scan_packets(path, max_duration_s, max_frame_pixels, stream_index)
         if scan.duration_s > 0:
             duration, duration_from = scan.duration_s, "packets"
             start_time = scan.start_s
             frame_count = frame_count or scan.packets or None
             if len(scan.keyframes) > len(keyframes):
                 keyframes = scan.keyframes
+    elif len(keyframes) <= 1 and seekable:
+        # No keyframe index (MPEG-TS), or one that lists only the first (Matroska Cues can): find the
+        # keyframes in the packets, so seeks can aim at them. The header's duration stands (the limit was
+        # checked on it); the scan only reads, nothing is decoded.
+        scanned = scan_packets(path, math.inf, max_frame_pixels, stream_index).keyframes
+        if len(scanned) > len(keyframes):
+            keyframes = scanned
     if not fps and duration and frame_count:
         fps = frame_count / duration
     if not duration and fps and frame_count:
@@ -209,13 +231,80 @@ def probe(
         keyframes=keyframes,
         max_frame_pixels=max_frame_pixels,
         duration_from=duration_from,
+        stream_index=stream_index,
+        timing=timing,
+        seekable=seekable,
+        warnings=warnings,
     )
 
 
-def _declared_size(path: Path) -> tuple[int, int]:
-    """The first video stream's frame size as the headers state it (no decoder limit, nothing decoded)."""
+def _pick_video_stream(container: av.container.InputContainer) -> tuple[int, list[str]]:
+    """The video stream to analyse (position in ``container.streams.video``): the first that is not an
+    attached picture (cover art), with a warning when there are others, which are not analysed."""
+    videos = list(container.streams.video)
+    attached = av.stream.Disposition.attached_pic
+    moving = [i for i, s in enumerate(videos) if not (s.disposition & attached)] or [0]
+    chosen = moving[0]
+    warnings = []
+    if len(moving) > 1:
+        picked = videos[chosen].codec_context
+        size = f"{picked.width}x{picked.height} {picked.name}" if picked is not None else "the first"
+        warnings.append(
+            f"the file holds {len(moving)} video streams; only the first ({size}) was analysed, "
+            f"the other {len(moving) - 1} were ignored"
+        )
+    return chosen, warnings
+
+
+def _refuse_image(path: Path, format_name: str, max_frame_pixels: int) -> None:
+    """Still images are not videos. An animated WebP is one unless this FFmpeg can decode more than one
+    of its frames (FFmpeg 8's WebP decoder refuses the animation chunks): then it gets its own code."""
+    kind = format_name.removesuffix("_pipe")
+    if kind == "webp" and _is_animated_webp(path):
+        if _decodes_frames(path, 2, max_frame_pixels) >= 2:
+            return
+        raise VideoError(
+            "animated_image",
+            "this is an animated WebP image, and its frames cannot be decoded here as video; "
+            "export or convert it to a video file (MP4 or WebM) and provide that",
+            format=format_name,
+        )
+    raise VideoError(
+        "not_a_video",
+        f"this is a still image ({kind}), not a video; provide a video file",
+        format=format_name,
+    )
+
+
+def _is_animated_webp(path: Path) -> bool:
+    """RIFF/WEBP with a VP8X header whose animation flag is set (or an ANIM chunk up front)."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return False
+    return (head[12:16] == b"VP8X" and bool(head[20] & 0x02)) or b"ANIM" in head
+
+
+def _decodes_frames(path: Path, wanted: int, max_frame_pixels: int) -> int:
+    """How many frames (up to ``wanted``) the first video stream of ``path`` decodes to."""
+    count = 0
+    try:
+        with _open(path, max_frame_pixels) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.options = decoder_options(max_frame_pixels)
+            for _ in container.decode(stream):
+                count += 1
+                if count >= wanted:
+                    break
+    except (av.error.FFmpegError, VideoError):
+        pass
+    return count
+
+
+def _declared_size(path: Path, stream_index: int = 0) -> tuple[int, int]:
+    """A video stream's frame size as the headers state it (no decoder limit, nothing decoded)."""
     with _open(path, max_frame_pixels=None) as container:
-        context = container.streams.video[0].codec_context
+        context = container.streams.video[stream_index].codec_context
         return (context.width, context.height) if context is not None else (0, 0)
 
 
@@ -247,13 +336,18 @@ class PacketScan:
 
 
 def scan_packets(
-    path: Path, max_duration_s: float, max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    path: Path,
+    max_duration_s: float,
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    stream_index: int = 0,
 ) -> PacketScan:
     """Measure the video stream's span from its packets' timestamps, reading the file once without
     decoding; raises ``too_long`` as soon as the span passes ``max_duration_s`` (so a 10-hour stream
-    costs no more than reading up to the limit)."""
+    costs no more than reading up to the limit). A stream without timestamps (raw H.264) is timed by
+    its frame rate: packet ``n`` at ``n / fps``."""
     with _open(path, max_frame_pixels) as container:
-        stream = container.streams.video[0]
+        stream = container.streams.video[stream_index]
+        stamped = not (container.format.flags & _NO_TIMESTAMPS)
         time_base = float(stream.time_base) if stream.time_base else 0.0
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         start = end = None
@@ -265,10 +359,17 @@ def scan_packets(
                     continue
                 packets += 1
                 stamp = packet.pts if packet.pts is not None else packet.dts
-                if stamp is None or not time_base:
+                if stamp is not None and time_base and stamped:
+                    t = stamp * time_base
+                elif fps:
+                    t = (packets - 1) / fps  # no timestamps: derived from the frame rate
+                else:
                     continue
-                t = stamp * time_base
-                length = packet.duration * time_base if packet.duration else (1 / fps if fps else 0.0)
+                length = (
+                    packet.duration * time_base
+                    if packet.duration and time_base and stamped
+                    else (1 / fps if fps else 0.0)
+                )
                 start = t if start is None else min(start, t)
                 end = t + length if end is None else max(end, t + length)
                 if packet.is_keyframe:

@@ -16,6 +16,8 @@ each window is ``clip_len`` frames taken every ``stride``-th frame. Why this dec
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,38 +88,55 @@ class FrameSampler:
         self.threads = threads
         self.warnings: list[str] = []
         self.frames_decoded = 0  # every frame the decoder produced, kept or not (for the benchmark)
+        self.seeks = 0  # seeks that landed on a keyframe before their target (for tests)
         self._broken = False
         self._ended_early = False
         self._skip_before = -math.inf  # packets presented before this time may skip non-reference frames
+        self._fps = probe.info.fps or 25.0
 
     def windows(self) -> Iterator[list[SampledFrame]]:
         info = self.probe.info
-        fps = info.fps or 25.0
+        fps = self._fps
         eps = 0.5 / fps
         # The decoder limit also for the decoders avformat_find_stream_info runs while opening.
         with av.open(str(self.probe.path), options=decoder_options(self.probe.max_frame_pixels)) as container:
-            stream = container.streams.video[0]
+            stream = container.streams.video[self.probe.stream_index]
             stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
             stream.codec_context.thread_count = self.threads
             stream.codec_context.options = decoder_options(self.probe.max_frame_pixels)
-            decoder: Iterator[av.VideoFrame] | None = None
+            decoder = self._decode(container, stream)  # from the start of the file
+            pending: tuple[float, av.VideoFrame] | None = None
             position = -math.inf  # time of the last decoded frame
             sampled = 0
             for w, start in enumerate(self.plan.starts):
                 target = self.probe.start_time + start
                 self._skip_before = target - eps
-                if decoder is None or self._should_seek(position, target):
+                if position == -math.inf and target > eps:
+                    # Decode the file's first frame before any seek: decoders learn stream-wide facts
+                    # from it that no later keyframe repeats (FFmpeg's H.264 decoder reads the x264
+                    # version in its SEI and works around old x264 bugs with it; FF++ c23 is 4:4:4 x264
+                    # core 148, and a fresh decoder seeked to a later keyframe returned green frames).
+                    pending = self._next(decoder, position)
+                    if pending is not None:
+                        position = pending[0]
+                        self.frames_decoded += 1
+                if self._should_seek(position, target):
+                    pending = None
                     decoder = self._seek(container, stream, target)
                 window: list[SampledFrame] = []
                 taken = 0
                 while len(window) < self.plan.clip_len:
-                    frame = self._next(decoder, position)
-                    if frame is None:
+                    if pending is not None:
+                        item, pending = pending, None
+                    else:
+                        item = self._next(decoder, position)
+                        if item is not None:
+                            self.frames_decoded += 1
+                    if item is None:
                         break
+                    t, frame = item
                     self._check_size(frame)
-                    t = float(frame.time) if frame.time is not None else position + 1 / fps
                     position = t
-                    self.frames_decoded += 1
                     if t < target - eps:
                         continue
                     if taken % self.plan.stride == 0:
@@ -163,8 +182,7 @@ class FrameSampler:
         """A window ran out of frames well before the declared duration: say so once (truncated file)."""
         declared = self.probe.info.duration_s
         end = max(position - self.probe.start_time, 0.0)
-        fps = self.probe.info.fps or 25.0
-        if declared - end > self.plan.clip_len * self.plan.stride / fps and not self._ended_early:
+        if declared - end > self.plan.clip_len * self.plan.stride / self._fps and not self._ended_early:
             self._ended_early = True
             self.warnings.append(
                 f"the video stream ends at {end:.2f}s although the container declares {declared:.2f}s "
@@ -173,6 +191,8 @@ class FrameSampler:
 
     def _should_seek(self, position: float, target: float) -> bool:
         """Seek only if a keyframe lies between where the decoder is and the target (else decode on)."""
+        if not self.probe.seekable:
+            return False  # no timestamps to seek by (raw streams), or no order-exact times after a seek
         if position == -math.inf:
             return target > 0
         if target <= position:
@@ -184,34 +204,121 @@ class FrameSampler:
 
     def _seek(
         self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: float
-    ):
-        if target > 0:
-            offset = int(target / float(stream.time_base))
+    ) -> Iterator[tuple[float, av.VideoFrame]]:
+        """Decode from the last keyframe at or before ``target``. A seek is only trusted once the demuxer
+        has shown a keyframe packet no later than the target: MPEG-TS seeks by timestamp to any packet,
+        and a decoder fed from mid-GOP skips to the next keyframe (past the window) or invents frames.
+        Otherwise seek further back (1, 2, 4, ... s before the keyframe aimed at), finally to the start,
+        which is what a sequential decode sees."""
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        eps = 0.5 / self._fps
+        earlier = [k for k in self.probe.keyframes if k <= target + eps]
+        aim = earlier[-1] if earlier else target
+        back = 0.0
+        while time_base and aim - back > self.probe.start_time + eps:
+            at = aim - back
             try:
-                container.seek(offset, backward=True, any_frame=False, stream=stream)
+                container.seek(int(at / time_base), backward=True, any_frame=False, stream=stream)
             except av.error.FFmpegError as exc:
                 self.warnings.append(f"seek to {target:.2f}s failed ({exc}); decoding from the start")
-                container.seek(0, stream=stream)
+                break
+            found = self._find_keyframe(container, stream, target + eps)
+            if found is not None:
+                packet, key_time = found
+                self.seeks += 1
+                return self._decode(container, stream, packet, key_time)
+            back = 1.0 if back == 0 else 2 * back
+        try:
+            container.seek(int(self.probe.start_time / time_base) if time_base else 0, stream=stream)
+        except av.error.FFmpegError:
+            pass
         return self._decode(container, stream)
 
-    def _decode(
-        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
-    ) -> Iterator[av.VideoFrame]:
-        """Decode forward from the current position. Frames before the current window that no other
-        frame refers to (non-reference B-frames) are never kept, so the decoder skips them: with
-        typical encodes that is about half the frames between windows, and the costliest stage."""
-        context = stream.codec_context
+    def _find_keyframe(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream, limit: float
+    ) -> tuple[av.Packet, float] | None:
+        """After a seek: the first keyframe packet and its time, if it is presented no later than
+        ``limit``; None once the packets show that the keyframe before ``limit`` lies behind (read only,
+        nothing decoded)."""
         time_base = float(stream.time_base)
-        mode = "DEFAULT"
-        for packet in container.demux(stream):
-            if packet.pts is not None:
-                wanted = "NONREF" if packet.pts * time_base < self._skip_before else "DEFAULT"
-                if wanted != mode:
-                    context.skip_frame = wanted
-                    mode = wanted
-            yield from stream.decode(packet)
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    return None  # end of the stream
+                decode_stamp = packet.dts if packet.dts is not None else packet.pts
+                if packet.is_keyframe:
+                    stamp = self._packet_time(packet, time_base)
+                    return (packet, stamp) if stamp is not None and stamp <= limit else None
+                if decode_stamp is not None and decode_stamp * time_base > limit:
+                    return None  # every later keyframe is presented after the limit
+        except av.error.FFmpegError:
+            return None
+        return None
 
-    def _next(self, decoder: Iterator[av.VideoFrame], position: float) -> av.VideoFrame | None:
+    def _packet_time(self, packet: av.Packet, time_base: float) -> float | None:
+        """Presentation time of a keyframe packet in the sampler's timing."""
+        if self.probe.timing == "decode_order":
+            stamp = packet.dts if packet.dts is not None else packet.pts
+        else:
+            stamp = packet.pts if packet.pts is not None else packet.dts
+        return None if stamp is None else stamp * time_base
+
+    def _decode(
+        self,
+        container: av.container.InputContainer,
+        stream: av.video.stream.VideoStream,
+        first: av.Packet | None = None,
+        key_time: float | None = None,
+    ) -> Iterator[tuple[float, av.VideoFrame]]:
+        """(time, frame) in presentation order, decoding forward from the current position (from ``first``,
+        the keyframe packet a seek found, presented at ``key_time``: frames before it, the leading
+        pictures of an open GOP whose references lie before the seek, are dropped).
+
+        With container timestamps (``pts`` timing), frames before the current window that no other frame
+        refers to (non-reference B-frames) are never kept, so the decoder skips them: with typical encodes
+        that is about half the frames between windows, and the costliest stage. Without them
+        (``decode_order``, ``frame_rate``) every packet is decoded, and each frame takes the smallest
+        decode-order stamp not yet taken: frames leave the decoder in presentation order, and a stream's
+        presentation times are its decode-order stamps, sorted."""
+        context = stream.codec_context
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        timing = self.probe.timing
+        eps = 0.5 / self._fps
+        stamps: list[float] = []  # decode-order stamps of the packets sent, not yet given to a frame
+        sent = 0
+        last = -math.inf
+        mode = "DEFAULT"
+        packets = container.demux(stream)
+        if first is not None:
+            packets = itertools.chain([first], packets)
+        for packet in packets:
+            if timing == "pts":
+                if packet.pts is not None:
+                    wanted = "NONREF" if packet.pts * time_base < self._skip_before else "DEFAULT"
+                    if wanted != mode:
+                        context.skip_frame = wanted
+                        mode = wanted
+            elif packet.size > 0:
+                if timing == "decode_order" and packet.dts is not None and time_base:
+                    heapq.heappush(stamps, packet.dts * time_base)
+                else:
+                    heapq.heappush(stamps, self.probe.start_time + sent / self._fps)
+                sent += 1
+            for frame in stream.decode(packet):
+                if timing == "pts":
+                    t = float(frame.time) if frame.time is not None else None
+                else:
+                    t = heapq.heappop(stamps) if stamps else None
+                if t is None:
+                    t = last + 1 / self._fps if last > -math.inf else self.probe.start_time
+                if key_time is not None and t < key_time - eps:
+                    continue
+                last = t
+                yield t, frame
+
+    def _next(
+        self, decoder: Iterator[tuple[float, av.VideoFrame]], position: float
+    ) -> tuple[float, av.VideoFrame] | None:
         try:
             return next(decoder)
         except StopIteration:

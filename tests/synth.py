@@ -13,6 +13,9 @@ Main entry points (other packages' tests reuse them):
   :func:`write_jpeg_named_mp4`, :func:`write_random_bytes`, :func:`write_empty_file` - bad inputs.
 - :func:`write_tiny_video`, :func:`write_huge_declared_mjpeg`, :func:`write_streamed_mkv` - hostile inputs:
   degenerate frame sizes, a frame size that would take gigabytes to decode, no duration in the header.
+- :func:`write_indexed_video` - frames that carry their own number (:func:`read_frame_code`), in any
+  container and codec, with long GOPs and B-frames: for checking that a sampled frame is the one at its time.
+- :func:`write_two_video_streams`, :func:`write_animated_webp` - a second video stream; an animated image.
 """
 
 from __future__ import annotations
@@ -403,4 +406,109 @@ def write_streamed_mkv(
         container.mux(packet)
     container.close()
     Path(path).write_bytes(bytes(pipe.data))
+    return Path(path)
+
+
+# --- frames that carry their number ---------------------------------------------------------------------
+
+CODE_BITS = 10  # frame numbers 0..1023
+_CODE_CELL = 16  # px per bit square
+
+
+def frame_code_image(index: int, width: int = 192, height: int = 128) -> np.ndarray:
+    """An RGB frame whose top row of squares spells ``index`` in binary (white 1, black 0, most significant
+    first), over a background and a bar that move with ``index`` (so the codec has real motion to code)."""
+    frame = background(width, height, seed=3).copy()
+    x = int(index * 3) % max(width - 40, 1)
+    frame[height // 2 : height // 2 + 30, x : x + 40] = (200, 60, 40)
+    for bit in range(CODE_BITS):
+        value = 255 if (index >> (CODE_BITS - 1 - bit)) & 1 else 0
+        frame[0:_CODE_CELL, bit * _CODE_CELL : (bit + 1) * _CODE_CELL] = value
+    return frame
+
+
+def read_frame_code(rgb: np.ndarray) -> int:
+    """The number :func:`frame_code_image` wrote into ``rgb`` (robust to lossy coding)."""
+    index = 0
+    for bit in range(CODE_BITS):
+        cell = rgb[3 : _CODE_CELL - 3, bit * _CODE_CELL + 3 : (bit + 1) * _CODE_CELL - 3]
+        index = (index << 1) | int(cell.mean() > 127)
+    return index
+
+
+def write_indexed_video(
+    path: Path,
+    n_frames: int = 500,
+    fps: float = 25.0,
+    codec: str = "libx264",
+    gop: int = 250,
+    b_frames: bool = True,
+    tick_rate: int | None = None,
+    width: int = 192,
+    height: int = 128,
+    format: str | None = None,
+) -> Path:
+    """Frames numbered 0..n-1 (:func:`frame_code_image`) in the container the suffix (or ``format``) names.
+
+    ``gop``: keyframe interval (250 is x264's default: 10 s at 25 fps, so seeks land between keyframes).
+    ``b_frames``: x264 preset ``fast`` (B-frames, reordering) instead of ``ultrafast``; for mpeg4 and
+    mpeg2video two B-frames. ``tick_rate``: stream ticks per second, e.g. 50 for a 25 fps AVI written in
+    1/50 s ticks (what an FFmpeg remux of H.264 often gives): its header rate then counts empty chunks.
+    A ``.h264`` path gives a raw Annex B stream: no container, no timestamps."""
+    path = Path(path)
+    container = av.open(str(path), "w", format=format)
+    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    stream.codec_context.gop_size = gop
+    if codec == "libx264":
+        stream.options = {"preset": "fast" if b_frames else "ultrafast", "crf": "20"}
+    elif codec in ("mpeg4", "mpeg2video"):
+        stream.codec_context.bit_rate = 2_000_000
+        if b_frames:
+            stream.codec_context.max_b_frames = 2
+    if tick_rate:
+        stream.codec_context.time_base = Fraction(1, tick_rate)
+        stream.time_base = Fraction(1, tick_rate)
+    for i in range(n_frames):
+        frame = av.VideoFrame.from_ndarray(frame_code_image(i, width, height), format="rgb24")
+        if tick_rate:
+            frame.pts = int(round(i * tick_rate / fps))
+            frame.time_base = Fraction(1, tick_rate)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def write_two_video_streams(path: Path, n_frames: int = 50, fps: float = 25.0) -> Path:
+    """A Matroska file with two video streams: the numbered frames, and a smaller grey second picture."""
+    path = Path(path)
+    container = av.open(str(path), "w", format="matroska")
+    streams = []
+    for width, height in ((192, 128), (96, 64)):
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        streams.append(stream)
+    for i in range(n_frames):
+        images = (frame_code_image(i), np.full((64, 96, 3), 90, np.uint8))
+        for stream, rgb in zip(streams, images, strict=True):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+    for stream in streams:
+        for packet in stream.encode():
+            container.mux(packet)
+    container.close()
+    return path
+
+
+def write_animated_webp(path: Path, n_frames: int = 10) -> Path:
+    """An animated WebP (Pillow writes it; FFmpeg's webp demuxer sees an image pipe)."""
+    from PIL import Image
+
+    frames = [Image.fromarray(frame_code_image(i)) for i in range(n_frames)]
+    frames[0].save(path, format="WEBP", save_all=True, append_images=frames[1:], duration=40, loop=0)
     return Path(path)
