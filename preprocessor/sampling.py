@@ -208,15 +208,15 @@ class FrameSampler:
         """Decode from the last keyframe at or before ``target``. A seek is only trusted once the demuxer
         has shown a keyframe packet no later than the target: MPEG-TS seeks by timestamp to any packet,
         and a decoder fed from mid-GOP skips to the next keyframe (past the window) or invents frames.
-        Otherwise seek further back (1, 2, 4, ... s before the keyframe aimed at), finally to the start,
-        which is what a sequential decode sees."""
+        Otherwise seek further back (1, 2, 4, ... s before the last keyframe the probe knows before the
+        target), finally to the start, which is what a sequential decode sees."""
         time_base = float(stream.time_base) if stream.time_base else 0.0
         eps = 0.5 / self._fps
         earlier = [k for k in self.probe.keyframes if k <= target + eps]
         aim = earlier[-1] if earlier else target
-        back = 0.0
-        while time_base and aim - back > self.probe.start_time + eps:
-            at = aim - back
+        for at in [target, *(aim - 2.0**i for i in range(40))]:  # the target, then 1, 2, 4, ... s back
+            if not time_base or at <= self.probe.start_time + eps:
+                break
             try:
                 container.seek(int(at / time_base), backward=True, any_frame=False, stream=stream)
             except av.error.FFmpegError as exc:
@@ -227,7 +227,6 @@ class FrameSampler:
                 packet, key_time = found
                 self.seeks += 1
                 return self._decode(container, stream, packet, key_time)
-            back = 1.0 if back == 0 else 2 * back
         try:
             container.seek(int(self.probe.start_time / time_base) if time_base else 0, stream=stream)
         except av.error.FFmpegError:
