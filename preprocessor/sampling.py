@@ -6,8 +6,14 @@ each window is ``clip_len`` frames taken every ``stride``-th frame. Why this dec
   is (the container's keyframe index says where they are); otherwise decode forward, which is cheaper;
 - convert to RGB only the frames kept, and only one window of full-resolution frames exists at a time
   (windows are yielded lazily), so memory stays flat however long the video is;
-- time comes from each frame's pts, so variable frame rate is handled; rotation metadata is applied so
-  faces are upright;
+- a seek returns the frames at their times: the file's first frame is decoded before any seek (decoders
+  learn stream-wide facts from it), the seek is trusted only once a keyframe packet at or before the
+  window is demuxed (else retried further back, finally from the start), and frames presented before
+  that keyframe are dropped;
+- time comes from each frame's pts, so variable frame rate is handled; where a container has none (AVI:
+  decode-order stamps; raw elementary streams: nothing) frames take the decode-order stamps in
+  presentation order, or ``n / fps`` (see ``Probe.timing``); rotation metadata is applied so faces are
+  upright;
 - the decoder refuses frames over the probe's pixel limit (FFmpeg max_pixels), and a frame larger than
   the limit (a size change mid-stream) stops the analysis with too_large_frame before it is converted;
 - a span that could not be analysed is never dropped silently: a warning says so when the stream ends
