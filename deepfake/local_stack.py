@@ -108,6 +108,8 @@ class LocalStack:
     def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
         env = self.service_env()
+        if name == "preprocessor":  # its own spool: its orphan sweep must not see the gateway's queued files
+            env["DEEPFAKE_UPLOAD_DIR"] = str((self.run_dir / "preprocessor-uploads").resolve())
         env.update(extra_env or {})
         with self.log_path(name).open("ab") as log:
             self.processes[name] = subprocess.Popen(

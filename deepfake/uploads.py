@@ -12,7 +12,7 @@ lives in the shared package rather than in either service folder.
 Uploads that go wrong on the wire leave nothing behind: a body that stalls (no bytes for the read timeout)
 ends with 408 ``upload_timeout``, a client that disconnects is logged in one line (no traceback), and in
 both cases the partial file is deleted. Files a crash left behind are removed by
-:func:`sweep_orphan_uploads` (the gateway runs it at start and on a timer).
+:func:`sweep_orphan_uploads` (both services run it on their folder at start and on a timer).
 """
 
 from __future__ import annotations
@@ -128,7 +128,40 @@ def sniff_video_container(head: bytes) -> str | None:
         return "mpeg"
     if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
         return "mpegts"
+    return _sniff_annex_b(head)
+
+
+# NAL unit types a raw stream may start with (an access unit delimiter, parameter sets, SEI).
+_H264_FIRST_NALS = {6: False, 7: True, 8: True, 9: False}  # type -> nal_ref_idc must be non-zero
+_HEVC_FIRST_NALS = {32, 33, 34, 35, 39}  # VPS, SPS, PPS, AUD, prefix SEI
+
+
+def _sniff_annex_b(head: bytes) -> str | None:
+    """A raw H.264 or HEVC elementary stream (Annex B byte stream, no container: what encoders and
+    cameras write as .h264/.264/.h265): zero bytes, a start code ``00 00 01`` (so ``00 00 00 01`` too),
+    then the header of a NAL unit a stream begins with. The MPEG program/sequence start codes (``00 00 01
+    BA``/``B3``) have the forbidden bit set and never match."""
+    start = len(head) - len(head.lstrip(b"\x00"))
+    if start < 2 or start + 3 > len(head) or head[start] != 0x01:
+        return None
+    first, second = head[start + 1], head[start + 2]
+    if first & 0x80:  # forbidden_zero_bit
+        return None
+    nal_type, ref_idc = first & 0x1F, first >> 5
+    if nal_type in _H264_FIRST_NALS and _H264_FIRST_NALS[nal_type] == (ref_idc != 0):
+        return "h264"
+    # HEVC: a two-byte header, layer 0 and a temporal id of at least 1 (nuh_temporal_id_plus1).
+    if (first >> 1) & 0x3F in _HEVC_FIRST_NALS and not first & 0x01 and not second & 0xF8 and second & 0x07:
+        return "hevc"
     return None
+
+
+def is_animated_webp(head: bytes) -> bool:
+    """RIFF/WEBP with a VP8X header whose animation flag is set (or an ANIM chunk up front). Still WebP
+    images stay ``not_a_video``."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return False
+    return (head[12:16] == b"VP8X" and len(head) > 20 and bool(head[20] & 0x02)) or b"ANIM" in head[:64]
 
 
 def safe_display_name(filename: str | None) -> str | None:
@@ -241,11 +274,18 @@ class _Receiver:
 
     def _decide_type(self) -> None:
         self.container = sniff_video_container(self._head)
+        if self.container is None and is_animated_webp(self._head):
+            raise UploadError(  # the preprocessor's code and advice for the same file (preprocessor.probe)
+                "animated_image",
+                "this is an animated WebP image, and its frames cannot be decoded here as video; "
+                "export or convert it to a video file (MP4 or WebM) and provide that",
+                415,
+            )
         if self.container is None:
             raise UploadError(
                 "not_a_video",
-                "not a video container we can read (MP4/MOV, MKV/WebM, AVI, FLV, Ogg, WMV, MPEG); "
-                "the type is judged from the bytes, not the filename",
+                "not a video container we can read (MP4/MOV, MKV/WebM, AVI, FLV, Ogg, WMV, MPEG, "
+                "raw H.264/HEVC); the type is judged from the bytes, not the filename",
                 415,
             )
 

@@ -4,19 +4,26 @@ A thin factory (FastAPI full-stack template style): settings, the analysis engin
 metrics and routers are wired here and nothing runs at import time. `backend_factory` lets a caller run
 the same service on another real backend (tests use the in-process ONNX Runtime one); by default it is
 Triton over gRPC. Every endpoint but the health probes needs the service token (preprocessor.auth).
+
+Spooled uploads a crash left behind (the service removes its own after each analysis) are swept at start
+and every ``upload_sweep_interval_s``: files in the spool folder older than ``upload_orphan_age_s``, longer
+than any analysis (deepfake.uploads.sweep_orphan_uploads, as the gateway does for its folder).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
-from deepfake.uploads import UploadError
+from deepfake.uploads import UploadError, sweep_orphan_uploads
 from preprocessor.auth import ServiceTokenMiddleware
 from preprocessor.errors import VideoError
 from preprocessor.routers import analyze, health
@@ -27,6 +34,30 @@ from preprocessor.service_settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 
+async def sweep_uploads(settings: ServiceSettings) -> list[Path]:
+    """Delete orphaned spool files (older than upload_orphan_age_s); a failure is logged, never raised."""
+    folder = settings.spool_dir()
+    try:
+        removed = await asyncio.to_thread(sweep_orphan_uploads, folder, settings.upload_orphan_age_s)
+    except OSError as exc:  # an unreadable folder must not stop the service; the next sweep retries
+        log.warning("upload sweep of %s failed: %s", folder, exc)
+        return []
+    if removed:
+        log.info(
+            "removed %d orphaned upload file(s) older than %g s from %s",
+            len(removed),
+            settings.upload_orphan_age_s,
+            folder,
+        )
+    return removed
+
+
+async def _sweep_periodically(settings: ServiceSettings) -> None:
+    while True:
+        await asyncio.sleep(settings.upload_sweep_interval_s)
+        await sweep_uploads(settings)
+
+
 def create_app(
     settings: ServiceSettings | None = None, backend_factory: BackendFactory | None = None
 ) -> FastAPI:
@@ -35,8 +66,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        service.close()
+        await sweep_uploads(settings)
+        sweeper = asyncio.create_task(_sweep_periodically(settings))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            service.close()
 
     app = FastAPI(
         title="Deepfake preprocessor",

@@ -14,10 +14,16 @@ Service token (``DEEPFAKE_SERVICE_TOKEN``): every endpoint but ``/healthz`` and 
 ``Authorization: Bearer <token>``. Without a token configured the service answers only loopback peers
 (127.0.0.0/8, ::1), so a development run on one machine needs nothing and a pod or container reachable
 over a network refuses everyone until a token is set (preprocessor.auth).
+
+Uploads: the same names as the gateway's for the same rules: ``DEEPFAKE_UPLOAD_READ_TIMEOUT_S`` (a body
+that stalls ends with 408 ``upload_timeout``), ``DEEPFAKE_UPLOAD_ORPHAN_AGE_S`` and
+``DEEPFAKE_UPLOAD_SWEEP_INTERVAL_S`` (spooled files a crash left behind are swept at start and on a
+timer; preprocessor.app).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -37,7 +43,21 @@ class ServiceSettings(PipelineSettings):
     queue_size: int = Field(
         8, ge=0, description="Analyses that may wait for a worker; more get 503 + Retry-After."
     )
-    upload_dir: Path | None = Field(None, description="Where uploads are spooled; None: the system temp dir.")
+    upload_dir: Path | None = Field(
+        None,
+        description="Where uploads are spooled; None: <system temp dir>/deepfake-preprocessor. Not the "
+        "gateway's upload folder: the sweep below would remove its queued jobs' files.",
+    )
+    upload_read_timeout_s: float = Field(
+        20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."
+    )
+    upload_orphan_age_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Spooled uploads no analysis holds are deleted once this old (what a crash left "
+        "behind); longer than any analysis, queue wait included.",
+    )
+    upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
     service_token: SecretStr = Field(
         SecretStr(""),
         description="Shared token callers must send (Authorization: Bearer); empty: loopback callers only.",
@@ -53,6 +73,10 @@ class ServiceSettings(PipelineSettings):
         if self.max_upload_bytes is not None and "max_bytes" not in self.model_fields_set:
             self.max_bytes = self.max_upload_bytes
         return self
+
+    def spool_dir(self) -> Path:
+        """Where uploads are spooled (and swept)."""
+        return self.upload_dir or Path(tempfile.gettempdir()) / "deepfake-preprocessor"
 
     def token(self) -> str | None:
         return self.service_token.get_secret_value() or None

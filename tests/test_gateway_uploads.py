@@ -4,6 +4,8 @@
   endpoint's limit holds.
 - A body that stalls ends with 408 and no partial file; a client that disconnects is one log line and no
   partial file; files a crash left behind are swept at start and on a timer.
+- The type is sniffed from the bytes: raw H.264/HEVC streams (Annex B) are videos (and are measured, so
+  the synchronous limit holds); an animated WebP gets the preprocessor's ``animated_image``.
 
 The stall and the disconnect need a real server: the gateway runs under uvicorn in a thread on 127.0.0.1
 and a raw socket plays the client (sends headers with a Content-Length, then part of the body).
@@ -230,3 +232,57 @@ def test_sweep_keeps_referenced_and_recent_files(tmp_path):
     assert sweep_orphan_uploads(tmp_path, 50, keep=[str(kept)]) == [old]
     assert kept.exists() and recent.exists()
     assert sweep_orphan_uploads(tmp_path / "missing", 50) == []
+
+
+# ---- what the type sniffing accepts -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw_streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("raw")
+    return {
+        "h264": synth.write_indexed_video(root / "clip.h264", n_frames=50, gop=25),  # 2 s, Annex B
+        "h264_long": synth.write_indexed_video(root / "long.h264", n_frames=250, gop=25),  # 10 s
+    }
+
+
+def test_raw_annex_b_streams_are_sniffed_as_video(raw_streams, tmp_path):
+    from deepfake.uploads import sniff_video_container
+
+    head = raw_streams["h264"].read_bytes()[:256]
+    assert head.startswith(b"\x00\x00\x00\x01") and sniff_video_container(head) == "h264"
+    assert sniff_video_container(b"\x00\x00\x01\x09\xf0" + head) == "h264"  # 3-byte start code, AUD first
+    assert sniff_video_container(b"\x00\x00\x00\x01\x40\x01\x0c\x01" + bytes(248)) == "hevc"  # VPS first
+    # Still refused: the MPEG program stream's start codes stay "mpeg", other NAL-like bytes stay unknown.
+    assert sniff_video_container(b"\x00\x00\x01\xba" + bytes(252)) == "mpeg"
+    assert sniff_video_container(b"\x00\x00\x00\x01\xff" + bytes(251)) is None
+    assert sniff_video_container(b"\x00\x00\x00\x01\x65" + bytes(251)) is None  # a slice: no stream start
+    assert sniff_video_container(bytes(256)) is None
+
+
+def test_the_gateway_analyses_a_raw_h264_stream_and_holds_its_duration_limit(
+    tmp_path, random_model_path, default_detector, raw_streams
+):
+    with make_gateway(tmp_path, random_model_path, sync_max_duration_s=5, job_workers=0) as client:
+        client.headers["X-API-Key"] = KEY
+        answer = post_video(client, "/v1/detections", raw_streams["h264"])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["video"]["duration_s"] == pytest.approx(2.0, abs=0.1)
+        # No timestamps in the stream, so no duration in a header: measured, and the sync limit holds.
+        error = assert_error_shape(
+            post_video(client, "/v1/detections", raw_streams["h264_long"]), 413, "too_long"
+        )
+        assert error["details"]["duration_s"] > 5
+
+
+def test_an_animated_webp_gets_the_preprocessors_code_and_a_still_one_stays_not_a_video(tmp_path):
+    pil = pytest.importorskip("PIL.Image", reason="Pillow writes the WebP")
+    animated = synth.write_animated_webp(tmp_path / "anim.webp")
+    still = tmp_path / "still.webp"
+    pil.fromarray(synth.frame_code_image(0)).save(still, format="WEBP")
+    with TestClient(create_app(gateway_settings(tmp_path))) as client:
+        client.headers["X-API-Key"] = KEY
+        error = assert_error_shape(post_video(client, "/v1/jobs", animated), 415, "animated_image")
+        assert "animated WebP" in error["message"]
+        assert_error_shape(post_video(client, "/v1/jobs", still), 415, "not_a_video")
+        assert upload_files(client.app.state.settings) == []

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -66,9 +64,12 @@ def _without_server_path(error: ApiError, upload: Upload) -> ApiError:
 
 async def _receive(request: Request) -> Upload:
     settings = request.app.state.settings
-    upload_dir = settings.upload_dir or Path(tempfile.gettempdir()) / "deepfake-preprocessor"
     upload = await receive_upload(
-        request.headers.get("content-type"), request.stream(), upload_dir, settings.max_bytes
+        request.headers.get("content-type"),
+        request.stream(),
+        settings.spool_dir(),
+        settings.max_bytes,
+        read_timeout_s=settings.upload_read_timeout_s,
     )
     request.app.state.metrics.upload_bytes.inc(upload.size)
     return upload
