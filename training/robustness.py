@@ -36,6 +36,13 @@ class Variant:
     scale: float = 1.0
     brightness: float = 1.0
     bit_rate: int = 0
+    rates: tuple[Fraction, ...] = ()  # frame rates the codec accepts (empty: any); the nearest is used
+
+
+# MPEG-2 video only knows the broadcast frame rates; a clip at another rate plays slightly faster or slower.
+MPEG2_RATES = tuple(
+    Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60")
+)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -52,7 +59,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("vp8 in webm", ".webm", "libvpx", {"deadline": "realtime"}, bit_rate=1_000_000),
     Variant("mpeg4 in avi", ".avi", "mpeg4", {"qscale": "4"}),
     Variant("mjpeg in avi", ".avi", "mjpeg", {"qscale": "5"}, pix_fmt="yuvj420p"),
-    Variant("mpeg2 in ts", ".ts", "mpeg2video", bit_rate=4_000_000),
+    Variant("mpeg2 in ts", ".ts", "mpeg2video", bit_rate=4_000_000, rates=MPEG2_RATES),
     Variant("ffv1 lossless in mkv", ".mkv", "ffv1", pix_fmt="yuv420p"),
     Variant("scale 0.5", options={"crf": "23"}, scale=0.5),
     Variant("scale 0.75", options={"crf": "23"}, scale=0.75),
@@ -84,6 +91,8 @@ def write_variant(frames: list[np.ndarray], rate: Fraction, variant: Variant, ou
     h, w = frames[0].shape[:2]
     width = max(2, int(round(w * variant.scale / 2)) * 2)
     height = max(2, int(round(h * variant.scale / 2)) * 2)
+    if variant.rates:
+        rate = min(variant.rates, key=lambda r: abs(r - rate))
     with av.open(str(out), "w") as container:
         stream = container.add_stream(variant.codec, rate=rate, options=dict(variant.options))
         stream.width, stream.height, stream.pix_fmt = width, height, variant.pix_fmt
