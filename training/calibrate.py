@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from training.config import TrainConfig
 from training.data import load_crops
+from training.metrics import accuracy, equal_error_rate, log_loss, roc_auc, roc_curve
 from training.samples import eval_view
 from training.train import predict
 from training.weights import load_trained
@@ -56,18 +56,15 @@ def best_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    fpr, tpr, _ = roc_curve(labels, probs)
-    eer_i = int(np.argmin(np.abs(fpr - (1 - tpr))))
+    """The figures of training/metrics.py (the one implementation `deepfake evaluate` uses too)."""
     pred = probs >= threshold
-    eps = 1e-7
-    p = np.clip(probs, eps, 1 - eps)
     return {
         "n": int(len(labels)),
-        "auc": float(roc_auc_score(labels, probs)),
-        "eer": float((fpr[eer_i] + 1 - tpr[eer_i]) / 2),
-        "accuracy": float(np.mean(pred == labels)),
+        "auc": roc_auc(labels, probs),
+        "eer": equal_error_rate(labels, probs),
+        "accuracy": accuracy(labels, probs, threshold),
         "balanced_accuracy": float((np.mean(pred[labels == 1]) + np.mean(~pred[labels == 0])) / 2),
-        "log_loss": float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))),
+        "log_loss": log_loss(labels, probs),
     }
 
 

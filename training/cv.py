@@ -30,7 +30,7 @@ from scipy.optimize import minimize_scalar
 from training.calibrate import best_threshold
 from training.config import TrainConfig, get_config
 from training.folds import assign_folds, fake_family
-from training.metrics import roc_auc
+from training.metrics import log_loss, roc_auc
 from training.train import parse_overrides, predict, train
 from training.video_crops import _pipeline, parse_video_specs, video_track
 from training.weights import load_trained
@@ -126,16 +126,11 @@ def video_probs(records: list[dict], temperature: float) -> np.ndarray:
     )
 
 
-def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    p = np.clip(probs, 1e-6, 1 - 1e-6)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
-
-
 def fit_temperature(records: list[dict]) -> float:
     """The T in [0.05, 20] minimising the log loss of the video scores (serving's rule, not per clip)."""
     labels = np.array([r["label"] == "fake" for r in records], float)
     res = minimize_scalar(
-        lambda lt: log_loss(video_probs(records, float(np.exp(lt))), labels),
+        lambda lt: log_loss(labels, video_probs(records, float(np.exp(lt)))),
         bounds=(np.log(0.05), np.log(20.0)),
         method="bounded",
     )
@@ -216,7 +211,7 @@ def report(records: list[dict], dfdc_val: dict[int, float]) -> dict:
         "failed": [{"path": r["path"], "why": "; ".join(r["warnings"])} for r in failed],
         "all": {
             **rates(probs, labels, threshold),
-            "log_loss": round(log_loss(probs, labels), 3),
+            "log_loss": round(log_loss(labels, probs), 3),
             "balanced_accuracy": round(balanced_accuracy(probs, labels, threshold) or 0.0, 3),
             "balanced_accuracy_cross_fitted": round(
                 float((cross[labels == 1].mean() + (~cross[labels == 0]).mean()) / 2), 3
