@@ -231,8 +231,22 @@ def test_evaluate_end_to_end(tiny_manifest, random_model_path, default_detector,
     for key in ("n", "auc", "average_precision", "eer", "accuracy", "log_loss", "n_inconclusive"):
         assert again[key] == pytest.approx(report[key], abs=1e-6), key
     assert again["by_dataset"]["A"]["auc"] == pytest.approx(report["by_dataset"]["A"]["auc"], abs=1e-6)
-    assert main(["evaluate", str(out / "scores.tsv"), "--from-scores", "--kind", "video", "--markdown",
-                 "--threshold", "0.2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "scores.tsv"),
+                "--from-scores",
+                "--kind",
+                "video",
+                "--markdown",
+                "--threshold",
+                "0.2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     markdown = capsys.readouterr().out.splitlines()
     assert markdown[0].startswith("| group | n |") and markdown[2].startswith("| **all** | 3 | 2 | 1 |")
     assert any(line.startswith("| method: test | 3 |") for line in markdown)

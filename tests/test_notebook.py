@@ -51,9 +51,19 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 name = f"{split}_{label}_{i}.jpg"
                 rgb = _crop(rng, label == "fake")
                 cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                rows.append([f"crops/dfdc/{split}/{label}/{name}", label, "crop", split, "DFDC",
-                             "original" if label == "real" else "DFDC", f"{split}{i}",
-                             "synthetic (crop size before resize 120 px)", "test"])
+                rows.append(
+                    [
+                        f"crops/dfdc/{split}/{label}/{name}",
+                        label,
+                        "crop",
+                        split,
+                        "DFDC",
+                        "original" if label == "real" else "DFDC",
+                        f"{split}{i}",
+                        "synthetic (crop size before resize 120 px)",
+                        "test",
+                    ]
+                )
     (root / "videos").mkdir()
     synth.write_face_video(root / "videos" / "face.mp4", n_frames=24, width=320, height=240, face_px=90)
     synth.write_no_face_video(root / "videos" / "nobody.mp4", n_frames=16, width=320, height=240)
@@ -118,4 +128,3 @@ def test_notebook_has_no_logic_of_its_own() -> None:
     for banned in ("def ", "class ", "lambda", "torch", "numpy"):
         assert banned not in source, f"notebook cell contains {banned!r}: move that logic into training/"
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "commit it cleared"
-

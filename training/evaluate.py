@@ -328,9 +328,17 @@ def format_markdown(report: dict[str, Any], keys: tuple[str, ...] = ("dataset",)
     def row(name: str, g: dict[str, Any]) -> str:
         auc = _fmt(g["auc"]).strip() if g["auc"] is not None else "n/a (one class)"
         cells = [
-            name, str(g["n"]), str(g["n_real"]), str(g["n_fake"]), auc, _fmt(g["average_precision"]).strip(),
-            _fmt(g["eer"]).strip(), _fmt(g["accuracy"]).strip(), _fmt(g["log_loss"]).strip(),
-            _fmt(g["mean_score"]).strip(), str(g["n_inconclusive"]),
+            name,
+            str(g["n"]),
+            str(g["n_real"]),
+            str(g["n_fake"]),
+            auc,
+            _fmt(g["average_precision"]).strip(),
+            _fmt(g["eer"]).strip(),
+            _fmt(g["accuracy"]).strip(),
+            _fmt(g["log_loss"]).strip(),
+            _fmt(g["mean_score"]).strip(),
+            str(g["n_inconclusive"]),
         ]
         return "| " + " | ".join(cells) + " |"
 
