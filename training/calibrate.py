@@ -25,7 +25,7 @@ from scipy.optimize import minimize_scalar
 
 from training.config import TrainConfig
 from training.data import load_crops
-from training.metrics import accuracy, equal_error_rate, log_loss, roc_auc, roc_curve
+from training.metrics import accuracy, balanced_accuracy, equal_error_rate, log_loss, roc_auc, roc_curve
 from training.samples import eval_view
 from training.train import predict
 from training.weights import load_trained
@@ -57,13 +57,12 @@ def best_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     """The figures of training/metrics.py (the one implementation `deepfake evaluate` uses too)."""
-    pred = probs >= threshold
     return {
         "n": int(len(labels)),
         "auc": roc_auc(labels, probs),
         "eer": equal_error_rate(labels, probs),
         "accuracy": accuracy(labels, probs, threshold),
-        "balanced_accuracy": float((np.mean(pred[labels == 1]) + np.mean(~pred[labels == 0])) / 2),
+        "balanced_accuracy": balanced_accuracy(labels, probs, threshold),
         "log_loss": log_loss(labels, probs),
     }
 

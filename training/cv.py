@@ -30,9 +30,9 @@ from scipy.optimize import minimize_scalar
 from training.calibrate import best_threshold
 from training.config import TrainConfig, get_config
 from training.folds import assign_folds, fake_family
-from training.metrics import log_loss, roc_auc
+from training.metrics import balanced_accuracy, log_loss, roc_auc
 from training.train import parse_overrides, predict, train
-from training.video_crops import _pipeline, parse_video_specs, video_track
+from training.video_crops import _pipeline, video_rows, video_track
 from training.weights import load_trained
 
 
@@ -137,13 +137,6 @@ def fit_temperature(records: list[dict]) -> float:
     return float(np.exp(res.x))
 
 
-def balanced_accuracy(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float | None:
-    if labels.min() == labels.max():
-        return None
-    pred = probs >= threshold
-    return float((pred[labels == 1].mean() + (~pred[labels == 0]).mean()) / 2)
-
-
 def rates(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     auc = roc_auc(labels, probs)
     pred = probs >= threshold
@@ -212,9 +205,9 @@ def report(records: list[dict], dfdc_val: dict[int, float]) -> dict:
         "all": {
             **rates(probs, labels, threshold),
             "log_loss": round(log_loss(labels, probs), 3),
-            "balanced_accuracy": round(balanced_accuracy(probs, labels, threshold) or 0.0, 3),
+            "balanced_accuracy": round(balanced_accuracy(labels, probs, threshold) or 0.0, 3),
             "balanced_accuracy_cross_fitted": round(
-                float((cross[labels == 1].mean() + (~cross[labels == 0]).mean()) / 2), 3
+                balanced_accuracy(labels, cross.astype(float), 0.5) or 0.0, 3
             ),
         },
         "swap_vs_reals_auc": versus_reals(fam == "swap"),
@@ -284,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     n_folds = args.folds or base.n_folds
     name = args.name or args.config
     root = fold_config(args.config, overrides, name, 0, n_folds).resolved_out_dir().parent
-    rows = [r for source in parse_video_specs(base.videos, base.resolved_data_dir()) for r in source.rows()]
+    rows = video_rows(dataclasses.replace(base, video_fold=-1))  # every video; the folds split them below
     fold_of = assign_folds(rows, n_folds)
     if args.baseline_onnx:
         rep = report(score_onnx(args.baseline_onnx, base, rows, fold_of), {})

@@ -139,6 +139,18 @@ def accuracy(labels: np.ndarray | list[int], scores: np.ndarray | list[float], t
     return float(np.mean((s >= threshold).astype(np.int64) == y))
 
 
+def balanced_accuracy(
+    labels: np.ndarray | list[int], scores: np.ndarray | list[float], threshold: float
+) -> float | None:
+    """Mean of the share of fakes caught and the share of reals cleared at ``threshold``; None if one
+    class (the figure the shipped threshold maximises)."""
+    y, s = _check(labels, scores)
+    if not _both_classes(y):
+        return None
+    pred = s >= threshold
+    return float((pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2)
+
+
 @dataclass
 class Summary:
     """All figures for one group of items; undefined ones are None with the reason in ``note``."""
