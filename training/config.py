@@ -101,6 +101,7 @@ class TrainConfig:
     phase2_lr: float = 3e-4
     phase2_min_t: int = 2
     flicker_prob: float = 0.3  # SBI clips whose blend parameters change every frame
+    sbi_mask: str = "ellipse"  # "landmarks": hull of dlib's 68 points (training/landmarks.py); "ellipse"
 
     # --- evaluation / checkpoints
     eval_every: int = 600

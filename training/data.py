@@ -77,6 +77,9 @@ class CropSet:
     ``weight`` (float64 [N], optional): how often a video item is drawn as a video real or fake, relative
     to the others of its label (training/video_crops.py balances per video and damps large sources); 0 for
     stills, which are drawn uniformly from their own pools.
+
+    ``landmarks`` (float32 [N, 68, 2], optional): facial landmarks of the real crops in pixel coordinates,
+    NaN where there are none (training/landmarks.py); self-blending then draws landmark-shaped masks.
     """
 
     images: np.ndarray
@@ -85,6 +88,7 @@ class CropSet:
     paths: list[str]
     track: np.ndarray | None = None
     weight: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,6 +107,14 @@ def concat_crops(*sets: CropSet) -> CropSet:
     weight = None
     if any(s.weight is not None for s in sets):
         weight = np.concatenate([np.zeros(len(s)) if s.weight is None else s.weight for s in sets])
+    landmarks = None
+    if any(s.landmarks is not None for s in sets):
+        landmarks = np.concatenate(
+            [
+                np.full((len(s), 68, 2), np.nan, np.float32) if s.landmarks is None else s.landmarks
+                for s in sets
+            ]
+        )
     return CropSet(
         np.concatenate([s.images for s in sets]),
         np.concatenate([s.labels for s in sets]),
@@ -110,6 +122,7 @@ def concat_crops(*sets: CropSet) -> CropSet:
         [p for s in sets for p in s.paths],
         track,
         weight,
+        landmarks,
     )
 
 

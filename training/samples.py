@@ -112,7 +112,8 @@ def make_sample(
             base, jit = crops.images[seq[i]], (0.0, 0.0, 0.0, 0.0)
         # A still is blended once; a track's frames (new pixels each) and flicker clips every frame.
         if kind == KIND_SBI and (i == 0 or flicker or seq is not None):
-            blended, blend_mask = self_blend(base, sample_params(rng) if flicker else params)
+            points = None if crops.landmarks is None else crops.landmarks[item if seq is None else seq[i]]
+            blended, blend_mask = self_blend(base, sample_params(rng) if flicker else params, points)
         img = blended if kind == KIND_SBI else base
         frames[i], m = apply_aug(img, aug, out, rng, mask=blend_mask, mask_out=mask_out, jitter=jit)
         if m is not None:

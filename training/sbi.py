@@ -4,8 +4,10 @@ A copy of the face is perturbed (colour, frequency, a small geometric shift) and
 original through a deformed, blurred face mask. The result carries the generic traces every face swap
 leaves (a blending boundary, colour and sharpness mismatch between the inner face and its surroundings)
 without any one generator's fingerprint, which is why detectors trained on it transfer to methods they
-never saw. Our DFDC crops are tight face boxes with no landmarks, so the mask is an ellipse placed where
-the inner face sits in such a crop, then randomly deformed.
+never saw. The mask is the hull of the face's 68 landmarks (jaw line and brows, the brows raised by a
+random share of the face height towards the forehead) when the crop has them (training/landmarks.py), as
+the paper does; without landmarks it is an ellipse placed where the inner face sits in our crops. Either
+shape is then randomly deformed, grown or shrunk and blurred.
 
 For clips, one ``BlendParams`` is held across the frames (a consistent swap), or redrawn per frame (the
 flicker variant: temporal inconsistency, which only the temporal transformer can see).
@@ -72,19 +74,32 @@ def sample_params(rng: np.random.Generator) -> BlendParams:
     )
 
 
-def face_mask(size: int, p: BlendParams) -> np.ndarray:
-    """float32 [size, size] in [0, 1]: a deformed, blurred ellipse over the inner face."""
+def landmark_hull(points: np.ndarray, p: BlendParams) -> np.ndarray:
+    """int32 hull vertices of the jaw line (points 0-16) and the brows (17-26), the brows raised by up to
+    a fifth of the brow-to-chin height (drawn from ``warp_seed``, so the parameter stream is unchanged)."""
+    jaw, brows = points[:17], points[17:27].copy()
+    raise_by = np.random.default_rng(p.warp_seed + 1).uniform(0.0, 0.2)
+    brows[:, 1] -= raise_by * max(1.0, float(points[8, 1] - brows[:, 1].mean()))
+    return cv2.convexHull(np.concatenate([jaw, brows]).round().astype(np.int32))
+
+
+def face_mask(size: int, p: BlendParams, landmarks: np.ndarray | None = None) -> np.ndarray:
+    """float32 [size, size] in [0, 1]: a deformed, blurred face region, the landmark hull when
+    ``landmarks`` (float [68, 2] pixel coordinates, no NaN) are given, else an ellipse."""
     m = np.zeros((size, size), np.uint8)
-    cv2.ellipse(
-        m,
-        (int(p.cx * size), int(p.cy * size)),
-        (max(2, int(p.ax * size)), max(2, int(p.ay * size))),
-        p.angle,
-        0,
-        360,
-        255,
-        -1,
-    )
+    if landmarks is not None:
+        cv2.fillConvexPoly(m, landmark_hull(landmarks, p), 255)
+    else:
+        cv2.ellipse(
+            m,
+            (int(p.cx * size), int(p.cy * size)),
+            (max(2, int(p.ax * size)), max(2, int(p.ay * size))),
+            p.angle,
+            0,
+            360,
+            255,
+            -1,
+        )
     if p.warp_amp > 0:  # smooth random displacement field: a coarse noise grid, upsampled
         g = np.random.default_rng(p.warp_seed).uniform(-1, 1, (2, 5, 5)).astype(np.float32)
         disp = [cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) * p.warp_amp * size for c in g]
@@ -125,11 +140,17 @@ def perturb_source(img: np.ndarray, p: BlendParams) -> np.ndarray:
     return cv2.warpAffine(x, m, (size, size), borderMode=cv2.BORDER_REFLECT)
 
 
-def self_blend(img: np.ndarray, p: BlendParams) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 RGB [S, S, 3] -> (blended uint8 image, blend weight map float32 [S, S] in [0, 1])."""
+def self_blend(
+    img: np.ndarray, p: BlendParams, landmarks: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB [S, S, 3] -> (blended uint8 image, blend weight map float32 [S, S] in [0, 1]).
+
+    ``landmarks`` with any NaN (a crop without points) fall back to the ellipse."""
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"self_blend needs a uint8 RGB image [S, S, 3], got {img.dtype} {img.shape}")
-    mask = face_mask(img.shape[0], p) * p.ratio
+    if landmarks is not None and np.isnan(landmarks).any():
+        landmarks = None
+    mask = face_mask(img.shape[0], p, landmarks) * p.ratio
     src = perturb_source(img, p).astype(np.float32)
     out = src * mask[..., None] + img.astype(np.float32) * (1.0 - mask[..., None])
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), mask

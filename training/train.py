@@ -271,6 +271,12 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
             flush=True,
         )
         train_set = concat_crops(train_set, video_set)
+    if cfg.sbi_mask == "landmarks":
+        from training.landmarks import crop_landmarks
+
+        train_set.landmarks = crop_landmarks(train_set.images, train_set.labels, cache)
+    elif cfg.sbi_mask != "ellipse":
+        raise ValueError(f"sbi_mask must be 'landmarks' or 'ellipse', got {cfg.sbi_mask!r}")
     val_set = load_crops(data_dir, "val", cfg.store_size, cache, max_items=cfg.max_val_items, seed=cfg.seed)
     validator = Validator(cfg, val_set)
     print(f"data: {len(train_set)} train / {len(val_set)} val crops in {time.time() - t0:.1f}s", flush=True)
