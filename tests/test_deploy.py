@@ -1,6 +1,6 @@
 """Deployment artefacts, validated offline: Kubernetes overlays, Compose file, Dockerfiles.
 
-Every overlay is rendered by deploy/kustomize_lite.py and checked against the Kubernetes schemas
+Every overlay is rendered by `kubectl kustomize` and checked against the Kubernetes schemas
 (kubernetes-validate) and the stack's invariants (deploy/validate.py). Each invariant is also shown to
 FAIL on a deliberately broken copy, so a checker that accepts everything cannot pass these tests.
 Runs in a few seconds; no cluster, no Docker engine.
@@ -18,7 +18,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +31,6 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
-kustomize_lite = _load("kustomize_lite", REPO_ROOT / "deploy" / "kustomize_lite.py")
 validate = _load("deploy_validate", REPO_ROOT / "deploy" / "validate.py")
 requirements_script = _load(
     "requirements_from_pyproject", REPO_ROOT / "docker" / "requirements_from_pyproject.py"
@@ -385,121 +383,13 @@ def test_schema_check_catches_unknown_fields(rendered: dict) -> None:
     assert any("Deployment/gateway" in p for p in validate.schema_problems(broken))
 
 
-# --- kustomize_lite: the subset it implements behaves as kustomize does -----------------------------
+# --- rendering: the real kustomize (kubectl kustomize) --------------------------------------------
 
 
-def _write(directory: Path, files: dict[str, object]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        if isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            text = yaml.safe_dump_all(content)
-        else:
-            text = yaml.safe_dump(content)
-        (directory / name).write_text(text)
-    return directory
-
-
-DEPLOYMENT = {
-    "apiVersion": "apps/v1",
-    "kind": "Deployment",
-    "metadata": {"name": "app"},
-    "spec": {
-        "selector": {"matchLabels": {"a": "b"}},
-        "template": {
-            "metadata": {"labels": {"a": "b"}},
-            "spec": {
-                "containers": [
-                    {"name": "main", "image": "reg:5000/team/app:1.0", "env": [{"name": "X", "value": "1"}]},
-                    {"name": "side", "image": "other:2"},
-                ],
-                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}],
-            },
-        },
-    },
-}
-
-
-def test_kustomize_lite_merges_patches_like_kustomize(tmp_path: Path) -> None:
-    _write(tmp_path / "base", {"kustomization.yaml": {"resources": ["app.yaml"]}, "app.yaml": [DEPLOYMENT]})
-    patch = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "app"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [{"name": "main", "env": [{"name": "Y", "value": "2"}]}],
-                    "volumes": [{"name": "v", "persistentVolumeClaim": None, "emptyDir": {}}],
-                    "tolerations": [{"key": "t", "operator": "Exists"}],
-                }
-            }
-        },
-    }
-    overlay = {
-        "resources": ["../base"],
-        "namespace": "ns",
-        "patches": [{"path": "patch.yaml"}],
-        "labels": [{"pairs": {"team": "x"}, "includeTemplates": True}],
-        "images": [{"name": "reg:5000/team/app", "newName": "r.example/app", "newTag": "2.0"}],
-    }
-    _write(tmp_path / "overlay", {"kustomization.yaml": overlay, "patch.yaml": [patch]})
-    (app,) = kustomize_lite.build(tmp_path / "overlay")
-    pod = app["spec"]["template"]["spec"]
-    main, side = pod["containers"]
-    assert [e["name"] for e in main["env"]] == ["X", "Y"]  # merged by name, not replaced
-    assert main["image"] == "r.example/app:2.0" and side["image"] == "other:2"
-    assert pod["volumes"] == [{"name": "v", "emptyDir": {}}]  # null deleted the old source
-    assert pod["tolerations"] == [{"key": "t", "operator": "Exists"}]
-    assert app["metadata"]["namespace"] == "ns"
-    assert app["metadata"]["labels"]["team"] == "x" and app["spec"]["template"]["metadata"]["labels"]["team"]
-    assert app["spec"]["selector"]["matchLabels"] == {"a": "b"}  # selectors untouched
-
-
-def test_kustomize_lite_deletes_items_and_resources(tmp_path: Path) -> None:
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {}}
-    _write(
-        tmp_path / "base", {"kustomization.yaml": {"resources": ["r.yaml"]}, "r.yaml": [DEPLOYMENT, config]}
-    )
-    patches = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "$patch": "delete"},
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "app"},
-            "spec": {"template": {"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}},
-        },
-    ]
-    _write(
-        tmp_path / "o",
-        {
-            "kustomization.yaml": {"resources": ["../base"], "patches": [{"path": "p.yaml"}]},
-            "p.yaml": patches,
-        },
-    )
-    objects = kustomize_lite.build(tmp_path / "o")
-    assert [o["kind"] for o in objects] == ["Deployment"]
-    assert [c["name"] for c in objects[0]["spec"]["template"]["spec"]["containers"]] == ["main"]
-
-
-@pytest.mark.parametrize(
-    ("kustomization", "message"),
-    [
-        ({"resources": ["app.yaml"], "configMapGenerator": []}, "unsupported field"),
-        ({"resources": ["missing.yaml"]}, "does not exist"),
-        ({"resources": ["app.yaml", "app.yaml"]}, "duplicate resource"),
-        ({"resources": ["app.yaml"], "labels": [{"pairs": {"a": "c"}, "includeSelectors": True}]}, "labels"),
-        ({"resources": ["app.yaml"], "patches": [{"path": "nomatch.yaml"}]}, "matches 0 resources"),
-    ],
-)
-def test_kustomize_lite_refuses_what_it_cannot_do(tmp_path: Path, kustomization: dict, message: str) -> None:
-    nomatch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "other"}}
-    _write(
-        tmp_path, {"kustomization.yaml": kustomization, "app.yaml": [DEPLOYMENT], "nomatch.yaml": [nomatch]}
-    )
-    with pytest.raises(kustomize_lite.KustomizeError, match=message):
-        kustomize_lite.build(tmp_path)
+def test_render_reports_kustomize_errors(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    with pytest.raises(validate.RenderError, match="missing.yaml"):
+        validate.render(tmp_path)
 
 
 # --- Compose: the real binary accepts the file; the resolved model follows the rules -----------------
