@@ -1,4 +1,4 @@
-"""The public result and error shapes (DESIGN.md contracts), shared by the CLI and both services.
+"""The public result and error shapes (ARCHITECTURE.md, Contracts), shared by the CLI and both services.
 
 They live in one module so the CLI's JSON, the preprocessor's response and the gateway's response
 cannot drift apart: a field added here appears everywhere at once.

@@ -4,7 +4,7 @@ WHY these choices:
 - The model describes itself: ModelMeta (crop policy, clip length, calibration) is read from the
   model config's parameter ``deepfake`` on Triton, so the service crops exactly as training did and
   never carries its own copy of those numbers.
-- uint8 clips go over the wire (DESIGN.md: float32 is four times the bytes and measurably slower).
+- uint8 clips go over the wire (ARCHITECTURE.md: float32 is four times the bytes and measurably slower).
 - Every call has an explicit timeout, and only failures that mean "Triton is not reachable right now"
   are retried (a few times, with backoff: deepfake.retry). When it stays unreachable the caller gets
   ``TritonUnavailableError`` quickly and the service answers 503, instead of hanging.

@@ -4,7 +4,7 @@ WHY: model_repository/ is written for the NGC Triton image (platform onnxruntime
 binary has only the Python backend, so at launch time we generate a variant of the repository in a
 run directory: the same config (inputs, outputs, batching, parameters) with `backend: "python"`,
 the same model.onnx (linked, not copied) and `model.py` from `inference/triton_python_model.py`.
-The environment it needs was measured (DESIGN.md): a backend dir with the Python backend library,
+The environment it needs was measured (ARCHITECTURE.md, Facts): a backend dir with the Python backend library,
 its utils and the 3.11 stub; LD_LIBRARY_PATH with the interpreter's LIBDIR and nvidia_pytriton.libs;
 the venv's bin first on PATH.
 """
