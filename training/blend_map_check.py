@@ -44,6 +44,7 @@ def measure(model_path: Path, data_dir: Path, n: int = 150, seed: int = 7, threa
         img, mask = self_blend(val.images[i], sample_params(rng))
         x, m = apply_aug(img, view, size, rng, mask=mask, mask_out=map_side)
         blended.append(x)
+        assert m is not None  # a mask was given, so one comes back
         masks.append(m)
         plain.append(apply_aug(val.images[i], view, size, rng)[0])
 

@@ -55,7 +55,7 @@ def best_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(thr[i])
 
 
-def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | None]:
     """The figures of training/metrics.py (the one implementation `deepfake evaluate` uses too)."""
     return {
         "n": int(len(labels)),

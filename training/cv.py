@@ -149,7 +149,7 @@ def rates(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     }
 
 
-def report(records: list[dict], dfdc_val: dict[int, float]) -> dict:
+def report(records: list[dict], dfdc_val: dict[int, float | None]) -> dict:
     """Out-of-fold figures: temperature and threshold fitted on all of them, plus a cross-fitted
     balanced accuracy (each fold judged at the threshold the other folds' scores choose)."""
     scored = [r for r in records if r["clip_logits"]]

@@ -91,7 +91,8 @@ def export_onnx(model: DeepfakeDetector, path: Path, meta: ModelMeta, clip_len: 
     s = model.image_size
     wrapper = ExportWrapper(model).eval()
     dummy = torch.randint(0, 256, (2, clip_len, s, s, 3), dtype=torch.uint8)
-    # Not under torch.no_grad(): the legacy exporter is happiest with the model as trained (ARCHITECTURE.md, Facts).
+    # Not under torch.no_grad(): the legacy exporter is happiest with the model as trained
+    # (ARCHITECTURE.md, Facts).
     torch.onnx.export(
         wrapper,
         (dummy,),

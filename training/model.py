@@ -16,6 +16,7 @@ The transformer is written out (no ``nn.TransformerEncoder``) so ONNX export has
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -108,6 +109,9 @@ class LocalisationHead(nn.Module):
 
 
 class DeepfakeDetector(nn.Module):
+    mean: torch.Tensor  # ImageNet normalisation buffers (register_buffer in __init__)
+    std: torch.Tensor
+
     def __init__(
         self,
         image_size: int = 160,
@@ -144,7 +148,7 @@ class DeepfakeDetector(nn.Module):
         if not 0 <= n_blocks <= MAX_FROZEN:
             raise ValueError(f"can freeze 0..{MAX_FROZEN} blocks, got {n_blocks}")
         self.frozen_blocks = n_blocks
-        net = self.backbone
+        net: Any = self.backbone  # EfficientNet's private fields: torch types them Tensor | Module
         prefix = [net._conv_stem, net._bn0, *net._blocks[:n_blocks]] if n_blocks else []
         for module in prefix:
             for p in module.parameters():
@@ -153,7 +157,7 @@ class DeepfakeDetector(nn.Module):
     def train(self, mode: bool = True) -> DeepfakeDetector:
         super().train(mode)
         if self.frozen_blocks:  # frozen BatchNorm layers keep their ImageNet statistics
-            net = self.backbone
+            net: Any = self.backbone  # EfficientNet's private fields: torch types them Tensor | Module
             for module in [net._bn0, *net._blocks[: self.frozen_blocks]]:
                 module.eval()
         return self
@@ -167,7 +171,7 @@ class DeepfakeDetector(nn.Module):
 
     def frame_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, 3, H, W] -> pooled embedding [N, 1280] and the stride-8 map [N, 40, H/8, W/8]."""
-        net = self.backbone
+        net: Any = self.backbone  # EfficientNet's private fields: torch types them Tensor | Module
         n_blocks = len(net._blocks)
         frozen = self.frozen_blocks
         # The frozen prefix (stem + first blocks, the high-resolution and most expensive part to

@@ -95,6 +95,7 @@ def write_variant(frames: list[np.ndarray], rate: Fraction, variant: Variant, ou
         rate = min(variant.rates, key=lambda r: abs(r - rate))
     with av.open(str(out), "w") as container:
         stream = container.add_stream(variant.codec, rate=rate, options=dict(variant.options))
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, variant.pix_fmt
         if variant.bit_rate:
             stream.bit_rate = variant.bit_rate

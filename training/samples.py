@@ -113,8 +113,9 @@ def make_sample(
         # A still is blended once; a track's frames (new pixels each) and flicker clips every frame.
         if kind == KIND_SBI and (i == 0 or flicker or seq is not None):
             points = None if crops.landmarks is None else crops.landmarks[item if seq is None else seq[i]]
-            blended, blend_mask = self_blend(base, sample_params(rng) if flicker else params, points)
-        img = blended if kind == KIND_SBI else base
+            p = sample_params(rng) if flicker or params is None else params
+            blended, blend_mask = self_blend(base, p, points)
+        img = blended if blended is not None else base
         frames[i], m = apply_aug(img, aug, out, rng, mask=blend_mask, mask_out=mask_out, jitter=jit)
         if m is not None:
             masks[i] = m

@@ -99,7 +99,7 @@ class Validator:
         self.clip_idx = np.sort(rng.choice(len(val), n_clip, replace=False))
         self.clips: np.ndarray | None = None  # built lazily: only phase 2 needs it
 
-    def run(self, model: DeepfakeDetector, clips: bool = False) -> dict[str, float]:
+    def run(self, model: DeepfakeDetector, clips: bool = False) -> dict[str, float | None]:
         bs, dev = self.cfg.val_batch_size, self.cfg.device
         logits = predict(model, self.frames, bs, dev)
         sbi_logits = predict(model, self.sbi, bs, dev)
@@ -266,8 +266,9 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
         from training.video_crops import load_video_crops
 
         video_set = load_video_crops(cfg)
+        assert video_set.track is not None  # video crops always carry their track ids
         print(
-            f"data: {len(video_set)} video crops in {int(video_set.track.max()) + 1} track stretches",
+            f"data: {len(video_set)} video crops in {len(np.unique(video_set.track))} track stretches",
             flush=True,
         )
         train_set = concat_crops(train_set, video_set)
@@ -283,7 +284,7 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
 
     model = build_model(cfg).to(cfg.device)
     if cfg.channels_last:  # the uint8 NHWC input is already channels-last once permuted in normalise()
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     model.freeze_prefix(cfg.freeze_blocks)
     phase, step = 1, 0
     state = None
@@ -382,11 +383,11 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
         log.plot(out / "curves.png")
 
     # ---------------- phase 2: clips, CNN frozen
-    for p in model.parameters():
-        p.requires_grad_(False)
+    for param in model.parameters():
+        param.requires_grad_(False)
     params = temporal_parameters(model)
-    for p in params:
-        p.requires_grad_(True)
+    for param in params:
+        param.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.phase2_lr, weight_decay=cfg.weight_decay)
     if state and state["phase"] == 2:
         opt.load_state_dict(state["opt"])

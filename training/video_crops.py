@@ -194,7 +194,12 @@ def load_video_crops(cfg: TrainConfig, rows: list[dict[str, str]] | None = None)
     if rows is None:
         rows = video_rows(cfg)
     pipeline = _pipeline(cfg)
-    images, labels, crop_px, paths, tracks, frames = [], [], [], [], [], []
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    crop_px: list[np.ndarray] = []
+    tracks: list[np.ndarray] = []
+    paths: list[str] = []
+    frames: list[int] = []
     cut = cached = skipped = 0
     next_track = 0
     t0 = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,7 +15,9 @@ from training.model import DeepfakeDetector, build_model
 def config_from_dict(values: dict) -> TrainConfig:
     """Rebuild a TrainConfig saved with dataclasses.asdict (tuples come back as lists; unknown keys drop)."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    kept = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields}
+    kept: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in fields
+    }
     return TrainConfig(**kept)
 
 
