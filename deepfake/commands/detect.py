@@ -21,6 +21,7 @@ from deepfake.commands.common import (
     set_threads,
     settings_from_args,
 )
+from deepfake.evidence_files import externalise
 from deepfake.schemas import DetectionResult, ErrorDetail, FileError
 
 HELP = "Analyse videos: verdict, calibrated score, face tracks and a timeline of scores."
@@ -32,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per input per line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--evidence",
+        type=Path,
+        metavar="DIR",
+        help="write each face's thumbnail, heatmap and frame strip to DIR/<video name>/ (listed in the "
+        "result's tracks[].evidence)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write a self-contained HTML report: FILE for one video, FILE/<video name>.html for several",
+    )
     add_pipeline_arguments(parser)
 
 
@@ -84,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            row: DetectionResult | FileError = pipeline.analyze(path, progress)
+            row: DetectionResult | FileError = pipeline.analyze(
+                path, progress, evidence=bool(args.evidence or args.report)
+            )
+            write_outputs(row, path, args.evidence, report_path(args.report, path, len(videos)))
         except VideoError as exc:
             row = FileError(path=str(path), error=exc.to_error_detail())
             failed += 1
@@ -107,6 +124,37 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(summary_table(rows))
     return 1 if failed else 0
+
+
+def report_path(report: Path | None, video: Path, n_videos: int) -> Path | None:
+    """Where the report of ``video`` goes: ``--report`` itself for one video, a file in it for several."""
+    if report is None:
+        return None
+    return report if n_videos == 1 else report / f"{video.stem}.html"
+
+
+def write_outputs(
+    result: DetectionResult, video: Path, evidence_dir: Path | None, report: Path | None
+) -> None:
+    """The report (images inlined) and the evidence files; the result then lists the files' paths, or no
+    evidence at all when only a report was asked for (its images live in the report)."""
+    from deepfake.report import render_report
+
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(render_report(result), encoding="utf-8")
+    if evidence_dir is None:
+        for track in result.tracks:
+            track.evidence = None
+        return
+    folder = evidence_dir / video.stem
+
+    def save(name: str, jpeg: bytes) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(jpeg)
+        return str(folder / name)
+
+    externalise(result, save)
 
 
 def summary_table(rows: list[DetectionResult | FileError]) -> str:
