@@ -80,6 +80,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.preprocessor = preprocessor
     app.state.runner = runner
+    app.state.evidence = runner.evidence
     app.state.callback_policy = callback_policy
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)

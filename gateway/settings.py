@@ -27,6 +27,10 @@ class GatewaySettings(BaseSettings):
     preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
     job_store_url: str = Field("sqlite:///./.run/jobs.sqlite", description="Where jobs persist.")
     upload_dir: Path = Field(Path(".run/uploads"), description="Where uploads wait (jobs survive restarts).")
+    evidence_dir: Path = Field(
+        Path(".run/evidence"),
+        description="Where jobs' evidence images are kept (one folder per job, removed with the job).",
+    )
     max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
     upload_read_timeout_s: float = Field(
         20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."

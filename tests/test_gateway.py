@@ -48,6 +48,7 @@ def make_gateway(
         "api_keys": f"{KEY},other-key",
         "job_store_url": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
         "upload_dir": tmp_path / "uploads",
+        "evidence_dir": tmp_path / "evidence",
         "rate_limit_per_minute": 1000,
         "job_poll_s": 0.1,
     }

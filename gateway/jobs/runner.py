@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from deepfake.retry import Backoff
 from deepfake.schemas import ErrorDetail, JobStatus
 from deepfake.uploads import remove_quietly, sweep_orphan_uploads
 from gateway.callbacks import CallbackPolicy, CallbackSender
+from gateway.evidence import EvidenceStore
 from gateway.jobs.store import JobRecord, JobStore
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
@@ -69,8 +69,10 @@ class JobRunner:
         metrics: GatewayMetrics,
         callback_policy: CallbackPolicy,
         callback_transport: httpx.AsyncBaseTransport | None = None,
+        evidence: EvidenceStore | None = None,
     ) -> None:
         self.store = store
+        self.evidence = evidence or EvidenceStore(settings.evidence_dir)
         self.client = client
         self.settings = settings
         self.metrics = metrics
@@ -167,17 +169,20 @@ class JobRunner:
 
         start = time.perf_counter()
         try:
-            result = await self.client.analyze(path, job.filename, progress)
+            result = await self.client.analyze(path, job.filename, progress, evidence=True)
         except PreprocessorError as exc:
             if exc.transient:
                 self._retry_later(job, exc.detail)
             else:
                 self._fail(job, exc.detail)
             return
-        if self.store.finish(job.id, json.dumps(result)):
+        result_json = await asyncio.to_thread(self.evidence.keep, job.id, result)
+        if self.store.finish(job.id, result_json):
             self.metrics.jobs_finished.labels("succeeded").inc()
             self.metrics.job_seconds.observe(time.perf_counter() - start)
             self._done(job)
+        else:  # deleted while it ran: its evidence goes too
+            self.evidence.delete(job.id)
         remove_quietly(path)
 
     def _retry_later(self, job: JobRecord, reason: ErrorDetail) -> None:

@@ -1,4 +1,5 @@
-"""Asynchronous jobs: submit (202 + Location), poll status with progress, fetch the result, delete."""
+"""Asynchronous jobs: submit (202 + Location), poll status with progress, fetch the result, its evidence
+images and its HTML report, delete."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse
 
 from deepfake.api_errors import ApiError, error_responses_doc
+from deepfake.evidence_files import inline
+from deepfake.report import render_report
 from deepfake.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.uploads import remove_quietly
 from gateway.auth import require_api_key
@@ -145,6 +149,11 @@ async def get_job(job_id: str, request: Request, owner: str = Depends(require_ap
     responses=error_responses_doc(401, 404, 409, 429),
 )
 async def get_job_result(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> Response:
+    return Response(_finished_result(request, job_id, owner), media_type="application/json")
+
+
+def _finished_result(request: Request, job_id: str, owner: str) -> str:
+    """The result JSON of the key's finished job; 404 unknown, 409 failed or not finished yet."""
     job = _own_job(request, job_id, owner)
     if job.state == "failed" and job.error is not None:
         raise ApiError(
@@ -161,7 +170,47 @@ async def get_job_result(job_id: str, request: Request, owner: str = Depends(req
             {"state": job.state, "progress": job.progress},
             headers={"Retry-After": "2"},
         )
-    return Response(job.result_json, media_type="application/json")
+    return job.result_json
+
+
+EVIDENCE_NAME_DOC = "`track-<track id>-thumbnail.jpg`, `-heatmap.jpg` or `-strip.jpg`, as the result lists."
+
+
+@router.get(
+    "/v1/jobs/{job_id}/evidence/{name}",
+    summary="An evidence image of a finished job (JPEG)",
+    description="The URLs are listed in the result's `tracks[].evidence`; the same API key is needed. "
+    + EVIDENCE_NAME_DOC,
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, **error_responses_doc(401, 404, 429)},
+)
+async def get_job_evidence(
+    job_id: str, name: str, request: Request, owner: str = Depends(require_api_key)
+) -> FileResponse:
+    _own_job(request, job_id, owner)
+    path = request.app.state.evidence.path(job_id, name)
+    if path is None:
+        raise ApiError(404, "evidence_not_found", f"job {job_id!r} has no evidence image {name!r}")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/v1/jobs/{job_id}/report",
+    summary="A self-contained HTML report of a finished job",
+    description="Verdict, calibrated score and what the threshold means, each face with its images "
+    "(inlined), the timeline, the file's SHA-256, size and duration, the model and its checksum, the "
+    "time of analysis and the method's limits. One file: it opens offline and can be archived.",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}}, **error_responses_doc(401, 404, 409, 429)},
+)
+async def get_job_report(
+    job_id: str, request: Request, owner: str = Depends(require_api_key)
+) -> HTMLResponse:
+    result = DetectionResult.model_validate_json(_finished_result(request, job_id, owner))
+    evidence = request.app.state.evidence
+    html = render_report(inline(result, lambda name: evidence.read(job_id, name)))
+    filename = f"deepfake-report-{job_id}.html"
+    return HTMLResponse(html, headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
 
 @router.delete(
@@ -175,4 +224,5 @@ async def delete_job(job_id: str, request: Request, owner: str = Depends(require
     removed = request.app.state.store.delete(job_id)
     if removed is not None and removed.state == "queued" and removed.upload_path:
         remove_quietly(Path(removed.upload_path))
+    request.app.state.evidence.delete(job_id)
     return Response(status_code=204)
