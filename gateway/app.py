@@ -73,7 +73,15 @@ def create_app(
             await preprocessor.aclose()
             store.close()
 
-    app = FastAPI(title="Deepfake detector API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url None: gateway.routers.web serves both viewers from local files (no CDN).
+    app = FastAPI(
+        title="Deepfake detector API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.api_keys = settings.api_key_set()
     app.state.store = store
@@ -98,4 +106,5 @@ def create_app(
         )
     for router in (health.router, detections.router, jobs.router, web.router):
         app.include_router(router)
+    web.mount_static(app)
     return app

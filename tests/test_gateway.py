@@ -92,7 +92,8 @@ def test_no_key_or_a_wrong_key_is_401(gateway, synth_videos):
     assert gateway.get("/healthz").status_code == 200  # health, docs and the web page need no key
     assert gateway.get("/docs").status_code == 200
     page = gateway.get("/")
-    assert page.status_code == 200 and 'type="file"' in page.text and "/v1/jobs" in page.text
+    assert page.status_code == 200 and 'data-testid="file-input"' in page.text
+    assert "/static/app.js" in page.text and "/v1/jobs" in gateway.get("/static/app.js").text
 
 
 def test_auth_disabled_explicitly_lets_requests_through(tmp_path, random_model_path):

@@ -1,0 +1,132 @@
+"""The web app in a real browser (Playwright driving Debian's chromium) against the real stack.
+
+Upload a synthetic two-face video through the page, see the verdict, face cards whose images loaded, the
+timeline seeking the player, the heatmap toggle, the report download, the recent jobs and delete; then the
+error cases (a wrong key, a file that is not a video). Screenshots go to the test run's temporary folder
+(``screenshots*`` under pytest's basetemp) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepfake.local_stack import LocalStack
+from tests import synth
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # the dev extra is not installed
+    sync_playwright = None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary (apt-get install chromium; .ci/run installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture()
+def page(browser, stack: LocalStack) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(stack.urls["gateway"] + "/")
+    yield page
+    context.close()
+
+
+def analyse(page: Page, key: str, video: Path) -> None:
+    page.get_by_test_id("api-key").fill(key)
+    page.get_by_test_id("file-input").set_input_files(str(video))
+    page.get_by_test_id("analyse").click()
+
+
+def test_upload_verdict_faces_timeline_report_and_delete(page, stack, stack_videos, screenshots, gateway):
+    analyse(page, stack.api_key, stack_videos["two"])
+    expect(page.get_by_test_id("analyse")).to_be_disabled()  # no second job from a double click
+    expect(page.get_by_test_id("verdict")).to_be_visible(timeout=120_000)
+    expect(page.get_by_test_id("analyse")).to_be_enabled()
+    assert page.get_by_test_id("upload-progress").evaluate("bar => bar.value") == 1
+
+    job = gateway.get("/v1/jobs", params={"limit": 1}).json()[0]
+    result = gateway.get(f"/v1/jobs/{job['id']}/result").json()
+    words = {"fake": "Likely manipulated", "real": "No manipulation found"}
+    expect(page.get_by_test_id("verdict")).to_contain_text(words[result["verdict"]])
+    expect(page.get_by_test_id("confidence")).to_contain_text(f"{round(result['score'] * 100)}%")
+    assert page.evaluate("document.activeElement.id") == "verdict"  # keyboard users land on the answer
+
+    cards = page.get_by_test_id("face-card")
+    expect(cards).to_have_count(len(result["tracks"]))
+    assert len(result["tracks"]) == 2
+    first = cards.nth(0)
+    first.locator("img.face").wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=face-card] img')]"
+                           ".every(img => img.complete && img.naturalWidth > 0)")  # fmt: skip
+    expect(first).to_contain_text(f"Score {result['tracks'][0]['score']:.2f}")
+    expect(first).to_contain_text("Counted towards the verdict")
+
+    thumb_src = first.locator("img.face").get_attribute("src")
+    first.get_by_test_id("heatmap-toggle").click()
+    expect(first.get_by_test_id("heatmap-toggle")).to_have_attribute("aria-pressed", "true")
+    assert first.locator("img.face").get_attribute("src") != thumb_src
+    page.wait_for_function("() => document.querySelector('[data-testid=face-card] img.face').naturalWidth")
+
+    # The timeline: one point per scored sampled moment; Enter on a point seeks the player there.
+    scored = [p for p in result["timeline"] if p["score"] is not None]
+    points = page.get_by_test_id("timeline").locator("circle")
+    expect(points).to_have_count(len(scored))
+    page.wait_for_function("() => document.getElementById('player').readyState >= 1", timeout=20_000)
+    points.nth(len(scored) - 1).focus()
+    page.keyboard.press("Enter")
+    seek_to = scored[-1]["t"]
+    page.wait_for_function(f"() => Math.abs(document.getElementById('player').currentTime - {seek_to}) < 0.1")
+    page.screenshot(path=str(screenshots / "result-desktop.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("report-link").click()
+    report = Path(download_info.value.path()).read_text()
+    assert "Deepfake analysis report" in report and result["video"]["sha256"] in report
+    assert report.count("data:image/jpeg;base64,") == 3 * len(result["tracks"])
+
+    # Phone width: nothing wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(screenshots / "result-phone.png"), full_page=True)
+
+    jobs = page.get_by_test_id("job")
+    expect(jobs.first).to_contain_text("two.mp4")
+    count = jobs.count()
+    jobs.first.get_by_test_id("delete-job").click()
+    expect(page.get_by_test_id("job")).to_have_count(count - 1) if count > 1 else expect(
+        page.get_by_test_id("jobs")
+    ).to_contain_text("No jobs yet")
+    assert gateway.get(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+def test_errors_replace_each_other_and_say_what_to_do(page, stack, tmp_path, screenshots):
+    analyse(page, "not-the-key", synth.write_random_bytes(tmp_path / "noise.mp4"))
+    error = page.get_by_test_id("error")
+    expect(error).to_contain_text("API key was refused")
+    expect(page.get_by_test_id("analyse")).to_be_enabled()
+    analyse(page, stack.api_key, synth.write_random_bytes(tmp_path / "noise.mp4"))
+    expect(error).to_contain_text("not_a_video")
+    expect(error).not_to_contain_text("API key")  # the old error is gone, not stacked
+    expect(page.get_by_test_id("error")).to_have_count(1)
+    expect(page.get_by_test_id("verdict")).to_be_hidden()
+    page.screenshot(path=str(screenshots / "error.png"), full_page=True)
