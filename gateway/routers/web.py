@@ -27,26 +27,28 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
 
+ASSETS = "/docs-assets/"
+
+
+def _viewer_page(request: Request, viewer: str) -> dict[str, str]:
+    return {"openapi_url": str(request.app.openapi_url), "title": f"{request.app.title} - {viewer}"}
+
+
 @router.get("/docs", include_in_schema=False)
 async def swagger_ui(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(
-        openapi_url=request.app.openapi_url,
-        title=f"{request.app.title} - Swagger UI",
-        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-        swagger_css_url="/docs-assets/swagger-ui.css",
-        swagger_favicon_url="/docs-assets/favicon.png",
+        **_viewer_page(request, "Swagger UI"),
+        swagger_js_url=ASSETS + "swagger-ui-bundle.js",
+        swagger_css_url=ASSETS + "swagger-ui.css",
+        swagger_favicon_url=ASSETS + "favicon.png",
     )
 
 
 @router.get("/redoc", include_in_schema=False)
 async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url=request.app.openapi_url,
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url="/docs-assets/redoc.standalone.js",
-        redoc_favicon_url="/docs-assets/favicon.png",
-        with_google_fonts=False,
-    )
+    icon, js = ASSETS + "favicon.png", ASSETS + "redoc.standalone.js"
+    page = _viewer_page(request, "ReDoc")
+    return get_redoc_html(**page, redoc_js_url=js, redoc_favicon_url=icon, with_google_fonts=False)
 
 
 def mount_static(app: FastAPI) -> None:

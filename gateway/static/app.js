@@ -216,7 +216,7 @@ function svgElement(tag, attributes) {
 }
 
 function renderTimeline(result) {
-  const width = 640, height = 170, pad = 30;
+  const width = 800, height = 180, pad = 30;
   const span = Math.max(result.video.duration_s, ...result.timeline.map((p) => p.t), 1e-6);
   const x = (t) => pad + ((width - 2 * pad) * t) / span;
   const y = (s) => height - pad - (height - 2 * pad) * s;
@@ -314,7 +314,9 @@ function renderFaces(result) {
     if (evidence) {
       const strip = element("img", { class: "strip", alt: "Sampled frames of face " + track.id + " with its box" });
       blobUrl(evidence.strip).then((url) => { strip.src = url; }).catch(() => { strip.alt = "image unavailable"; });
-      card.append(strip);
+      const wrap = element("div", { class: "strip-wrap", tabindex: 0, "aria-label": "Sampled frames, scrollable" });
+      wrap.append(strip);
+      card.append(wrap);
     }
     container.append(card);
   }

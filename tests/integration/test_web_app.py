@@ -103,6 +103,15 @@ def test_upload_verdict_faces_timeline_report_and_delete(page, stack, stack_vide
     report = Path(download_info.value.path()).read_text()
     assert "Deepfake analysis report" in report and result["video"]["sha256"] in report
     assert report.count("data:image/jpeg;base64,") == 3 * len(result["tracks"])
+    # Self-contained: rendered with every network request refused, it asks for nothing and shows its images.
+    offline = page.context.new_page()
+    requested: list[str] = []
+    offline.route("**/*", lambda route: (requested.append(route.request.url), route.abort()))
+    offline.set_content(report)
+    offline.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
+    assert requested == [] and offline.locator("img").count() == 3 * len(result["tracks"])
+    offline.screenshot(path=str(screenshots / "report.png"), full_page=True)
+    offline.close()
 
     # Phone width: nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
