@@ -147,16 +147,16 @@ class JobStatus(BaseModel):
     state: JobState
     progress: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of the analysis done (0..1).")
     filename: str | None = Field(None, description="The uploaded file's name, for display only.")
-    created_at: float = Field(description="Unix time the job was accepted.")
-    updated_at: float
+    created_at: datetime = Field(description="When the job was accepted (UTC, ISO 8601).")
+    updated_at: datetime = Field(description="When the job last changed (UTC, ISO 8601).")
     attempts: int = Field(0, description="Times a worker started this job (restarts re-queue running jobs).")
     callback_url: str | None = None
     error: ErrorDetail | None = None
-    result_url: str | None = None
-    next_attempt_at: float | None = Field(
+    result_url: str | None = Field(None, description="Absolute URL of the result, once the job succeeded.")
+    next_attempt_at: datetime | None = Field(
         None,
-        description="Unix time of the next try while a queued job waits out an unavailable analysis "
-        "service (see `retry_reason`); null otherwise.",
+        description="When (UTC, ISO 8601) a queued job waiting out an unavailable analysis service (see "
+        "`retry_reason`) is tried next; null otherwise.",
     )
     retry_reason: ErrorDetail | None = Field(
         None,
@@ -170,5 +170,5 @@ class JobCreated(BaseModel):
 
     id: str
     state: JobState
-    status_url: str
-    result_url: str
+    status_url: str = Field(description="Absolute URL of the job's status.")
+    result_url: str = Field(description="Absolute URL of the result (409 until the job succeeded).")

@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
+from gateway import openapi
 from gateway.auth import parse_networks
 from gateway.callbacks import CallbackPolicy, Resolver
 from gateway.jobs.runner import JobRunner
@@ -73,7 +74,8 @@ def create_app(
             await preprocessor.aclose()
             store.close()
 
-    # docs_url/redoc_url None: gateway.routers.web serves both viewers from local files (no CDN).
+    # gateway.routers.web serves the document (with `servers` naming this gateway) and both viewers from
+    # local files (no CDN), so FastAPI's own routes for them are off.
     app = FastAPI(
         title="Deepfake detector API",
         version="1",
@@ -81,7 +83,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
+    openapi.install(app)
     app.state.settings = settings
     app.state.api_keys = settings.api_key_set()
     app.state.store = store

@@ -95,6 +95,17 @@ class GatewaySettings(BaseSettings):
         "loopback, private or link-local (comma-separated): an operator's internal receiver.",
     )
 
+    public_url: str = Field(
+        "",
+        description="The gateway's public base URL (e.g. https://detector.example): the base of the absolute "
+        "status_url/result_url, Location headers, callback payloads and the OpenAPI `servers`. Empty: the "
+        "URL each request came in on (callbacks then carry paths).",
+    )
+
+    def base_url_for(self, request_base_url: str) -> str:
+        """The base of the absolute URLs in answers: ``public_url`` when set, else the request's own."""
+        return (self.public_url or request_base_url).rstrip("/")
+
     cors_origins: str = Field(
         "", description="Browser origins allowed to call the API (comma-separated, e.g. https://app.example)."
     )

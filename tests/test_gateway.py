@@ -209,7 +209,9 @@ def test_sync_detection_returns_the_result(gateway, synth_videos):
 
 def test_job_lifecycle_and_isolation_between_keys(gateway, synth_videos):
     created = post_video(gateway, "/v1/jobs", synth_videos["pan"].path)
-    assert created.status_code == 202 and created.headers["location"] == f"/v1/jobs/{created.json()['id']}"
+    assert created.status_code == 202
+    assert created.headers["location"] == created.json()["status_url"]
+    assert created.json()["status_url"] == f"http://testserver/v1/jobs/{created.json()['id']}"
     job_id = created.json()["id"]
     assert_error_shape(
         gateway.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": "other-key"}), 404, "job_not_found"

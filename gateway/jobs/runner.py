@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -43,19 +44,31 @@ log = logging.getLogger(__name__)
 RETRIES_EXHAUSTED = "retries_exhausted"
 
 
-def job_status(job: JobRecord) -> JobStatus:
+def job_url(base_url: str, job_id: str) -> str:
+    """The job's status URL under ``base_url`` (the gateway's public base, e.g. https://detector.example);
+    an empty base gives the path alone."""
+    return f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
+
+
+def utc(unix_time: float) -> datetime:
+    return datetime.fromtimestamp(unix_time, UTC)
+
+
+def job_status(job: JobRecord, base_url: str = "") -> JobStatus:
+    """The public status of ``job``; URLs under ``base_url`` (see :func:`job_url`), times as UTC datetimes
+    (the store keeps Unix times)."""
     return JobStatus(
         id=job.id,
         state=job.state,
         progress=round(job.progress, 4),
         filename=job.filename,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
+        created_at=utc(job.created_at),
+        updated_at=utc(job.updated_at),
         attempts=job.attempts,
         callback_url=job.callback_url,
         error=job.error,
-        result_url=f"/v1/jobs/{job.id}/result" if job.state == "succeeded" else None,
-        next_attempt_at=job.next_attempt_at if job.state == "queued" else None,
+        result_url=f"{job_url(base_url, job.id)}/result" if job.state == "succeeded" else None,
+        next_attempt_at=utc(job.next_attempt_at) if job.state == "queued" and job.next_attempt_at else None,
         retry_reason=job.retry_reason if job.state in ("queued", "running") else None,
     )
 
@@ -239,6 +252,6 @@ class JobRunner:
             log.warning("job %s: no callback secret configured, callback not sent", job_id)
             outcome = "refused"
         else:
-            body = job_status(job).model_dump(mode="json")
+            body = job_status(job, self.settings.public_url).model_dump(mode="json")
             outcome = await self._sender.deliver(url, body, secret, job_id)
         self.metrics.callbacks.labels(outcome).inc()

@@ -9,13 +9,16 @@ report), with the key the user types.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+
+from gateway import openapi
 
 router = APIRouter(tags=["web"])
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -28,10 +31,34 @@ async def index() -> FileResponse:
 
 
 ASSETS = "/docs-assets/"
+# The one thing the ReDoc bundle fetches from outside: its footer logo, from Redocly's CDN. Served with
+# that URL pointing at our own icon, so opening the docs contacts no other host.
+REDOC_CDN_LOGO = 'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"'
+
+
+@lru_cache(maxsize=1)
+def _redoc_bundle() -> bytes:
+    text = (DOCS_ASSETS_DIR / "redoc.standalone.js").read_text(encoding="utf-8")
+    return text.replace(REDOC_CDN_LOGO, f'src:"{ASSETS}favicon.png"').encode("utf-8")
+
+
+@router.get(ASSETS + "redoc.standalone.js", include_in_schema=False)
+async def redoc_bundle() -> Response:
+    return Response(_redoc_bundle(), media_type="text/javascript")
+
+
+OPENAPI_URL = "/openapi.json"
+
+
+@router.get(OPENAPI_URL, include_in_schema=False)
+async def openapi_json(request: Request) -> JSONResponse:
+    """The OpenAPI document; its `servers` is the gateway's public URL, or the one this request used."""
+    base = request.app.state.settings.base_url_for(str(request.base_url))
+    return JSONResponse(openapi.for_server(request.app, base))
 
 
 def _viewer_page(request: Request, viewer: str) -> dict[str, str]:
-    return {"openapi_url": str(request.app.openapi_url), "title": f"{request.app.title} - {viewer}"}
+    return {"openapi_url": OPENAPI_URL, "title": f"{request.app.title} - {viewer}"}
 
 
 @router.get("/docs", include_in_schema=False)

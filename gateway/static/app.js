@@ -100,7 +100,7 @@ async function follow(statusUrl) {
     $("analysis-bar").value = status.progress;
     let text = STATE_WORDS[status.state] + ": " + Math.round(status.progress * 100) + "%";
     if (status.retry_reason && status.next_attempt_at) {
-      const when = new Date(status.next_attempt_at * 1000).toLocaleTimeString();
+      const when = new Date(status.next_attempt_at).toLocaleTimeString();
       text = "The analysis service is unavailable (" + status.retry_reason.code + "); trying again at " + when;
     }
     $("status").textContent = text;
@@ -352,7 +352,7 @@ async function refreshJobs() {
   if (jobs.length === 0) list.append(element("li", {}, "No jobs yet."));
   for (const job of jobs) {
     const item = element("li", { "data-testid": "job" });
-    const created = new Date(job.created_at * 1000).toLocaleString();
+    const created = new Date(job.created_at).toLocaleString();
     item.append(element("span", { class: "name" }, (job.filename || job.id) + " — " + STATE_WORDS[job.state] + ", " + created));
     if (job.state === "succeeded") {
       const open = element("button", { type: "button" }, "Open");

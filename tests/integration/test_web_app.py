@@ -42,12 +42,30 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("screenshots")
 
 
+def offline_context(browser, stack: LocalStack):
+    """A browser context that refuses (and records) every request to anywhere but the gateway: the app and
+    the docs must work on a machine without internet."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.outside = []
+
+    def route(route) -> None:
+        if route.request.url.startswith(stack.urls["gateway"] + "/"):
+            route.continue_()
+        else:
+            context.outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", route)
+    return context
+
+
 @pytest.fixture()
 def page(browser, stack: LocalStack) -> Page:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = offline_context(browser, stack)
     page = context.new_page()
     page.goto(stack.urls["gateway"] + "/")
     yield page
+    assert context.outside == []
     context.close()
 
 
@@ -139,3 +157,17 @@ def test_errors_replace_each_other_and_say_what_to_do(page, stack, tmp_path, scr
     expect(page.get_by_test_id("error")).to_have_count(1)
     expect(page.get_by_test_id("verdict")).to_be_hidden()
     page.screenshot(path=str(screenshots / "error.png"), full_page=True)
+
+
+def test_api_docs_render_without_internet(browser, stack, screenshots):
+    context = offline_context(browser, stack)
+    page = context.new_page()
+    page.goto(stack.urls["gateway"] + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Deepfake detector API", timeout=30_000)
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+    page.screenshot(path=str(screenshots / "swagger.png"))
+    page.goto(stack.urls["gateway"] + "/redoc")
+    expect(page.locator("h1").first).to_contain_text("Deepfake detector API", timeout=30_000)
+    page.screenshot(path=str(screenshots / "redoc.png"))
+    assert context.outside == []
+    context.close()
