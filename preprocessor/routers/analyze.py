@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from deepfake.api_errors import ApiError, error_responses_doc
+from deepfake.api_errors import UPLOAD_ERRORS, ApiError, error_responses_doc
 from deepfake.schemas import DetectionResult, ErrorBody
 from deepfake.uploads import UPLOAD_OPENAPI, Upload, receive_upload, remove_quietly
 from inference.triton_backend import TritonModelError, TritonUnavailableError
@@ -99,7 +99,9 @@ async def _analyze(
     summary="Analyse one uploaded video",
     response_model=DetectionResult,
     openapi_extra=UPLOAD_OPENAPI,
-    responses=error_responses_doc(400, 413, 415, 422, 503),
+    responses=error_responses_doc(
+        *UPLOAD_ERRORS, "unauthorized", "busy", "inference_unavailable", "model_error", "internal_error"
+    ),
 )
 async def analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
     request: Request,
