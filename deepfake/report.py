@@ -3,6 +3,8 @@
 WHY self-contained: a report is forwarded, attached to a ticket or archived; it must open anywhere, years
 later, without the API key or the service. So images are inlined as data URIs (``deepfake.evidence_files
 .inline``), the timeline is inline SVG and the style sheet is in the page; nothing is fetched.
+``render_pdf`` prints the same page to PDF with WeasyPrint (PyPI; needs the system's Pango), where a PDF
+is what a case file takes.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ def render_report(result: DetectionResult, title: str | None = None) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Deepfake analysis report: {escape(name)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
+@page{{size:A4;margin:1.5cm}}
 body{{font-family:system-ui,sans-serif;max-width:50rem;margin:1.5rem auto;padding:0 1rem;color:#1b1b1b}}
 .verdict{{padding:.8rem 1rem;border-radius:.4rem;font-size:1.3rem;font-weight:700}}
 .fake{{background:#fde2e1;color:#8a0000}} .real{{background:#e1f5e4;color:#0b5a1b}}
@@ -156,3 +159,11 @@ td{{word-break:break-all}} .face{{border:1px solid #ccc;border-radius:.4rem;padd
 <h2>Limits</h2><p>{escape(LIMITS)}</p>
 </body></html>
 """
+
+
+def render_pdf(html: str) -> bytes:
+    """The report page as PDF. WeasyPrint is imported here: only PDF reports need it (and its Pango)."""
+    from weasyprint import HTML
+
+    # No base URL and only data: URIs in the page, so rendering fetches nothing.
+    return HTML(string=html).write_pdf()

@@ -149,16 +149,21 @@ def test_report_is_self_contained_and_names_what_it_judged(two_faces):
     assert "http://" not in html and "https://" not in html and "<script" not in html
 
 
-def test_cli_writes_evidence_files_and_a_report(blend_model_path, synth_videos, default_detector, tmp_path):
-    video = synth_videos["pan"].path
+def detect(model: Path, video: Path, *flags: str) -> dict:
+    """`deepfake detect --json` as a process; the video's JSON record."""
     run = subprocess.run(
         [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress", "--frames", "8",
-         "--model", str(blend_model_path), "--evidence", str(tmp_path / "ev"),
-         "--report", str(tmp_path / "out.html"), str(video)],
+         "--model", str(model), *flags, str(video)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    row = json.loads(run.stdout.splitlines()[-1])
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_cli_writes_evidence_files_and_a_report(blend_model_path, synth_videos, default_detector, tmp_path):
+    video = synth_videos["pan"].path
+    flags = ("--evidence", str(tmp_path / "ev"), "--report", str(tmp_path / "out.html"))
+    row = detect(blend_model_path, video, *flags)
     evidence = row["tracks"][0]["evidence"]
     folder = tmp_path / "ev" / video.stem
     for kind in ("thumbnail", "heatmap", "strip"):
@@ -167,3 +172,11 @@ def test_cli_writes_evidence_files_and_a_report(blend_model_path, synth_videos, 
         assert cv2.imread(str(path)) is not None
     report = (tmp_path / "out.html").read_text()
     assert report.count("data:image/jpeg;base64,") == 3 and row["video"]["sha256"] in report
+
+
+def test_cli_report_ending_in_pdf_is_a_pdf(random_model_path, synth_videos, default_detector, tmp_path):
+    pytest.importorskip("weasyprint", reason="PDF reports need WeasyPrint (the serve extra)")
+    row = detect(random_model_path, synth_videos["pan"].path, "--report", str(tmp_path / "out.pdf"))
+    assert row["tracks"][0]["evidence"] is None  # the images live in the report
+    pdf = (tmp_path / "out.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.count(b"/DCTDecode") == 2  # thumbnail + strip: no blend map

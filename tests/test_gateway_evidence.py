@@ -67,6 +67,18 @@ def test_the_report_inlines_the_images_and_names_the_file(gateway, synth_videos)
                        "job_not_found")  # fmt: skip
 
 
+def test_the_report_as_pdf_holds_the_same_images(gateway, synth_videos):
+    pytest.importorskip("weasyprint", reason="PDF reports need WeasyPrint (the serve extra)")
+    job_id, result = finished_job(gateway, synth_videos["pan"].path)
+    pdf = gateway.get(f"/v1/jobs/{job_id}/report", params={"format": "pdf"})
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-") and pdf.content.rstrip().endswith(b"%%EOF")
+    # Each evidence JPEG is embedded as an image XObject (DCT-encoded, as it was stored).
+    assert pdf.content.count(b"/DCTDecode") == 3 * len(result["tracks"])
+    bad = gateway.get(f"/v1/jobs/{job_id}/report", params={"format": "docx"})
+    assert_error_shape(bad, 422, "invalid_request")
+
+
 def test_report_of_an_unknown_job_is_404_and_sync_results_carry_no_evidence(gateway, synth_videos):
     assert_error_shape(gateway.get("/v1/jobs/nope/report"), 404, "job_not_found")
     sync = post_video(gateway, "/v1/detections", synth_videos["pan"].path)

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--report",
         type=Path,
         metavar="FILE",
-        help="write a self-contained HTML report: FILE for one video, FILE/<video name>.html for several",
+        help="write a self-contained report: FILE for one video (PDF when FILE ends in .pdf, else HTML), "
+        "FILE/<video name>.html for several",
     )
     add_pipeline_arguments(parser)
 
@@ -138,11 +139,15 @@ def write_outputs(
 ) -> None:
     """The report (images inlined) and the evidence files; the result then lists the files' paths, or no
     evidence at all when only a report was asked for (its images live in the report)."""
-    from deepfake.report import render_report
+    from deepfake.report import render_pdf, render_report
 
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(render_report(result), encoding="utf-8")
+        html = render_report(result)
+        if report.suffix.lower() == ".pdf":
+            report.write_bytes(render_pdf(html))
+        else:
+            report.write_text(html, encoding="utf-8")
     if evidence_dir is None:
         for track in result.tracks:
             track.evidence = None

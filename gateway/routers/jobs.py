@@ -3,10 +3,11 @@ images and its HTML report, delete."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -22,7 +23,7 @@ from deepfake.api_errors import (
     error_responses_doc,
 )
 from deepfake.evidence_files import inline
-from deepfake.report import render_report
+from deepfake.report import render_pdf, render_report
 from deepfake.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.uploads import remove_quietly
 from gateway.auth import require_api_key
@@ -241,21 +242,36 @@ async def get_job_evidence(
     summary="A self-contained HTML report of a finished job",
     description="Verdict, calibrated score and what the threshold means, each face with its images "
     "(inlined), the timeline, the file's SHA-256, size and duration, the model and its checksum, the "
-    "time of analysis and the method's limits. One file: it opens offline and can be archived.",
+    "time of analysis and the method's limits. One file: it opens offline and can be archived. "
+    "`?format=pdf` gives the same report as PDF.",
     response_class=HTMLResponse,
     responses={
-        200: {"content": {"text/html": {"schema": {"type": "string"}}}},
-        **error_responses_doc(*AUTH_ERRORS, *JOB_RESULT_ERRORS),
+        200: {
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+            }
+        },
+        **error_responses_doc(*AUTH_ERRORS, *JOB_RESULT_ERRORS, "invalid_request"),
     },
 )
 async def get_job_report(
-    job_id: str, request: Request, owner: str = Depends(require_api_key)
-) -> HTMLResponse:
+    job_id: str,
+    request: Request,
+    report_format: Annotated[
+        Literal["html", "pdf"], Query(alias="format", description="`html` (default) or `pdf`.")
+    ] = "html",
+    owner: str = Depends(require_api_key),
+) -> Response:
     result = DetectionResult.model_validate_json(_finished_result(request, job_id, owner))
     evidence = request.app.state.evidence
     html = render_report(inline(result, lambda name: evidence.read(job_id, name)))
-    filename = f"deepfake-report-{job_id}.html"
-    return HTMLResponse(html, headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    name = f"deepfake-report-{job_id}.{report_format}"
+    headers = {"Content-Disposition": f'inline; filename="{name}"'}
+    if report_format == "pdf":
+        pdf = await asyncio.to_thread(render_pdf, html)  # a second or so of CPU: off the event loop
+        return Response(pdf, media_type="application/pdf", headers=headers)
+    return HTMLResponse(html, headers=headers)
 
 
 @router.delete(
