@@ -144,7 +144,8 @@ body{{font-family:system-ui,sans-serif;max-width:50rem;margin:1.5rem auto;paddin
 .fake{{background:#fde2e1;color:#8a0000}} .real{{background:#e1f5e4;color:#0b5a1b}}
 .inconclusive{{background:#eee;color:#444}}
 table{{border-collapse:collapse}} th,td{{text-align:left;padding:.2rem .8rem .2rem 0;vertical-align:top}}
-td{{word-break:break-all}} .face{{border:1px solid #ccc;border-radius:.4rem;padding:.6rem 1rem;margin:1rem 0}}
+td{{word-break:break-all}}
+.face{{border:1px solid #ccc;border-radius:.4rem;padding:.6rem 1rem;margin:1rem 0;break-inside:avoid}}
 .pics img{{width:160px;height:160px;margin-right:.5rem}} .strip img{{max-width:100%}}
 .small{{font-size:.85rem}}
 </style></head><body>
