@@ -45,7 +45,7 @@ SIGNATURE_HELP = (
 
 def _example_result(evidence: bool) -> dict[str, Any]:
     """An illustrative DetectionResult (made-up values, one face), validated by building the model."""
-    job = f"/v1/jobs/{EXAMPLE_JOB}/evidence"
+    job = f"{EXAMPLE_BASE}/v1/jobs/{EXAMPLE_JOB}/evidence"
     frames = [
         TrackFrame(frame_index=0, t=0.0, box=[412.0, 96.0, 598.0, 282.0], detection_score=0.97, score=0.81),
         TrackFrame(frame_index=2, t=0.08, box=[414.5, 97.0, 600.0, 283.5], detection_score=0.96, score=0.84),

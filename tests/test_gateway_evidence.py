@@ -6,6 +6,10 @@ does); the model is the random test model with a blend-map output, so every trac
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -38,7 +42,7 @@ def test_a_job_keeps_its_evidence_images_under_the_same_key(gateway, synth_video
         evidence = track["evidence"]
         for kind in KINDS:
             url = evidence[kind]
-            assert url == f"/v1/jobs/{job_id}/evidence/track-{track['id']}-{kind}.jpg"
+            assert url == f"http://testserver/v1/jobs/{job_id}/evidence/track-{track['id']}-{kind}.jpg"
             image = gateway.get(url)
             assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
             assert cv2.imdecode(np.frombuffer(image.content, np.uint8), cv2.IMREAD_COLOR) is not None
@@ -83,3 +87,21 @@ def test_report_of_an_unknown_job_is_404_and_sync_results_carry_no_evidence(gate
     assert_error_shape(gateway.get("/v1/jobs/nope/report"), 404, "job_not_found")
     sync = post_video(gateway, "/v1/detections", synth_videos["pan"].path)
     assert sync.status_code == 200 and all(t["evidence"] is None for t in sync.json()["tracks"])
+
+
+def test_evidence_of_jobs_that_no_longer_exist_is_swept(tmp_path, synth_videos, default_detector):
+    model = write_random_model(tmp_path / "model" / "model.onnx", default_test_meta())
+    with make_gateway(tmp_path, model, upload_orphan_age_s=60) as client:
+        client.headers["X-API-Key"] = KEY
+        job_id, _ = finished_job(client, synth_videos["pan"].path)
+        root = tmp_path / "evidence"
+        orphan, fresh = root / ("0" * 32), root / ("1" * 32)
+        for folder in (orphan, fresh):
+            folder.mkdir()
+            (folder / "track-0-strip.jpg").write_bytes(b"x")
+        old = time.time() - 120
+        os.utime(orphan, (old, old))
+        os.utime(root / job_id, (old, old))
+        asyncio.run(client.app.state.runner.sweep_uploads())
+        assert not orphan.exists()  # no such job, old enough
+        assert fresh.exists() and (root / job_id).exists()  # too young; a job that still exists

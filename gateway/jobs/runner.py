@@ -117,11 +117,16 @@ class JobRunner:
         await self._sender.aclose()
 
     async def sweep_uploads(self) -> list[Path]:
-        """Delete orphaned upload files (referenced by no job, older than upload_orphan_age_s)."""
+        """Delete orphaned upload files (referenced by no job, older than upload_orphan_age_s), and
+        evidence folders of jobs that no longer exist (same age)."""
 
         def sweep() -> list[Path]:
             keep = self.store.upload_paths()
-            return sweep_orphan_uploads(self.settings.upload_dir, self.settings.upload_orphan_age_s, keep)
+            age = self.settings.upload_orphan_age_s
+            gone = self.evidence.sweep(lambda job_id: self.store.get(job_id) is not None, age)
+            if gone:
+                log.info("removed evidence of %d job(s) that no longer exist", len(gone))
+            return sweep_orphan_uploads(self.settings.upload_dir, age, keep)
 
         try:
             removed = await asyncio.to_thread(sweep)

@@ -189,7 +189,9 @@ async def get_job(job_id: str, request: Request, owner: str = Depends(require_ap
     responses=error_responses_doc(*AUTH_ERRORS, *JOB_RESULT_ERRORS),
 )
 async def get_job_result(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> Response:
-    return Response(_finished_result(request, job_id, owner), media_type="application/json")
+    result_json = _finished_result(request, job_id, owner)
+    absolute = request.app.state.evidence.absolute(result_json, job_id, _base_url(request))
+    return Response(absolute, media_type="application/json")
 
 
 def _finished_result(request: Request, job_id: str, owner: str) -> str:

@@ -317,6 +317,8 @@ function renderFaces(result) {
       const wrap = element("div", { class: "strip-wrap", tabindex: 0, "aria-label": "Sampled frames, scrollable" });
       wrap.append(strip);
       card.append(wrap);
+      const times = evidence.strip_times.map((t) => t.toFixed(2)).join(", ");
+      card.append(element("p", { class: "small" }, "Frames at " + times + " s; the box marks this face."));
     }
     container.append(card);
   }
@@ -353,7 +355,9 @@ async function refreshJobs() {
   for (const job of jobs) {
     const item = element("li", { "data-testid": "job" });
     const created = new Date(job.created_at).toLocaleString();
-    item.append(element("span", { class: "name" }, (job.filename || job.id) + " — " + STATE_WORDS[job.state] + ", " + created));
+    let text = (job.filename || job.id) + " — " + STATE_WORDS[job.state] + ", " + created;
+    if (job.state === "failed" && job.error) text += ": " + job.error.message;
+    item.append(element("span", { class: "name" }, text));
     if (job.state === "succeeded") {
       const open = element("button", { type: "button" }, "Open");
       open.addEventListener("click", () => { clearError(); showJob(job.id).catch((err) => showError(describe(err))); });
