@@ -8,9 +8,11 @@ error cases (a wrong key, a file that is not a video). Screenshots go to the tes
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deepfake.local_stack import LocalStack
@@ -171,3 +173,27 @@ def test_api_docs_render_without_internet(browser, stack, screenshots):
     page.screenshot(path=str(screenshots / "redoc.png"))
     assert context.outside == []
     context.close()
+
+
+def test_upload_progress_is_shown_while_the_file_is_sent(page, stack, tmp_path, screenshots):
+    # Noise compresses badly: a few MB in 12 frames; the upload is throttled so it lasts seconds.
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (480, 854, 3), dtype=np.uint8) for _ in range(12)]
+    video = synth.write_video(tmp_path / "noise.mp4", frames, crf=10)
+    size_mb = video.stat().st_size / 1e6
+    assert size_mb > 2, size_mb
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    throttle = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 512 * 1024}
+    cdp.send("Network.emulateNetworkConditions", throttle)
+    analyse(page, stack.api_key, video)
+    bar = "document.querySelector('[data-testid=upload-progress]').value"
+    page.wait_for_function(f"() => {bar} > 0.2 && {bar} < 0.9", timeout=30_000)
+    uploading = re.compile(r"Uploading: \d+% \([\d.]+ MB of [\d.]+ MB\)")
+    expect(page.get_by_test_id("status")).to_contain_text(uploading)
+    page.screenshot(path=str(screenshots / "uploading.png"))
+    cdp.send("Network.emulateNetworkConditions", {**throttle, "uploadThroughput": -1})
+    expect(page.get_by_test_id("verdict")).to_contain_text("Inconclusive", timeout=120_000)
+    expect(page.get_by_test_id("face-card")).to_have_count(0)
+    expect(page.get_by_test_id("warnings")).to_contain_text("no usable face")
+    page.screenshot(path=str(screenshots / "inconclusive.png"), full_page=True)
