@@ -116,6 +116,9 @@ def test_upload_verdict_faces_timeline_report_and_delete(page, stack, stack_vide
     page.keyboard.press("Enter")
     seek_to = scored[-1]["t"]
     page.wait_for_function(f"() => Math.abs(document.getElementById('player').currentTime - {seek_to}) < 0.1")
+    points.nth(0).click()  # a mouse click on the chart seeks to the time under the pointer
+    seek_to = scored[0]["t"]
+    page.wait_for_function(f"() => Math.abs(document.getElementById('player').currentTime - {seek_to}) < 0.1")
     page.screenshot(path=str(screenshots / "result-desktop.png"), full_page=True)
 
     with page.expect_download() as download_info:
