@@ -200,7 +200,8 @@ class Pipeline:
                 sample_times.append(frame.t)
                 with stage(timings, "crop"):
                     per_frame.append([self._detection(frame, f) for f in faces])
-                    if keep_frames:
+                if keep_frames:
+                    with stage(timings, "evidence"):
                         small_frames[frame.index] = shrink_frame(frame.rgb)
             del window  # only one window of full frames at a time
             if progress:
