@@ -16,11 +16,12 @@ let shownJob = null;
 let objectUrls = [];
 
 class ApiError extends Error {
-  constructor(status, body) {
+  constructor(status, body, retryAfter = null) {
     const error = body && body.error ? body.error : { code: "http_" + status, message: "the server answered " + status };
     super(error.message);
     this.code = error.code;
     this.status = status;
+    this.retryAfter = retryAfter; // seconds, from the Retry-After header (429, 503)
   }
 }
 
@@ -52,7 +53,7 @@ async function api(path, options = {}) {
   if (response.status === 204) return null;
   const type = response.headers.get("content-type") || "";
   const body = type.includes("json") ? await response.json() : await response.text();
-  if (!response.ok) throw new ApiError(response.status, body);
+  if (!response.ok) throw new ApiError(response.status, body, Number(response.headers.get("retry-after")) || null);
   return body;
 }
 
@@ -94,9 +95,21 @@ function upload(file) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// Polls every 1.5 s: with the default rate limit (60 requests a minute per key) that leaves room for the
+// images and the job list; a 429 while polling only means "wait", never that the job failed.
+const POLL_MS = 1500;
+
 async function follow(statusUrl) {
   for (;;) {
-    const status = await api(statusUrl);
+    let status;
+    try {
+      status = await api(statusUrl);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 429) throw err;
+      $("status").textContent = "Rate limited; checking again in " + (err.retryAfter || 5) + " s";
+      await sleep((err.retryAfter || 5) * 1000);
+      continue;
+    }
     $("analysis-bar").value = status.progress;
     let text = STATE_WORDS[status.state] + ": " + Math.round(status.progress * 100) + "%";
     if (status.retry_reason && status.next_attempt_at) {
@@ -106,7 +119,7 @@ async function follow(statusUrl) {
     $("status").textContent = text;
     if (status.state === "failed") throw new ApiError(422, { error: status.error });
     if (status.state === "succeeded") return status;
-    await sleep(800);
+    await sleep(POLL_MS);
   }
 }
 

@@ -200,3 +200,25 @@ def test_upload_progress_is_shown_while_the_file_is_sent(page, stack, tmp_path, 
     expect(page.get_by_test_id("face-card")).to_have_count(0)
     expect(page.get_by_test_id("warnings")).to_contain_text("no usable face")
     page.screenshot(path=str(screenshots / "inconclusive.png"), full_page=True)
+
+
+def test_a_rate_limited_poll_waits_instead_of_failing_the_job(page, stack, stack_videos):
+    # The stack's rate limit is high for the other tests; the gateway's real 429 answer (error shape plus
+    # Retry-After) is put in front of the first status poll only, so the page must wait and go on polling.
+    limited = []
+
+    def first_poll_limited(route) -> None:
+        if route.request.method == "GET" and not limited:
+            limited.append(route.request.url)
+            body = '{"error": {"code": "rate_limited", "message": "rate limit exceeded", "details": {}}}'
+            route.fulfill(
+                status=429, body=body, headers={"Retry-After": "1", "Content-Type": "application/json"}
+            )
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/v1/jobs/[0-9a-f]{32}$"), first_poll_limited)
+    analyse(page, stack.api_key, stack_videos["face"])
+    expect(page.get_by_test_id("verdict")).to_be_visible(timeout=120_000)
+    assert len(limited) == 1
+    expect(page.get_by_test_id("error")).to_be_hidden()
