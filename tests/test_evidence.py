@@ -174,8 +174,9 @@ def test_cli_writes_evidence_files_and_a_report(blend_model_path, synth_videos, 
     assert report.count("data:image/jpeg;base64,") == 3 and row["video"]["sha256"] in report
 
 
-def test_cli_report_ending_in_pdf_is_a_pdf(random_model_path, synth_videos, default_detector, tmp_path):
-    pytest.importorskip("weasyprint", reason="PDF reports need WeasyPrint (the serve extra)")
+def test_cli_report_ending_in_pdf_is_a_pdf(
+    random_model_path, synth_videos, default_detector, tmp_path, pdf_support
+):
     row = detect(random_model_path, synth_videos["pan"].path, "--report", str(tmp_path / "out.pdf"))
     assert row["tracks"][0]["evidence"] is None  # the images live in the report
     pdf = (tmp_path / "out.pdf").read_bytes()

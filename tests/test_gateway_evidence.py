@@ -71,8 +71,7 @@ def test_the_report_inlines_the_images_and_names_the_file(gateway, synth_videos)
                        "job_not_found")  # fmt: skip
 
 
-def test_the_report_as_pdf_holds_the_same_images(gateway, synth_videos):
-    pytest.importorskip("weasyprint", reason="PDF reports need WeasyPrint (the serve extra)")
+def test_the_report_as_pdf_holds_the_same_images(gateway, synth_videos, pdf_support):
     job_id, result = finished_job(gateway, synth_videos["pan"].path)
     pdf = gateway.get(f"/v1/jobs/{job_id}/report", params={"format": "pdf"})
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"

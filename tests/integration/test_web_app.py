@@ -222,3 +222,31 @@ def test_a_rate_limited_poll_waits_instead_of_failing_the_job(page, stack, stack
     expect(page.get_by_test_id("verdict")).to_be_visible(timeout=120_000)
     assert len(limited) == 1
     expect(page.get_by_test_id("error")).to_be_hidden()
+
+
+def tab_until(page: Page, test_id: str, limit: int = 60) -> None:
+    """Press Tab until the element with ``test_id`` has the focus (fails after ``limit`` presses)."""
+    for _ in range(limit):
+        if page.evaluate("document.activeElement.dataset.testid") == test_id:
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {test_id}")
+
+
+def test_the_whole_flow_works_from_the_keyboard(page, stack, stack_videos):
+    page.get_by_test_id("file-input").set_input_files(
+        str(stack_videos["face"])
+    )  # the file dialog itself is the OS's
+    page.get_by_test_id("api-key").focus()
+    page.keyboard.type(stack.api_key)
+    tab_until(page, "analyse")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("verdict")).to_be_visible(timeout=120_000)
+    assert page.evaluate("document.activeElement.id") == "verdict"
+    tab_until(page, "heatmap-toggle")
+    page.keyboard.press("Space")
+    expect(page.get_by_test_id("heatmap-toggle")).to_have_attribute("aria-pressed", "true")
+    tab_until(page, "report-link")
+    with page.expect_download() as download_info:
+        page.keyboard.press("Enter")
+    assert "Deepfake analysis report" in Path(download_info.value.path()).read_text()
