@@ -93,9 +93,26 @@ def _img(src: str | None, alt: str) -> str:
     return f'<img src="{escape(src)}" alt="{escape(alt)}">' if src else ""
 
 
-def _face(track: Track) -> str:
+def deciding_track(result: DetectionResult) -> int | None:
+    """The id of the face whose score is the video's: the first counted track with the top score."""
+    for track in result.tracks:
+        if track.used_for_verdict and track.score is not None and track.score == result.score:
+            return track.id
+    return None
+
+
+def role_of(track: Track, deciding: int | None) -> str:
+    """In words, what the face did for the verdict (the web app says the same)."""
+    if track.id == deciding:
+        return "decided the verdict: the most suspicious face that counts"
+    if track.used_for_verdict:
+        return "counted, but another face scored higher"
+    return "not counted: too small or seen too briefly"
+
+
+def _face(track: Track, deciding: int | None) -> str:
     score = "no score" if track.score is None else f"{track.score:.2f}"
-    decided = "decides the verdict" if track.used_for_verdict else "too small or brief to decide the verdict"
+    decided = role_of(track, deciding)
     evidence = track.evidence
     pictures = ""
     if evidence is not None:
@@ -133,7 +150,8 @@ def render_report(result: DetectionResult, title: str | None = None) -> str:
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     warnings = "".join(f"<li>{escape(w)}</li>" for w in result.warnings) or "<li>none</li>"
-    faces = "".join(_face(t) for t in result.tracks) or "<p>No face was tracked.</p>"
+    deciding = deciding_track(result)
+    faces = "".join(_face(t, deciding) for t in result.tracks) or "<p>No face was tracked.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Deepfake analysis report: {escape(name)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -147,6 +147,12 @@ def test_report_is_self_contained_and_names_what_it_judged(two_faces):
     assert html.count("data:image/jpeg;base64,") == 6  # 2 faces x (thumbnail, heatmap, strip)
     assert "<svg" in html and "<polyline" in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
+    # Two counted faces: the higher-scoring one decided, the other is said to have counted.
+    assert html.count("decided the verdict") == 1 and html.count("another face scored higher") == 1
+    top = max(result.tracks, key=lambda t: t.score)
+    assert f"Face {top.id}: {top.verdict}, score {top.score:.2f}</h3><p>" in html
+    section = html.split(f"Face {top.id}: ", 1)[1].split("</section>", 1)[0]
+    assert "decided the verdict" in section
 
 
 def detect(model: Path, video: Path, *flags: str) -> dict:

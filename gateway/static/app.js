@@ -287,6 +287,8 @@ function renderFaces(result) {
     container.append(element("p", {}, "No face was tracked in the sampled frames."));
     return;
   }
+  // The face whose score is the video's (deepfake/report.py deciding_track says the same).
+  const deciding = result.tracks.find((t) => t.used_for_verdict && t.score != null && t.score === result.score);
   for (const track of result.tracks) {
     const card = element("article", { class: "face-card", "data-testid": "face-card" });
     card.append(element("h4", {}, "Face " + track.id));
@@ -299,9 +301,10 @@ function renderFaces(result) {
     const score = track.score == null ? "no score" : track.score.toFixed(2);
     card.append(element("p", { class: "score" }, "Score " + score + " (" + track.verdict + ")"));
     card.append(element("p", {}, "Seen from " + track.start_s.toFixed(2) + " s to " + track.end_s.toFixed(2) + " s"));
-    card.append(element("p", { "data-testid": "decided" }, track.used_for_verdict
-      ? "Counted towards the verdict"
-      : "Not counted: too small or seen too briefly"));
+    let role = "Not counted: too small or seen too briefly";
+    if (deciding && track.id === deciding.id) role = "Decided the verdict: the most suspicious face that counts";
+    else if (track.used_for_verdict) role = "Counted, but another face scored higher";
+    card.append(element("p", { "data-testid": "decided" }, role));
     const actions = element("div", { class: "actions" });
     if (evidence && evidence.heatmap) {
       const toggle = element("button", { type: "button", "aria-pressed": "false", "data-testid": "heatmap-toggle" }, "Show heatmap");

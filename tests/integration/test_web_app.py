@@ -99,7 +99,9 @@ def test_upload_verdict_faces_timeline_report_and_delete(page, stack, stack_vide
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=face-card] img')]"
                            ".every(img => img.complete && img.naturalWidth > 0)")  # fmt: skip
     expect(first).to_contain_text(f"Score {result['tracks'][0]['score']:.2f}")
-    expect(first).to_contain_text("Counted towards the verdict")
+    top = max(range(2), key=lambda i: result["tracks"][i]["score"])
+    expect(cards.nth(top)).to_contain_text("Decided the verdict")
+    expect(cards.nth(1 - top)).to_contain_text("Counted, but another face scored higher")
 
     thumb_src = first.locator("img.face").get_attribute("src")
     first.get_by_test_id("heatmap-toggle").click()
