@@ -27,10 +27,16 @@ class GatewaySettings(BaseSettings):
     preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
     job_store_url: str = Field("sqlite:///./.run/jobs.sqlite", description="Where jobs persist.")
     upload_dir: Path = Field(Path(".run/uploads"), description="Where uploads wait (jobs survive restarts).")
-    evidence_dir: Path = Field(
-        Path(".run/evidence"),
-        description="Where jobs' evidence images are kept (one folder per job, removed with the job).",
+    evidence_dir: Path | None = Field(
+        None,
+        description="Where jobs' evidence images are kept (one folder per job, removed with the job); "
+        "default: `evidence` beside UPLOAD_DIR (.run/evidence).",
     )
+
+    def evidence_root(self) -> Path:
+        """EVIDENCE_DIR, else beside the upload folder: both are this replica's job data."""
+        return self.evidence_dir or self.upload_dir.parent / "evidence"
+
     max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
     upload_read_timeout_s: float = Field(
         20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."

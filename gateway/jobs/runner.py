@@ -85,7 +85,7 @@ class JobRunner:
         evidence: EvidenceStore | None = None,
     ) -> None:
         self.store = store
-        self.evidence = evidence or EvidenceStore(settings.evidence_dir)
+        self.evidence = evidence or EvidenceStore(settings.evidence_root())
         self.client = client
         self.settings = settings
         self.metrics = metrics
