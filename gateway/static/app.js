@@ -13,6 +13,7 @@ const VERDICT_WORDS = {
 const STATE_WORDS = { queued: "Waiting for a free analysis worker", running: "Analysing", succeeded: "Done", failed: "Failed" };
 let busy = false;
 let shownJob = null;
+let shownResult = null;
 let objectUrls = [];
 
 class ApiError extends Error {
@@ -201,10 +202,11 @@ function renderResult(result, jobId, file) {
     player.removeAttribute("src");
     player.hidden = true;
   }
+  $("result").hidden = false; // visible first: the timeline takes its width from its box
+  shownResult = result;
   renderTimeline(result);
   renderFaces(result);
   $("report-link").dataset.job = jobId;
-  $("result").hidden = false;
   verdict.focus();
 }
 
@@ -229,7 +231,9 @@ function svgElement(tag, attributes) {
 }
 
 function renderTimeline(result) {
-  const width = 800, height = 180, pad = 30;
+  // The chart is drawn at its box's width (320..800 px), so its labels stay readable on a phone.
+  const width = Math.round(Math.max(320, Math.min(800, $("timeline").clientWidth || 800)));
+  const height = 180, pad = 30;
   const span = Math.max(result.video.duration_s, ...result.timeline.map((p) => p.t), 1e-6);
   const x = (t) => pad + ((width - 2 * pad) * t) / span;
   const y = (s) => height - pad - (height - 2 * pad) * s;
@@ -399,5 +403,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("report-link").addEventListener("click", downloadReport);
   $("refresh-jobs").addEventListener("click", refreshJobs);
   $("key").addEventListener("change", refreshJobs);
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => { if (shownResult && !$("result").hidden) renderTimeline(shownResult); }, 150);
+  });
   refreshJobs();
 });

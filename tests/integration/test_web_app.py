@@ -2,12 +2,13 @@
 
 Upload a synthetic two-face video through the page, see the verdict, face cards whose images loaded, the
 timeline seeking the player, the heatmap toggle, the report download, the recent jobs and delete; then the
-error cases (a wrong key, a file that is not a video). Screenshots go to the test run's temporary folder
-(``screenshots*`` under pytest's basetemp) for a person to look at.
+error cases (a wrong key, a file that is not a video). Screenshots go to ``DEEPFAKE_SCREENSHOT_DIR`` or the
+test run's temporary folder (``screenshots*`` under pytest's basetemp) for a person to look at.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -41,7 +42,14 @@ def browser():
 
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("screenshots")
+    """DEEPFAKE_SCREENSHOT_DIR when set (pytest keeps only its last few temporary folders), else one under
+    the test run's basetemp."""
+    chosen = os.environ.get("DEEPFAKE_SCREENSHOT_DIR")
+    if not chosen:
+        return tmp_path_factory.mktemp("screenshots")
+    folder = Path(chosen)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def offline_context(browser, stack: LocalStack):
@@ -141,6 +149,9 @@ def test_upload_verdict_faces_timeline_report_and_delete(page, stack, stack_vide
     # Phone width: nothing wider than the screen.
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    # The timeline is redrawn at the phone's width, so its labels stay readable.
+    chart = "document.querySelector('[data-testid=timeline] svg')"
+    page.wait_for_function(f"() => {chart}.viewBox.baseVal.width <= 390")
     page.screenshot(path=str(screenshots / "result-phone.png"), full_page=True)
 
     jobs = page.get_by_test_id("job")
