@@ -35,7 +35,8 @@ DESCRIPTION = """Deepfake video detection. Send your key in `X-API-Key` (the **A
 * `POST /v1/detections`: short clips, answered in the same request.
 * `POST /v1/jobs`: any length; poll `GET /v1/jobs/{id}`, then `GET /v1/jobs/{id}/result`.
 
-Every error has one shape: `{"error": {"code", "message", "details"}}`.
+Every error has one shape: `{"error": {"code", "message", "details"}}`; each answer lists the codes it may
+carry. The examples in this document are illustrative values, not measurements.
 """
 
 
