@@ -7,6 +7,7 @@ heatmap can be checked against what the model really returned for the crop it wa
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,15 +156,19 @@ def test_report_is_self_contained_and_names_what_it_judged(two_faces):
     assert "decided the verdict" in section
 
 
-def detect(model: Path, video: Path, *flags: str) -> dict:
-    """`deepfake detect --json` as a process; the video's JSON record."""
+def detect_rows(model: Path, *args: str) -> list[dict]:
+    """`deepfake detect --json` as a process; one JSON record per input."""
     run = subprocess.run(
         [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress", "--frames", "8",
-         "--model", str(model), *flags, str(video)],
+         "--model", str(model), *args],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.splitlines()[-1])
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def detect(model: Path, video: Path, *flags: str) -> dict:
+    return detect_rows(model, *flags, str(video))[-1]
 
 
 def test_cli_writes_evidence_files_and_a_report(blend_model_path, synth_videos, default_detector, tmp_path):
@@ -187,3 +192,17 @@ def test_cli_report_ending_in_pdf_is_a_pdf(
     assert row["tracks"][0]["evidence"] is None  # the images live in the report
     pdf = (tmp_path / "out.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-") and pdf.count(b"/DCTDecode") == 2  # thumbnail + strip: no blend map
+
+
+def test_cli_inputs_with_the_same_name_keep_their_own_evidence_and_reports(
+    random_model_path, synth_videos, default_detector, tmp_path
+):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(synth_videos["pan"].path, tmp_path / folder / "clip.mp4")
+    outputs = ("--evidence", str(tmp_path / "ev"), "--report", str(tmp_path / "rep"))
+    inputs = (str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mp4"))
+    rows = detect_rows(random_model_path, *outputs, *inputs)
+    folders = [Path(row["tracks"][0]["evidence"]["thumbnail"]).parent.name for row in rows]
+    assert folders == ["clip", "clip-2"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["clip-2.html", "clip.html"]

@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     rows: list[DetectionResult | FileError] = []
     failed = 0
     videos_bar = tqdm(videos, desc="videos", unit="video", file=sys.stderr, disable=disable, position=0)
-    for path in videos_bar:
+    names = output_names(videos)
+    for index, path in enumerate(videos_bar):
         stage_bar = tqdm(
             total=100, desc="probe", unit="%", file=sys.stderr, disable=disable, position=1, leave=False
         )
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
             row: DetectionResult | FileError = pipeline.analyze(
                 path, progress, evidence=bool(args.evidence or args.report)
             )
-            write_outputs(row, path, args.evidence, report_path(args.report, path, len(videos)))
+            name = names[index]
+            write_outputs(row, name, args.evidence, report_path(args.report, name, len(videos)))
         except VideoError as exc:
             row = FileError(path=str(path), error=exc.to_error_detail())
             failed += 1
@@ -127,16 +129,26 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def report_path(report: Path | None, video: Path, n_videos: int) -> Path | None:
-    """Where the report of ``video`` goes: ``--report`` itself for one video, a file in it for several."""
+def output_names(videos: list[Path]) -> list[str]:
+    """A file-system name per input for its evidence folder and report: the file's stem, with -2, -3, ...
+    added when inputs share one (a/clip.mp4 and b/clip.mp4), so no input overwrites another's."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for video in videos:
+        seen[video.stem] = seen.get(video.stem, 0) + 1
+        names.append(video.stem if seen[video.stem] == 1 else f"{video.stem}-{seen[video.stem]}")
+    return names
+
+
+def report_path(report: Path | None, name: str, n_videos: int) -> Path | None:
+    """Where the report of the input called ``name`` goes: ``--report`` itself for one video, a file in it
+    for several."""
     if report is None:
         return None
-    return report if n_videos == 1 else report / f"{video.stem}.html"
+    return report if n_videos == 1 else report / f"{name}.html"
 
 
-def write_outputs(
-    result: DetectionResult, video: Path, evidence_dir: Path | None, report: Path | None
-) -> None:
+def write_outputs(result: DetectionResult, name: str, evidence_dir: Path | None, report: Path | None) -> None:
     """The report (images inlined) and the evidence files; the result then lists the files' paths, or no
     evidence at all when only a report was asked for (its images live in the report)."""
     from deepfake.report import render_pdf, render_report
@@ -152,7 +164,7 @@ def write_outputs(
         for track in result.tracks:
             track.evidence = None
         return
-    folder = evidence_dir / video.stem
+    folder = evidence_dir / name
 
     def save(name: str, jpeg: bytes) -> str:
         folder.mkdir(parents=True, exist_ok=True)
