@@ -36,6 +36,17 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
+# The API for frontend developers, committed: the gateway's OpenAPI document and a Postman collection made
+# from it by the npm package openapi-to-postmanv2 (through npm's own client). tests/test_openapi.py fails
+# when the code's API and these files differ: then run `make postman` and commit both.
+POSTMAN_CONVERTER := openapi-to-postmanv2@6.3.3
+.PHONY: postman
+postman: setup
+	mkdir -p docs/api
+	$(PY) -m gateway.openapi > docs/api/openapi.json
+	npx --yes -p $(POSTMAN_CONVERTER) openapi2postmanv2 -s docs/api/openapi.json \
+		-o docs/api/postman_collection.json -p -O folderStrategy=Tags
+
 # Pipeline speed and memory on this machine: per stage, end to end, decode-only ratio, peak RSS
 # (FF++/DFDC videos from DATA_DIR plus synthetic 1080p / 10-minute clips cached in cache/bench/).
 bench: setup

@@ -25,12 +25,16 @@ STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "upload_timeout",
     409: "conflict",
     413: "too_large",
     415: "not_a_video",
     422: "invalid_request",
     429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
     503: "unavailable",
+    504: "timeout",
 }
 
 
@@ -62,11 +66,98 @@ def error_response(
     return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=http_status, headers=headers)
 
 
-def error_responses_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting the error shape for the given statuses."""
-    return {
-        status: {"model": ErrorBody, "description": STATUS_CODES.get(status, "error")} for status in statuses
-    }
+# Every error code the services answer with: its HTTP status and a typical message. The OpenAPI lists, per
+# operation and status, which of these codes may come back, each with an example body.
+ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
+    "bad_request": (400, "the upload must be multipart/form-data with a part named 'file'"),
+    "empty_file": (400, "the uploaded file is empty"),
+    "unauthorized": (401, "missing or invalid API key (header X-API-Key)"),
+    "job_not_found": (404, "no job '3f2a' for this API key (deleted, or never created)"),
+    "evidence_not_found": (404, "job '3f2a' has no evidence image 'track-9-strip.jpg'"),
+    "upload_timeout": (408, "the upload sent no data for 20 s; the connection was closed"),
+    "job_not_finished": (409, "the job is running (40% done); poll /v1/jobs/3f2a"),
+    "job_failed": (409, "the job failed: the video is corrupt or truncated"),
+    "too_large": (413, "the upload is larger than the limit of 524288000 bytes"),
+    "too_long": (413, "the video lasts 900.0 s, over the limit of 600 s; cut it or submit a shorter one"),
+    "too_large_frame": (413, "frames of 16000x16000 exceed the limit of 33177600 pixels"),
+    "not_a_video": (415, "not a video container we can read; the type is judged from the bytes"),
+    "no_video_stream": (415, "the file has no video stream"),
+    "unsupported_codec": (415, "the video codec is not supported"),
+    "animated_image": (415, "an animated image, not a video"),
+    "corrupt_video": (422, "the video is corrupt or truncated"),
+    "zero_frames": (422, "no frame could be decoded"),
+    "frame_too_small": (422, "frames of 1x1 are too small to hold a face"),
+    "invalid_request": (422, "the request is invalid; see details"),
+    "invalid_callback_url": (422, "callback_url must be an absolute https URL"),
+    "callback_url_forbidden": (422, "callback_url must use https (plain http is not accepted)"),
+    "callback_url_unresolvable": (422, "callback_url host 'hooks.example' does not resolve"),
+    "callbacks_disabled": (422, "this gateway sends no callbacks (no signing secret is configured)"),
+    "rate_limited": (429, "rate limit of 60 requests per minute exceeded; retry after 3 s"),
+    "too_many_auth_failures": (429, "too many wrong API keys from your address; retry after 120 s"),
+    "internal_error": (500, "internal error; the request was logged"),
+    "model_error": (500, "the model server failed on this request; it was logged"),
+    "bad_gateway": (502, "the analysis service refused this gateway"),
+    "preprocessor_unavailable": (503, "the analysis service is unreachable; retry later"),
+    "inference_unavailable": (503, "the inference server is unavailable; retry later"),
+    "busy": (503, "the analysis service is busy; retry later"),
+    "not_ready": (503, "the analysis service is not ready; retry later"),
+    "analysis_timeout": (504, "the analysis took too long"),
+}
+# Statuses whose answers carry Retry-After (seconds to wait).
+RETRY_AFTER_STATUSES = frozenset({409, 429, 503})
+RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before trying again.",
+    "schema": {"type": "integer", "example": 5},
+}
+# Groups of codes the operations share.
+AUTH_ERRORS = ("unauthorized", "rate_limited", "too_many_auth_failures")
+UPLOAD_ERRORS = (
+    "bad_request", "empty_file", "upload_timeout", "too_large", "too_long", "too_large_frame",
+    "not_a_video", "no_video_stream", "unsupported_codec", "animated_image", "corrupt_video", "zero_frames",
+    "frame_too_small",
+)  # fmt: skip
+# Checked only by the analysis pipeline: a synchronous detection answers them, a job fails with them.
+PIPELINE_ONLY_ERRORS = ("too_large_frame", "unsupported_codec", "frame_too_small")
+CALLBACK_ERRORS = (
+    "invalid_callback_url",
+    "callback_url_forbidden",
+    "callback_url_unresolvable",
+    "callbacks_disabled",
+)
+JOB_RESULT_ERRORS = ("job_not_found", "job_not_finished", "job_failed")
+ANALYSIS_ERRORS = (
+    "internal_error", "model_error", "bad_gateway", "preprocessor_unavailable", "inference_unavailable",
+    "busy", "not_ready", "analysis_timeout",
+)  # fmt: skip
+
+
+def error_responses_doc(*items: int | str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the error shape. A code (str, from ERROR_CATALOGUE) lists it under
+    its status with an example body; a bare status (int) documents the status without a code list."""
+    by_status: dict[int, list[str]] = {}
+    for item in items:
+        if isinstance(item, int):
+            by_status.setdefault(item, [])
+        else:
+            by_status.setdefault(ERROR_CATALOGUE[item][0], []).append(item)
+    docs: dict[int | str, dict[str, Any]] = {}
+    for status, codes in sorted(by_status.items()):
+        description = STATUS_CODES.get(status, "error").replace("_", " ")
+        entry: dict[str, Any] = {"model": ErrorBody, "description": description}
+        if codes:
+            entry["description"] = "Error codes: " + ", ".join(f"`{code}`" for code in codes) + "."
+            examples = {
+                code: {
+                    "summary": code,
+                    "value": {"error": {"code": code, "message": ERROR_CATALOGUE[code][1], "details": {}}},
+                }
+                for code in codes
+            }
+            entry["content"] = {"application/json": {"examples": examples}}
+        if status in RETRY_AFTER_STATUSES:
+            entry["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+        docs[status] = entry
+    return docs
 
 
 def install_error_handlers(app: FastAPI, *error_types: type[Exception]) -> None:

@@ -85,6 +85,7 @@ class LocalStack:
                 "DEEPFAKE_PREPROCESSOR_URL": self.urls["preprocessor"],
                 "DEEPFAKE_JOB_STORE_URL": f"sqlite:///{(self.run_dir / 'jobs.sqlite').resolve()}",
                 "DEEPFAKE_UPLOAD_DIR": str((self.run_dir / "uploads").resolve()),
+                "DEEPFAKE_EVIDENCE_DIR": str((self.run_dir / "evidence").resolve()),
                 "DEEPFAKE_API_KEYS": self.api_key,
             }
         )

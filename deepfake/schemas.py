@@ -6,6 +6,7 @@ cannot drift apart: a field added here appears everywhere at once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -27,6 +28,9 @@ class VideoInfo(BaseModel):
     frame_count: int | None = Field(None, description="Frames in the stream, when the container says.")
     frames_sampled: int = 0
     size_bytes: int = 0
+    sha256: str | None = Field(
+        None, description="SHA-256 of the analysed file (hex): a report names exactly which file it judged."
+    )
 
 
 class TrackFrame(BaseModel):
@@ -37,6 +41,26 @@ class TrackFrame(BaseModel):
     box: list[float] = Field(description="Face box [x1, y1, x2, y2] in display pixels.")
     detection_score: float
     score: float | None = Field(None, description="Calibrated per-frame probability of manipulation.")
+
+
+class TrackEvidence(BaseModel):
+    """Pictures of one face track, for a person to check the score against.
+
+    Each image field is a reference: a ``data:image/jpeg;base64,...`` URI as the pipeline makes it, the
+    gateway's URL (``/v1/jobs/{id}/evidence/{name}``, same API key) or a file path (``deepfake detect
+    --evidence DIR``). Made from frames the analysis decoded anyway: nothing is decoded twice.
+    """
+
+    frame_t: float = Field(description="Time (s) of the most suspicious sampled frame of this face.")
+    frame_score: float | None = Field(description="Calibrated per-frame score at that frame.")
+    thumbnail: str = Field(description="The face crop the model saw at that frame (JPEG).")
+    heatmap: str | None = Field(
+        None,
+        description="The model's blend map over that crop (JPEG; red: where it thinks a face was blended "
+        "in); null when the model exports no blend map.",
+    )
+    strip: str = Field(description="Sampled frames of the track side by side, its box drawn (JPEG).")
+    strip_times: list[float] = Field(default_factory=list, description="Time (s) of each strip frame.")
 
 
 class Track(BaseModel):
@@ -51,6 +75,9 @@ class Track(BaseModel):
     mean_face_px: float = Field(description="Mean face box side in pixels.")
     used_for_verdict: bool = Field(description="Large and long enough to count towards the video verdict.")
     frames: list[TrackFrame]
+    evidence: TrackEvidence | None = Field(
+        None, description="Thumbnail, heatmap and frame strip (jobs and `--evidence`; null otherwise)."
+    )
 
 
 class TimelinePoint(BaseModel):
@@ -65,6 +92,12 @@ class ModelInfo(BaseModel):
     version: str
     sha256: str
     backend: str = Field(description="onnxruntime (in-process) or triton.")
+    reals_called_fake: float | None = Field(
+        None,
+        description="Share of real videos the model called fake at its threshold, measured out of fold "
+        "on sources it did not train on (MODEL_CARD.md); null when the model's metadata has no such figure.",
+    )
+    fakes_caught: float | None = Field(None, description="Share of fake videos caught, measured alike.")
 
 
 class DetectionResult(BaseModel):
@@ -80,6 +113,7 @@ class DetectionResult(BaseModel):
     model: ModelInfo
     timings_ms: dict[str, float]
     warnings: list[str] = Field(default_factory=list)
+    analyzed_at: datetime | None = Field(None, description="When the analysis finished (UTC, ISO 8601).")
 
 
 class ErrorDetail(BaseModel):
@@ -113,16 +147,16 @@ class JobStatus(BaseModel):
     state: JobState
     progress: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of the analysis done (0..1).")
     filename: str | None = Field(None, description="The uploaded file's name, for display only.")
-    created_at: float = Field(description="Unix time the job was accepted.")
-    updated_at: float
+    created_at: datetime = Field(description="When the job was accepted (UTC, ISO 8601).")
+    updated_at: datetime = Field(description="When the job last changed (UTC, ISO 8601).")
     attempts: int = Field(0, description="Times a worker started this job (restarts re-queue running jobs).")
     callback_url: str | None = None
     error: ErrorDetail | None = None
-    result_url: str | None = None
-    next_attempt_at: float | None = Field(
+    result_url: str | None = Field(None, description="Absolute URL of the result, once the job succeeded.")
+    next_attempt_at: datetime | None = Field(
         None,
-        description="Unix time of the next try while a queued job waits out an unavailable analysis "
-        "service (see `retry_reason`); null otherwise.",
+        description="When (UTC, ISO 8601) a queued job waiting out an unavailable analysis service (see "
+        "`retry_reason`) is tried next; null otherwise.",
     )
     retry_reason: ErrorDetail | None = Field(
         None,
@@ -136,5 +170,5 @@ class JobCreated(BaseModel):
 
     id: str
     state: JobState
-    status_url: str
-    result_url: str
+    status_url: str = Field(description="Absolute URL of the job's status.")
+    result_url: str = Field(description="Absolute URL of the result (409 until the job succeeded).")

@@ -51,7 +51,7 @@ PROBE_PATHS = {
 TRITON_HPA_METRIC = "triton_queue_duration_us_per_request"
 # Gateway paths that must not be routed by the public Ingress; the docs only with the annotation below.
 PRIVATE_PATHS = ("/metrics", "/healthz", "/readyz")
-DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json", "/docs-assets")
 PUBLIC_DOCS_ANNOTATION = "deepfake.io/public-docs"
 # Env vars that are secrets, by the Deployments that must read them from a Secret.
 SECRET_ENV = {

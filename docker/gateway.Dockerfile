@@ -19,11 +19,16 @@ RUN /opt/venv/bin/pip install --no-deps . \
  && /opt/venv/bin/python -c "import gateway.app"
 
 FROM ${PYTHON_IMAGE}
+# Pango and a font for PDF reports (WeasyPrint, GET /v1/jobs/{id}/report?format=pdf).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /data --create-home app
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DEEPFAKE_UPLOAD_DIR=/data/uploads \
+    DEEPFAKE_EVIDENCE_DIR=/data/evidence \
     DEEPFAKE_JOB_STORE_URL=sqlite:////data/jobs.sqlite \
     DEEPFAKE_PREPROCESSOR_URL=http://preprocessor:8081
 WORKDIR /data

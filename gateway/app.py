@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError
+from gateway import openapi
 from gateway.auth import parse_networks
 from gateway.callbacks import CallbackPolicy, Resolver
 from gateway.jobs.runner import JobRunner
@@ -34,7 +35,8 @@ DESCRIPTION = """Deepfake video detection. Send your key in `X-API-Key` (the **A
 * `POST /v1/detections`: short clips, answered in the same request.
 * `POST /v1/jobs`: any length; poll `GET /v1/jobs/{id}`, then `GET /v1/jobs/{id}/result`.
 
-Every error has one shape: `{"error": {"code", "message", "details"}}`.
+Every error has one shape: `{"error": {"code", "message", "details"}}`; each answer lists the codes it may
+carry. The examples in this document are illustrative values, not measurements.
 """
 
 
@@ -73,13 +75,25 @@ def create_app(
             await preprocessor.aclose()
             store.close()
 
-    app = FastAPI(title="Deepfake detector API", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # gateway.routers.web serves the document (with `servers` naming this gateway) and both viewers from
+    # local files (no CDN), so FastAPI's own routes for them are off.
+    app = FastAPI(
+        title="Deepfake detector API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    openapi.install(app)
     app.state.settings = settings
     app.state.api_keys = settings.api_key_set()
     app.state.store = store
     app.state.metrics = metrics
     app.state.preprocessor = preprocessor
     app.state.runner = runner
+    app.state.evidence = runner.evidence
     app.state.callback_policy = callback_policy
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
@@ -97,4 +111,5 @@ def create_app(
         )
     for router in (health.router, detections.router, jobs.router, web.router):
         app.include_router(router)
+    web.mount_static(app)
     return app

@@ -149,15 +149,21 @@ class PreprocessorClient:
         return False, "the analysis service is not ready"
 
     async def analyze(
-        self, path: Path, filename: str | None, progress: Callable[[float], None] | None = None
+        self,
+        path: Path,
+        filename: str | None,
+        progress: Callable[[float], None] | None = None,
+        evidence: bool = False,
     ) -> dict[str, Any]:
-        """The DetectionResult JSON for the video at `path`; raises PreprocessorError otherwise."""
+        """The DetectionResult JSON for the video at `path`; raises PreprocessorError otherwise.
+        `evidence`: tracks carry their evidence images as data URIs."""
         headers = {"Accept": NDJSON if progress else "application/json"}
+        params = {"evidence": "true"} if evidence else None
         try:
             with path.open("rb") as handle:
                 files = {"file": (filename or "upload", handle, "application/octet-stream")}
                 async with self._client.stream(
-                    "POST", "/v1/analyze", files=files, headers=headers
+                    "POST", "/v1/analyze", files=files, headers=headers, params=params
                 ) as response:
                     if response.status_code != 200 or progress is None:
                         await response.aread()

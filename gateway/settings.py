@@ -27,6 +27,16 @@ class GatewaySettings(BaseSettings):
     preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
     job_store_url: str = Field("sqlite:///./.run/jobs.sqlite", description="Where jobs persist.")
     upload_dir: Path = Field(Path(".run/uploads"), description="Where uploads wait (jobs survive restarts).")
+    evidence_dir: Path | None = Field(
+        None,
+        description="Where jobs' evidence images are kept (one folder per job, removed with the job); "
+        "default: `evidence` beside UPLOAD_DIR (.run/evidence).",
+    )
+
+    def evidence_root(self) -> Path:
+        """EVIDENCE_DIR, else beside the upload folder: both are this replica's job data."""
+        return self.evidence_dir or self.upload_dir.parent / "evidence"
+
     max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
     upload_read_timeout_s: float = Field(
         20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."
@@ -90,6 +100,17 @@ class GatewaySettings(BaseSettings):
         description="Host names, IP addresses and CIDR networks callbacks may reach although they are "
         "loopback, private or link-local (comma-separated): an operator's internal receiver.",
     )
+
+    public_url: str = Field(
+        "",
+        description="The gateway's public base URL (e.g. https://detector.example): the base of the absolute "
+        "status_url/result_url, Location headers, callback payloads and the OpenAPI `servers`. Empty: the "
+        "URL each request came in on (callbacks then carry paths).",
+    )
+
+    def base_url_for(self, request_base_url: str) -> str:
+        """The base of the absolute URLs in answers: ``public_url`` when set, else the request's own."""
+        return (self.public_url or request_base_url).rstrip("/")
 
     cors_origins: str = Field(
         "", description="Browser origins allowed to call the API (comma-separated, e.g. https://app.example)."

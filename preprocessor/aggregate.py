@@ -14,7 +14,7 @@ The rules (documented in README "How results are computed"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,8 @@ class ClipScore:
     detections: list[int]  # indices into that track's detections, one per real (non-padded) frame
     score: float
     frame_scores: list[float]  # one per real frame
+    # The model's blend map per real frame [n, h, w] in [0, 1], when it exports one (evidence heatmaps).
+    blend_maps: np.ndarray | None = field(default=None, repr=False)
 
 
 def verdict_for(score: float | None, threshold: float) -> Verdict:

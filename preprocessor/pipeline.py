@@ -5,7 +5,9 @@
 Faces are detected on every ``detect_every``-th frame of each window and interpolated in between
 (see tracking.fill_between_keyframes): detection is the costliest stage after decoding.
 
-``extract_faces`` runs the first half (video -> face tracks with crops), ``analyze`` the whole. Decoding,
+``extract_faces`` runs the first half (video -> face tracks with crops), ``analyze`` the whole; with
+``evidence=True`` it also keeps a small copy of each sampled frame and returns evidence images per track
+(preprocessor/evidence.py), made from what is in memory anyway. Decoding,
 detection and cropping run window by window, so only one window of full-resolution frames is ever in
 memory; everything after cropping works on small face crops. Each stage's time is in ``timings_ms``.
 """
@@ -16,17 +18,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from deepfake.schemas import DetectionResult, VideoInfo
+from deepfake.schemas import DetectionResult, ModelInfo, VideoInfo
 from inference.backend import InferenceBackend
 from inference.metadata import CropPolicy, ModelMeta
+from inference.onnx_backend import file_sha256
 from preprocessor.aggregate import ClipScore, aggregate, calibrate
 from preprocessor.cropping import crop_face
 from preprocessor.detectors.base import Face, FaceDetector, create_detector
+from preprocessor.evidence import SmallFrame, attach_evidence, shrink_frame
 from preprocessor.probe import probe
 from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
 from preprocessor.settings import PipelineSettings
@@ -56,6 +61,8 @@ class FaceExtraction:
     crop: CropPolicy
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # A small copy of each sampled frame by SampledFrame.index, kept only for evidence strips.
+    small_frames: dict[int, SmallFrame] = field(default_factory=dict)
 
 
 @dataclass
@@ -99,12 +106,15 @@ class Pipeline:
                 self.meta = self.meta.model_copy(update={"clip_len": clip_len})
         self.crop = crop or self.meta.crop
 
-    def analyze(self, path: Path, progress: Progress | None = None) -> DetectionResult:
-        """Analyse one video; raises VideoError for inputs it refuses."""
+    def analyze(
+        self, path: Path, progress: Progress | None = None, evidence: bool = False
+    ) -> DetectionResult:
+        """Analyse one video; raises VideoError for inputs it refuses. ``evidence``: fill each track's
+        ``evidence`` with images as data URIs (preprocessor/evidence.py)."""
         if self.backend is None:
             raise RuntimeError("Pipeline.analyze needs an InferenceBackend")
         start = time.perf_counter()
-        faces = self.extract_faces(path, progress)
+        faces = self.extract_faces(path, progress, keep_frames=evidence)
         timings = faces.timings_ms
         with stage(timings, "batch"):
             clips = make_clips(faces.tracks, self.meta.clip_len)
@@ -114,6 +124,9 @@ class Pipeline:
             verdict, score, tracks, timeline, warnings = aggregate(
                 faces.tracks, scores, faces.sample_times, self.meta.threshold
             )
+        if evidence:
+            with stage(timings, "evidence"):
+                attach_evidence(tracks, faces.tracks, scores, faces.small_frames)
         timings["total"] = (time.perf_counter() - start) * 1000
         if progress:
             progress("done", 1.0)
@@ -125,13 +138,29 @@ class Pipeline:
             tracks=tracks,
             timeline=timeline,
             video=faces.video,
-            model=self.backend.info,
+            model=self._model_info(),
             timings_ms={k: round(v, 1) for k, v in timings.items()},
             warnings=faces.warnings + warnings,
+            analyzed_at=datetime.now(UTC),
         )
 
-    def extract_faces(self, path: Path, progress: Progress | None = None) -> FaceExtraction:
-        """Video -> kept face tracks, every detection with its crop (the model's crop policy)."""
+    def _model_info(self) -> ModelInfo:
+        """The backend's model identity plus the out-of-fold error rates at the threshold from the model's
+        metadata (MODEL_CARD.md), which let a reader tell what a verdict at this threshold is worth."""
+        assert self.backend is not None
+        overall = self.meta.metrics.get("all", {}) if isinstance(self.meta.metrics, dict) else {}
+        rates = {
+            key: round(float(overall[key]), 3)
+            for key in ("reals_called_fake", "fakes_caught")
+            if isinstance(overall, dict) and isinstance(overall.get(key), int | float)
+        }
+        return self.backend.info.model_copy(update=rates)
+
+    def extract_faces(
+        self, path: Path, progress: Progress | None = None, keep_frames: bool = False
+    ) -> FaceExtraction:
+        """Video -> kept face tracks, every detection with its crop (the model's crop policy);
+        ``keep_frames``: also a small copy of every sampled frame (evidence strips)."""
         s = self.settings
         timings: dict[str, float] = {}
         warnings: list[str] = []
@@ -144,12 +173,15 @@ class Pipeline:
                 min_frame_side=s.min_frame_side,
                 detect_max_side=s.detect_max_side,
             )
+            # Read once more, not decoded: a report must name exactly which file it is about.
+            sha256 = file_sha256(Path(path))
         info = probed.info
         plan = plan_windows(info.duration_s, info.fps, s.frames, self.meta.clip_len, s.frame_stride)
         sampler = FrameSampler(probed, plan, threads=s.threads)
         per_frame: list[list[Detection]] = []
         sample_times: list[float] = []
         tiny = 0
+        small_frames: dict[int, SmallFrame] = {}
         windows = sampler.windows()
         while True:
             with stage(timings, "decode"):
@@ -168,6 +200,9 @@ class Pipeline:
                 sample_times.append(frame.t)
                 with stage(timings, "crop"):
                     per_frame.append([self._detection(frame, f) for f in faces])
+                if keep_frames:
+                    with stage(timings, "evidence"):
+                        small_frames[frame.index] = shrink_frame(frame.rgb)
             del window  # only one window of full frames at a time
             if progress:
                 progress("detect", len(sample_times) / max(1, len(plan.starts) * plan.clip_len))
@@ -190,8 +225,8 @@ class Pipeline:
                 s.max_tracks,
             )
         warnings.extend(track_warnings)
-        video = info.model_copy(update={"frames_sampled": len(sample_times)})
-        return FaceExtraction(video, tracks, sample_times, self.crop, warnings, timings)
+        video = info.model_copy(update={"frames_sampled": len(sample_times), "sha256": sha256})
+        return FaceExtraction(video, tracks, sample_times, self.crop, warnings, timings, small_frames)
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in full-resolution coordinates, found on a copy no larger than ``detect_max_side``."""
@@ -233,8 +268,9 @@ class Pipeline:
             frame_p = calibrate(out.frame_logits, self.meta.temperature)
             for i, clip in enumerate(batch):
                 n = len(clip.detections)
+                blend = None if out.blend_maps is None else out.blend_maps[i, :n]
                 results.append(
-                    ClipScore(clip.track, clip.detections, float(clip_p[i]), frame_p[i, :n].tolist())
+                    ClipScore(clip.track, clip.detections, float(clip_p[i]), frame_p[i, :n].tolist(), blend)
                 )
             if progress:
                 progress("infer", min(1.0, (start + len(batch)) / len(clips)))

@@ -122,21 +122,30 @@ class AnalysisService:
             self._local.pipeline = pipeline
         return pipeline
 
-    def _run(self, path: Path, filename: str | None, progress: ProgressCallback | None) -> DetectionResult:
+    def _run(
+        self, path: Path, filename: str | None, progress: ProgressCallback | None, evidence: bool
+    ) -> DetectionResult:
         def stage_progress(stage: str, fraction: float) -> None:
             # The pipeline reports per stage; face detection dominates the time, inference is the rest.
             start, share = STAGE_SHARES.get(stage, (0.0, 0.0))
             progress(min(1.0, start + share * fraction))  # type: ignore[misc]
 
-        result = self._pipeline().analyze(path, progress=stage_progress if progress else None)
+        result = self._pipeline().analyze(
+            path, progress=stage_progress if progress else None, evidence=evidence
+        )
         if filename is not None:
             result.path = filename
         return result
 
     async def analyze(
-        self, path: Path, filename: str | None = None, progress: ProgressCallback | None = None
+        self,
+        path: Path,
+        filename: str | None = None,
+        progress: ProgressCallback | None = None,
+        evidence: bool = False,
     ) -> DetectionResult:
-        """Analyse one video on a worker thread; raise ServiceBusyError when over capacity."""
+        """Analyse one video on a worker thread; raise ServiceBusyError when over capacity. ``evidence``:
+        tracks carry their evidence images as data URIs (the gateway stores them with the job)."""
         if self.admitted >= self.capacity:
             raise ServiceBusyError(retry_after_s=max(1, self.settings.queue_size))
         self.admitted += 1
@@ -147,7 +156,7 @@ class AnalysisService:
                 with self._count_lock:
                     self.running += 1
                 try:
-                    return self._run(path, filename, progress)
+                    return self._run(path, filename, progress, evidence)
                 finally:
                     with self._count_lock:
                         self.running -= 1

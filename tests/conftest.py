@@ -80,3 +80,12 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory, synth_videos) -> dict[s
         "zero_frames": synth.write_zero_frame_video(root / "zero_frames.mkv"),
         "file_not_found": root / "missing.mp4",
     }
+
+
+@pytest.fixture(scope="session")
+def pdf_support() -> None:
+    """WeasyPrint importable with its system libraries (Pango); skipped with the reason otherwise."""
+    try:
+        import weasyprint  # noqa: F401
+    except (ImportError, OSError) as exc:  # OSError: the package is there but Pango is not
+        pytest.skip(f"PDF reports need WeasyPrint and Pango ({exc}); .ci/run installs Pango")

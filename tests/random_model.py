@@ -7,7 +7,9 @@ for real. Its output depends on the pixels (mean colour per frame through a rand
 test can check that the right crops reached the right outputs with :func:`reference_logits`.
 
 Graph: clips uint8 [B, T, H, W, 3] -> float /255 -> mean over H, W -> [B, T, 3] -> @ W[3, 1] + b
--> frame_logits [B, T]; clip_logit [B] = mean over T of frame_logits.
+-> frame_logits [B, T]; clip_logit [B] = mean over T of frame_logits. With ``blend_map=True`` it also
+outputs blend_map [B, T, H, W] = the pixels' brightness in [0, 1] (the contract's localisation output, so
+evidence heatmaps can be checked against :func:`reference_blend_map`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from inference.metadata import (
     INPUT_NAME,
     METADATA_KEY,
+    OUTPUT_BLEND,
     OUTPUT_CLIP,
     OUTPUT_FRAMES,
     CropPolicy,
@@ -49,7 +52,9 @@ def default_test_meta(crop_size: int = 64, clip_len: int = 8) -> ModelMeta:
     )
 
 
-def build_random_model(meta: ModelMeta | None = None, seed: int = 0) -> onnx.ModelProto:
+def build_random_model(
+    meta: ModelMeta | None = None, seed: int = 0, blend_map: bool = False
+) -> onnx.ModelProto:
     """The ONNX graph (see module docstring) with ``meta`` stored under metadata_props key ``deepfake``."""
     meta = meta or default_test_meta()
     size = meta.crop.size
@@ -72,9 +77,13 @@ def build_random_model(meta: ModelMeta | None = None, seed: int = 0) -> onnx.Mod
         numpy_helper.from_array(bias, "bias"),
         numpy_helper.from_array(np.array([2], dtype=np.int64), "axis_last"),
     ]
-    graph = helper.make_graph(
-        nodes, "random_deepfake_detector", [clips], [clip_logit, frame_logits], initializers
-    )
+    outputs = [clip_logit, frame_logits]
+    if blend_map:
+        nodes.append(helper.make_node("ReduceMean", ["x_unit"], [OUTPUT_BLEND], axes=[4], keepdims=0))
+        outputs.append(
+            helper.make_tensor_value_info(OUTPUT_BLEND, TensorProto.FLOAT, ["batch", "T", size, size])
+        )
+    graph = helper.make_graph(nodes, "random_deepfake_detector", [clips], outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests")
     model.ir_version = 8  # readable by every onnxruntime >= 1.14
     helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
@@ -82,12 +91,19 @@ def build_random_model(meta: ModelMeta | None = None, seed: int = 0) -> onnx.Mod
     return model
 
 
-def write_random_model(path: Path, meta: ModelMeta | None = None, seed: int = 0) -> Path:
+def write_random_model(
+    path: Path, meta: ModelMeta | None = None, seed: int = 0, blend_map: bool = False
+) -> Path:
     """Build the random model and save it to ``path`` (parents created); returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(build_random_model(meta, seed), str(path))
+    onnx.save(build_random_model(meta, seed, blend_map), str(path))
     return path
+
+
+def reference_blend_map(clips: np.ndarray) -> np.ndarray:
+    """The blend map the model outputs for ``clips`` with ``blend_map=True``: [B, T, H, W] brightness."""
+    return clips.astype(np.float32).mean(axis=4) / 255.0
 
 
 def reference_logits(clips: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

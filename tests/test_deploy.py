@@ -165,7 +165,7 @@ def test_gateway_and_preprocessor_egress_is_restricted(rendered: dict, overlay: 
 def test_the_public_ingress_routes_the_api_only(rendered: dict, overlay: str) -> None:
     ingress = _get(rendered[overlay], "Ingress", "gateway")
     paths = {(p["path"], p["pathType"]) for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
-    assert paths == {("/v1", "Prefix"), ("/", "Exact")}
+    assert paths == {("/v1", "Prefix"), ("/", "Exact"), ("/static", "Prefix")}
     assert "defaultBackend" not in ingress["spec"]
     # In the cluster, the gateway Service still serves every path (port 8080, Prometheus and probes).
     assert {p["port"] for p in _get(rendered[overlay], "Service", "gateway")["spec"]["ports"]} == {8080}
@@ -289,7 +289,7 @@ BREAKAGES = {
     "ingress routes every path": (
         "Ingress",
         "gateway",
-        lambda o: o["spec"]["rules"][0]["http"]["paths"][1].update(pathType="Prefix"),
+        lambda o: o["spec"]["rules"][0]["http"]["paths"][-1].update(pathType="Prefix"),  # "/"
         "path '/' (Prefix) exposes /metrics publicly",
     ),
     "gateway scaled out on sqlite": (

@@ -48,6 +48,7 @@ def make_gateway(
         "api_keys": f"{KEY},other-key",
         "job_store_url": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
         "upload_dir": tmp_path / "uploads",
+        "evidence_dir": tmp_path / "evidence",
         "rate_limit_per_minute": 1000,
         "job_poll_s": 0.1,
     }
@@ -91,7 +92,8 @@ def test_no_key_or_a_wrong_key_is_401(gateway, synth_videos):
     assert gateway.get("/healthz").status_code == 200  # health, docs and the web page need no key
     assert gateway.get("/docs").status_code == 200
     page = gateway.get("/")
-    assert page.status_code == 200 and 'type="file"' in page.text and "/v1/jobs" in page.text
+    assert page.status_code == 200 and 'data-testid="file-input"' in page.text
+    assert "/static/app.js" in page.text and "/v1/jobs" in gateway.get("/static/app.js").text
 
 
 def test_auth_disabled_explicitly_lets_requests_through(tmp_path, random_model_path):
@@ -207,7 +209,9 @@ def test_sync_detection_returns_the_result(gateway, synth_videos):
 
 def test_job_lifecycle_and_isolation_between_keys(gateway, synth_videos):
     created = post_video(gateway, "/v1/jobs", synth_videos["pan"].path)
-    assert created.status_code == 202 and created.headers["location"] == f"/v1/jobs/{created.json()['id']}"
+    assert created.status_code == 202
+    assert created.headers["location"] == created.json()["status_url"]
+    assert created.json()["status_url"] == f"http://testserver/v1/jobs/{created.json()['id']}"
     job_id = created.json()["id"]
     assert_error_shape(
         gateway.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": "other-key"}), 404, "job_not_found"

@@ -21,6 +21,7 @@ from deepfake.commands.common import (
     set_threads,
     settings_from_args,
 )
+from deepfake.evidence_files import externalise
 from deepfake.schemas import DetectionResult, ErrorDetail, FileError
 
 HELP = "Analyse videos: verdict, calibrated score, face tracks and a timeline of scores."
@@ -32,6 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per input per line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--evidence",
+        type=Path,
+        metavar="DIR",
+        help="write each face's thumbnail, heatmap and frame strip to DIR/<video name>/ (listed in the "
+        "result's tracks[].evidence)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="write a self-contained report: FILE for one video (PDF when FILE ends in .pdf, else HTML), "
+        "FILE/<video name>.html for several",
+    )
     add_pipeline_arguments(parser)
 
 
@@ -73,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     rows: list[DetectionResult | FileError] = []
     failed = 0
     videos_bar = tqdm(videos, desc="videos", unit="video", file=sys.stderr, disable=disable, position=0)
-    for path in videos_bar:
+    names = output_names(videos)
+    for index, path in enumerate(videos_bar):
         stage_bar = tqdm(
             total=100, desc="probe", unit="%", file=sys.stderr, disable=disable, position=1, leave=False
         )
@@ -84,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            row: DetectionResult | FileError = pipeline.analyze(path, progress)
+            row: DetectionResult | FileError = pipeline.analyze(
+                path, progress, evidence=bool(args.evidence or args.report)
+            )
+            name = names[index]
+            write_outputs(row, name, args.evidence, report_path(args.report, name, len(videos)))
         except VideoError as exc:
             row = FileError(path=str(path), error=exc.to_error_detail())
             failed += 1
@@ -107,6 +127,51 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(summary_table(rows))
     return 1 if failed else 0
+
+
+def output_names(videos: list[Path]) -> list[str]:
+    """A file-system name per input for its evidence folder and report: the file's stem, with -2, -3, ...
+    added when inputs share one (a/clip.mp4 and b/clip.mp4), so no input overwrites another's."""
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for video in videos:
+        seen[video.stem] = seen.get(video.stem, 0) + 1
+        names.append(video.stem if seen[video.stem] == 1 else f"{video.stem}-{seen[video.stem]}")
+    return names
+
+
+def report_path(report: Path | None, name: str, n_videos: int) -> Path | None:
+    """Where the report of the input called ``name`` goes: ``--report`` itself for one video, a file in it
+    for several."""
+    if report is None:
+        return None
+    return report if n_videos == 1 else report / f"{name}.html"
+
+
+def write_outputs(result: DetectionResult, name: str, evidence_dir: Path | None, report: Path | None) -> None:
+    """The report (images inlined) and the evidence files; the result then lists the files' paths, or no
+    evidence at all when only a report was asked for (its images live in the report)."""
+    from deepfake.report import render_pdf, render_report
+
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        html = render_report(result)
+        if report.suffix.lower() == ".pdf":
+            report.write_bytes(render_pdf(html))
+        else:
+            report.write_text(html, encoding="utf-8")
+    if evidence_dir is None:
+        for track in result.tracks:
+            track.evidence = None
+        return
+    folder = evidence_dir / name
+
+    def save(name: str, jpeg: bytes) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(jpeg)
+        return str(folder / name)
+
+    externalise(result, save)
 
 
 def summary_table(rows: list[DetectionResult | FileError]) -> str:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -34,6 +34,7 @@ from deepfake.retry import Backoff
 from deepfake.schemas import ErrorDetail, JobStatus
 from deepfake.uploads import remove_quietly, sweep_orphan_uploads
 from gateway.callbacks import CallbackPolicy, CallbackSender
+from gateway.evidence import EvidenceStore
 from gateway.jobs.store import JobRecord, JobStore
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
@@ -43,19 +44,31 @@ log = logging.getLogger(__name__)
 RETRIES_EXHAUSTED = "retries_exhausted"
 
 
-def job_status(job: JobRecord) -> JobStatus:
+def job_url(base_url: str, job_id: str) -> str:
+    """The job's status URL under ``base_url`` (the gateway's public base, e.g. https://detector.example);
+    an empty base gives the path alone."""
+    return f"{base_url.rstrip('/')}/v1/jobs/{job_id}"
+
+
+def utc(unix_time: float) -> datetime:
+    return datetime.fromtimestamp(unix_time, UTC)
+
+
+def job_status(job: JobRecord, base_url: str = "") -> JobStatus:
+    """The public status of ``job``; URLs under ``base_url`` (see :func:`job_url`), times as UTC datetimes
+    (the store keeps Unix times)."""
     return JobStatus(
         id=job.id,
         state=job.state,
         progress=round(job.progress, 4),
         filename=job.filename,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
+        created_at=utc(job.created_at),
+        updated_at=utc(job.updated_at),
         attempts=job.attempts,
         callback_url=job.callback_url,
         error=job.error,
-        result_url=f"/v1/jobs/{job.id}/result" if job.state == "succeeded" else None,
-        next_attempt_at=job.next_attempt_at if job.state == "queued" else None,
+        result_url=f"{job_url(base_url, job.id)}/result" if job.state == "succeeded" else None,
+        next_attempt_at=utc(job.next_attempt_at) if job.state == "queued" and job.next_attempt_at else None,
         retry_reason=job.retry_reason if job.state in ("queued", "running") else None,
     )
 
@@ -69,8 +82,10 @@ class JobRunner:
         metrics: GatewayMetrics,
         callback_policy: CallbackPolicy,
         callback_transport: httpx.AsyncBaseTransport | None = None,
+        evidence: EvidenceStore | None = None,
     ) -> None:
         self.store = store
+        self.evidence = evidence or EvidenceStore(settings.evidence_root())
         self.client = client
         self.settings = settings
         self.metrics = metrics
@@ -102,11 +117,16 @@ class JobRunner:
         await self._sender.aclose()
 
     async def sweep_uploads(self) -> list[Path]:
-        """Delete orphaned upload files (referenced by no job, older than upload_orphan_age_s)."""
+        """Delete orphaned upload files (referenced by no job, older than upload_orphan_age_s), and
+        evidence folders of jobs that no longer exist (same age)."""
 
         def sweep() -> list[Path]:
             keep = self.store.upload_paths()
-            return sweep_orphan_uploads(self.settings.upload_dir, self.settings.upload_orphan_age_s, keep)
+            age = self.settings.upload_orphan_age_s
+            gone = self.evidence.sweep(lambda job_id: self.store.get(job_id) is not None, age)
+            if gone:
+                log.info("removed evidence of %d job(s) that no longer exist", len(gone))
+            return sweep_orphan_uploads(self.settings.upload_dir, age, keep)
 
         try:
             removed = await asyncio.to_thread(sweep)
@@ -167,17 +187,20 @@ class JobRunner:
 
         start = time.perf_counter()
         try:
-            result = await self.client.analyze(path, job.filename, progress)
+            result = await self.client.analyze(path, job.filename, progress, evidence=True)
         except PreprocessorError as exc:
             if exc.transient:
                 self._retry_later(job, exc.detail)
             else:
                 self._fail(job, exc.detail)
             return
-        if self.store.finish(job.id, json.dumps(result)):
+        result_json = await asyncio.to_thread(self.evidence.keep, job.id, result)
+        if self.store.finish(job.id, result_json):
             self.metrics.jobs_finished.labels("succeeded").inc()
             self.metrics.job_seconds.observe(time.perf_counter() - start)
             self._done(job)
+        else:  # deleted while it ran: its evidence goes too
+            self.evidence.delete(job.id)
         remove_quietly(path)
 
     def _retry_later(self, job: JobRecord, reason: ErrorDetail) -> None:
@@ -234,6 +257,6 @@ class JobRunner:
             log.warning("job %s: no callback secret configured, callback not sent", job_id)
             outcome = "refused"
         else:
-            body = job_status(job).model_dump(mode="json")
+            body = job_status(job, self.settings.public_url).model_dump(mode="json")
             outcome = await self._sender.deliver(url, body, secret, job_id)
         self.metrics.callbacks.labels(outcome).inc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from deepfake.api_errors import error_responses_doc
+from deepfake.api_errors import ANALYSIS_ERRORS, AUTH_ERRORS, UPLOAD_ERRORS, error_responses_doc
 from deepfake.schemas import DetectionResult
 from deepfake.uploads import UPLOAD_OPENAPI, remove_quietly
 from gateway.auth import require_api_key
@@ -23,7 +23,7 @@ router = APIRouter(tags=["detections"])
     ),
     response_model=DetectionResult,
     openapi_extra=UPLOAD_OPENAPI,
-    responses=error_responses_doc(400, 401, 413, 415, 422, 429, 503),
+    responses=error_responses_doc(*AUTH_ERRORS, *UPLOAD_ERRORS, *ANALYSIS_ERRORS),
 )
 async def create_detection(request: Request, owner: str = Depends(require_api_key)) -> dict:
     settings = request.app.state.settings

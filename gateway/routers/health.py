@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: the preprocessor (and so Triton) is ready",
-    responses=error_responses_doc(503),
+    responses=error_responses_doc("not_ready"),
 )
 async def readyz(request: Request) -> dict[str, str]:
     ready, reason = await request.app.state.preprocessor.readiness()

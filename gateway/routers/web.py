@@ -1,69 +1,84 @@
-"""A minimal web page at `/`: pick a video, enter the API key, see the verdict (uses POST /v1/jobs).
+"""The web app at `/` and the API docs (`/docs` Swagger UI, `/redoc` ReDoc), all from local files.
 
-WHY jobs and not the synchronous endpoint: the page can show progress and handle long videos with the
-same code path a frontend app would use.
+WHY local: reviewers run this on closed networks; a page or a docs viewer that loads its scripts from a
+CDN is blank there. The app's files live in `gateway/static/` (served at `/static/`), the docs viewers'
+bundles come from the `fastapi-offline` package (served at `/docs-assets/`); nothing is fetched from
+outside. The app uses the public API exactly as a frontend would (POST /v1/jobs, poll, result, evidence,
+report), with the key the user types.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from functools import lru_cache
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from gateway import openapi
 
 router = APIRouter(tags=["web"])
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Deepfake video detector</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
- .verdict{font-size:2rem;font-weight:700} .fake{color:#b00} .real{color:#070} .inconclusive{color:#777}
- pre{background:#f4f4f4;padding:1rem;overflow:auto;max-height:24rem} progress{width:100%}
-</style></head><body>
-<h1>Deepfake video detector</h1>
-<p>Upload a video; faces are tracked and scored. API docs: <a href="/docs">/docs</a>.</p>
-<form id="form">
- <p><label>API key <input id="key" type="password" autocomplete="off"></label></p>
- <p><input id="file" type="file" accept="video/*" required></p>
- <p><button>Analyse</button></p>
-</form>
-<progress id="bar" max="1" value="0" hidden></progress>
-<p id="status"></p><p id="verdict" class="verdict"></p><pre id="out" hidden></pre>
-<script>
-const $ = (id) => document.getElementById(id);
-$("key").value = localStorage.getItem("deepfake-key") || "";
-async function call(url, opts = {}) {
-  const headers = {"X-API-Key": $("key").value};
-  const res = await fetch(url, {...opts, headers});
-  const body = await res.json();
-  if (!res.ok && res.status !== 409) throw new Error(body.error ? body.error.message : res.statusText);
-  return [res.status, body];
-}
-$("form").onsubmit = async (event) => {
-  event.preventDefault();
-  localStorage.setItem("deepfake-key", $("key").value);
-  const data = new FormData(); data.append("file", $("file").files[0]);
-  $("verdict").textContent = ""; $("out").hidden = true; $("bar").hidden = false; $("bar").value = 0;
-  try {
-    const [, job] = await call("/v1/jobs", {method: "POST", body: data});
-    for (;;) {
-      const [, st] = await call(job.status_url);
-      $("bar").value = st.progress; $("status").textContent = "Job " + st.id + ": " + st.state;
-      if (st.state === "failed") throw new Error(st.error.message);
-      if (st.state === "succeeded") break;
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-    const [, result] = await call(job.result_url);
-    const score = result.score === null ? "no score" : "score " + result.score.toFixed(3);
-    $("verdict").textContent = result.verdict + " (" + score + ")";
-    $("verdict").className = "verdict " + result.verdict;
-    $("out").textContent = JSON.stringify(result, null, 2); $("out").hidden = false;
-  } catch (err) { $("status").textContent = "Error: " + err.message; }
-  $("bar").hidden = true;
-};
-</script></body></html>
-"""
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 
 
 @router.get("/", include_in_schema=False)
-async def index() -> HTMLResponse:
-    return HTMLResponse(PAGE)
+async def index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+ASSETS = "/docs-assets/"
+# The one thing the ReDoc bundle fetches from outside: its footer logo, from Redocly's CDN. Served with
+# that URL pointing at our own icon, so opening the docs contacts no other host.
+REDOC_CDN_LOGO = 'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"'
+
+
+@lru_cache(maxsize=1)
+def _redoc_bundle() -> bytes:
+    text = (DOCS_ASSETS_DIR / "redoc.standalone.js").read_text(encoding="utf-8")
+    return text.replace(REDOC_CDN_LOGO, f'src:"{ASSETS}favicon.png"').encode("utf-8")
+
+
+@router.get(ASSETS + "redoc.standalone.js", include_in_schema=False)
+async def redoc_bundle() -> Response:
+    return Response(_redoc_bundle(), media_type="text/javascript")
+
+
+OPENAPI_URL = "/openapi.json"
+
+
+@router.get(OPENAPI_URL, include_in_schema=False)
+async def openapi_json(request: Request) -> JSONResponse:
+    """The OpenAPI document; its `servers` is the gateway's public URL, or the one this request used."""
+    base = request.app.state.settings.base_url_for(str(request.base_url))
+    return JSONResponse(openapi.for_server(request.app, base))
+
+
+def _viewer_page(request: Request, viewer: str) -> dict[str, str]:
+    return {"openapi_url": OPENAPI_URL, "title": f"{request.app.title} - {viewer}"}
+
+
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        **_viewer_page(request, "Swagger UI"),
+        swagger_js_url=ASSETS + "swagger-ui-bundle.js",
+        swagger_css_url=ASSETS + "swagger-ui.css",
+        swagger_favicon_url=ASSETS + "favicon.png",
+    )
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc(request: Request) -> HTMLResponse:
+    icon, js = ASSETS + "favicon.png", ASSETS + "redoc.standalone.js"
+    page = _viewer_page(request, "ReDoc")
+    return get_redoc_html(**page, redoc_js_url=js, redoc_favicon_url=icon, with_google_fonts=False)
+
+
+def mount_static(app: FastAPI) -> None:
+    """The app's own files and the docs viewers' bundles (outside the OpenAPI schema)."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")

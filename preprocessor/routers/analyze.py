@@ -2,7 +2,8 @@
 
 With ``Accept: application/x-ndjson`` the answer is a stream of JSON lines instead: ``{"progress": f}``
 while the analysis runs, then one ``{"result": {...}}`` or ``{"error": {...}, "status": N}``. The gateway
-uses it to report job progress; plain clients get the ordinary JSON response.
+uses it to report job progress; plain clients get the ordinary JSON response. ``?evidence=true`` adds each
+track's evidence images (thumbnail, heatmap, strip) as data URIs; the gateway asks for them for jobs.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from deepfake.api_errors import ApiError, error_responses_doc
+from deepfake.api_errors import UPLOAD_ERRORS, ApiError, error_responses_doc
 from deepfake.schemas import DetectionResult, ErrorBody
 from deepfake.uploads import UPLOAD_OPENAPI, Upload, receive_upload, remove_quietly
 from inference.triton_backend import TritonModelError, TritonUnavailableError
@@ -76,11 +78,11 @@ async def _receive(request: Request) -> Upload:
 
 
 async def _analyze(
-    service: AnalysisService, metrics: ServiceMetrics, upload: Upload, progress=None
+    service: AnalysisService, metrics: ServiceMetrics, upload: Upload, progress=None, evidence: bool = False
 ) -> DetectionResult:
     start = time.perf_counter()
     try:
-        result = await service.analyze(upload.path, upload.filename, progress)
+        result = await service.analyze(upload.path, upload.filename, progress, evidence)
     except Exception as exc:
         api_error = as_api_error(exc)
         metrics.analyses.labels(api_error.code if api_error else "internal_error").inc()
@@ -97,9 +99,16 @@ async def _analyze(
     summary="Analyse one uploaded video",
     response_model=DetectionResult,
     openapi_extra=UPLOAD_OPENAPI,
-    responses=error_responses_doc(400, 413, 415, 422, 503),
+    responses=error_responses_doc(
+        *UPLOAD_ERRORS, "unauthorized", "busy", "inference_unavailable", "model_error", "internal_error"
+    ),
 )
-async def analyze(request: Request):  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
+async def analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
+    request: Request,
+    evidence: Annotated[
+        bool, Query(description="Add each track's thumbnail, heatmap and frame strip as data URIs.")
+    ] = False,
+):
     service: AnalysisService = request.app.state.service
     metrics: ServiceMetrics = request.app.state.metrics
     if service.admitted >= service.capacity:
@@ -107,14 +116,14 @@ async def analyze(request: Request):  # noqa: ANN201 (a DetectionResult or a Str
     upload = await _receive(request)
     if NDJSON not in request.headers.get("accept", ""):
         try:
-            return await _analyze(service, metrics, upload)
+            return await _analyze(service, metrics, upload, evidence=evidence)
         finally:
             remove_quietly(upload.path)
-    return StreamingResponse(_progress_stream(service, metrics, upload), media_type=NDJSON)
+    return StreamingResponse(_progress_stream(service, metrics, upload, evidence), media_type=NDJSON)
 
 
 async def _progress_stream(
-    service: AnalysisService, metrics: ServiceMetrics, upload: Upload
+    service: AnalysisService, metrics: ServiceMetrics, upload: Upload, evidence: bool
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     updates: asyncio.Queue[float] = asyncio.Queue()
@@ -122,7 +131,7 @@ async def _progress_stream(
     def progress(fraction: float) -> None:  # called on the worker thread
         loop.call_soon_threadsafe(updates.put_nowait, float(fraction))
 
-    task = asyncio.ensure_future(_analyze(service, metrics, upload, progress))
+    task = asyncio.ensure_future(_analyze(service, metrics, upload, progress, evidence))
     last = -1.0
     try:
         while not task.done():

@@ -17,7 +17,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the model is ready on Triton", responses=error_responses_doc(503))
+@router.get(
+    "/readyz", summary="Readiness: the model is ready on Triton", responses=error_responses_doc("not_ready")
+)
 async def readyz(request: Request) -> dict[str, str]:
     # The check may block on gRPC for a moment; keep it off the event loop.
     ready, reason = await asyncio.to_thread(request.app.state.service.readiness)

@@ -26,8 +26,9 @@ MODEL_NAME = "deepfake_detector"
 
 
 def write_test_repository(root: Path, meta: ModelMeta, max_batch_size: int = 8) -> Path:
-    """A Triton repository in the deployed layout (platform onnxruntime_onnx, metadata parameter)."""
-    model_path = write_random_model(root / MODEL_NAME / "1" / "model.onnx", meta)
+    """A Triton repository in the deployed layout (platform onnxruntime_onnx, metadata parameter), with
+    the blend-map output the shipped model has (evidence heatmaps)."""
+    model_path = write_random_model(root / MODEL_NAME / "1" / "model.onnx", meta, blend_map=True)
     escaped = meta.to_json().replace("\\", "\\\\").replace('"', '\\"')
     (root / MODEL_NAME / "config.pbtxt").write_text(
         f'name: "{MODEL_NAME}"\n'
@@ -36,7 +37,8 @@ def write_test_repository(root: Path, meta: ModelMeta, max_batch_size: int = 8) 
         'input [ { name: "clips" data_type: TYPE_UINT8 dims: [ -1, -1, -1, 3 ] } ]\n'
         "output [\n"
         '  { name: "clip_logit" data_type: TYPE_FP32 dims: [ 1 ] reshape: { shape: [ ] } },\n'
-        '  { name: "frame_logits" data_type: TYPE_FP32 dims: [ -1 ] }\n'
+        '  { name: "frame_logits" data_type: TYPE_FP32 dims: [ -1 ] },\n'
+        '  { name: "blend_map" data_type: TYPE_FP32 dims: [ -1, -1, -1 ] }\n'
         "]\n"
         "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
         f'parameters {{ key: "deepfake" value {{ string_value: "{escaped}" }} }}\n'

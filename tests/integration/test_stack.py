@@ -117,7 +117,7 @@ def test_job_equals_the_in_process_cli_and_reports_progress(stack, gateway, stac
     response = upload(gateway, "/v1/jobs", stack_videos["face"])
     assert response.status_code == 202, response.text
     job = response.json()
-    assert response.headers["location"] == job["status_url"] == f"/v1/jobs/{job['id']}"
+    assert response.headers["location"] == job["status_url"] == f"{stack.urls['gateway']}/v1/jobs/{job['id']}"
     status, seen = wait_for_job(gateway, job["id"])
     assert status["state"] == "succeeded", status
     assert status["progress"] == 1.0 and seen == sorted(seen)
