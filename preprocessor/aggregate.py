@@ -36,6 +36,7 @@ class ClipScore:
     detections: list[int]  # indices into that track's detections, one per real (non-padded) frame
     score: float
     frame_scores: list[float]  # one per real frame
+    logit: float = 0.0  # the raw clip logit (a live stream smooths logits, preprocessor/stream.py)
 
 
 def verdict_for(score: float | None, threshold: float) -> Verdict:

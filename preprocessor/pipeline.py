@@ -109,7 +109,7 @@ class Pipeline:
         with stage(timings, "batch"):
             clips = make_clips(faces.tracks, self.meta.clip_len)
         with stage(timings, "infer"):
-            scores = self._infer(clips, progress)
+            scores = self.infer_clips(clips, progress)
         with stage(timings, "aggregate"):
             verdict, score, tracks, timeline, warnings = aggregate(
                 faces.tracks, scores, faces.sample_times, self.meta.threshold
@@ -156,18 +156,10 @@ class Pipeline:
                 window = next(windows, None)
             if window is None:
                 break
-            key_faces = {}
-            for position in key_positions(len(window), s.detect_every):
-                with stage(timings, "detect"):
-                    faces = self._detect(window[position].rgb)
-                key_faces[position] = [f for f in faces if _side(f.box) >= s.min_face_px]
-                tiny += len(faces) - len(key_faces[position])
-            with stage(timings, "detect"):
-                window_faces = fill_between_keyframes(key_faces, len(window))
-            for frame, faces in zip(window, window_faces, strict=True):
-                sample_times.append(frame.t)
-                with stage(timings, "crop"):
-                    per_frame.append([self._detection(frame, f) for f in faces])
+            detections, ignored = self.detect_window(window, timings)
+            tiny += ignored
+            per_frame.extend(detections)
+            sample_times.extend(frame.t for frame in window)
             del window  # only one window of full frames at a time
             if progress:
                 progress("detect", len(sample_times) / max(1, len(plan.starts) * plan.clip_len))
@@ -192,6 +184,29 @@ class Pipeline:
         warnings.extend(track_warnings)
         video = info.model_copy(update={"frames_sampled": len(sample_times)})
         return FaceExtraction(video, tracks, sample_times, self.crop, warnings, timings)
+
+    def detect_window(
+        self, window: list[SampledFrame], timings: dict[str, float]
+    ) -> tuple[list[list[Detection]], int]:
+        """Faces with their crops for every frame of ``window`` (consecutive sampled frames): the detector
+        runs on every ``detect_every``-th frame and the last, boxes are interpolated between. Returns (per
+        frame detections, detections ignored as smaller than ``min_face_px``). Files and live streams
+        (preprocessor/stream.py) both detect through here."""
+        s = self.settings
+        key_faces = {}
+        tiny = 0
+        for position in key_positions(len(window), s.detect_every):
+            with stage(timings, "detect"):
+                faces = self._detect(window[position].rgb)
+            key_faces[position] = [f for f in faces if _side(f.box) >= s.min_face_px]
+            tiny += len(faces) - len(key_faces[position])
+        with stage(timings, "detect"):
+            window_faces = fill_between_keyframes(key_faces, len(window))
+        per_frame = []
+        for frame, faces in zip(window, window_faces, strict=True):
+            with stage(timings, "crop"):
+                per_frame.append([self._detection(frame, f) for f in faces])
+        return per_frame, tiny
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in full-resolution coordinates, found on a copy no larger than ``detect_max_side``."""
@@ -221,7 +236,7 @@ class Pipeline:
             crop=crop_face(frame.rgb, face.box, self.crop),
         )
 
-    def _infer(self, clips: list[Clip], progress: Progress | None) -> list[ClipScore]:
+    def infer_clips(self, clips: list[Clip], progress: Progress | None = None) -> list[ClipScore]:
         """Run clips through the backend in batches of equal T; calibrate with the model's temperature."""
         assert self.backend is not None
         results: list[ClipScore] = []
@@ -234,7 +249,13 @@ class Pipeline:
             for i, clip in enumerate(batch):
                 n = len(clip.detections)
                 results.append(
-                    ClipScore(clip.track, clip.detections, float(clip_p[i]), frame_p[i, :n].tolist())
+                    ClipScore(
+                        clip.track,
+                        clip.detections,
+                        float(clip_p[i]),
+                        frame_p[i, :n].tolist(),
+                        logit=float(out.clip_logits[i]),
+                    )
                 )
             if progress:
                 progress("infer", min(1.0, (start + len(batch)) / len(clips)))
@@ -252,10 +273,13 @@ def make_clips(tracks: list[FaceTrack], clip_len: int) -> list[Clip]:
         for indices in by_window.values():
             for start in range(0, len(indices), clip_len):
                 part = indices[start : start + clip_len]
-                crops = [track.detections[d].crop for d in part]
-                crops += [crops[-1]] * (clip_len - len(crops))
-                clips.append(Clip(ti, part, np.stack(crops)))
+                clips.append(Clip(ti, part, pad_clip([track.detections[d].crop for d in part], clip_len)))
     return clips
+
+
+def pad_clip(crops: list[np.ndarray], clip_len: int) -> np.ndarray:
+    """[clip_len, S, S, 3]: the crops padded by repeating the last, so every clip in a batch has one T."""
+    return np.stack(list(crops) + [crops[-1]] * (clip_len - len(crops)))
 
 
 def _side(box: np.ndarray) -> float:
