@@ -27,7 +27,7 @@ from inference.metadata import CropPolicy, ModelMeta
 from preprocessor.aggregate import ClipScore, aggregate, calibrate
 from preprocessor.cropping import crop_face
 from preprocessor.detectors.base import Face, FaceDetector, create_detector
-from preprocessor.probe import probe
+from preprocessor.probe import probe_for
 from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
 from preprocessor.settings import PipelineSettings
 from preprocessor.tracking import (
@@ -136,14 +136,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         warnings: list[str] = []
         with stage(timings, "probe"):
-            probed = probe(
-                Path(path),
-                s.max_bytes,
-                s.max_duration_s,
-                max_frame_pixels=s.max_frame_pixels,
-                min_frame_side=s.min_frame_side,
-                detect_max_side=s.detect_max_side,
-            )
+            probed = probe_for(path, s)
         info = probed.info
         plan = plan_windows(info.duration_s, info.fps, s.frames, self.meta.clip_len, s.frame_stride)
         sampler = FrameSampler(probed, plan, threads=s.threads)
