@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deepfake.schemas import ErrorBody, ErrorDetail
+from deepfake.schemas import ErrorBody, ErrorDetail, StreamError, stream_close_code
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ def error_response(
     http_status: int, detail: ErrorDetail, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=http_status, headers=headers)
+
+
+async def close_websocket(ws: WebSocket, error: ApiError) -> None:
+    """A WebSocket's refusal: the StreamError message, then the close code of its HTTP status
+    (deepfake.schemas.stream_close_code). The client may already be gone; that is not an error."""
+    try:
+        await ws.send_text(StreamError(error=error.to_error_detail()).model_dump_json())
+        await ws.close(stream_close_code(error.http_status), error.code)
+    except Exception:  # noqa: BLE001 (a closed or broken socket: nothing left to tell)
+        log.debug("websocket already closed when refusing it: %s", error.code)
 
 
 def error_responses_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:

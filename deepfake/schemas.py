@@ -160,6 +160,31 @@ class StreamSummary(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+class StreamControl(BaseModel):
+    """A text message a client sends on /v1/streams: ``{"t": 1.28}`` is the stream time of the next binary
+    frame (without it a frame's time is its arrival since the first frame); ``{"type": "end"}`` asks for
+    the final summary, after which the server closes normally (1000)."""
+
+    model_config = {"extra": "forbid"}
+
+    type: Literal["time", "end"] = "time"
+    t: float | None = Field(None, ge=0, description="Stream time (s) of the next frame.")
+
+
+class StreamError(BaseModel):
+    """Sent on /v1/streams right before the server closes the socket for a refusal or a failure."""
+
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+def stream_close_code(http_status: int) -> int:
+    """The WebSocket close code of a refusal on /v1/streams: 4000 + the HTTP status the same refusal gets
+    on the REST API (4401 no/invalid key, 4413 frame too large, 4415 not an image, 4429 too many streams,
+    4408 idle, 4503 unavailable); 1011 for an internal error."""
+    return 4000 + http_status if 400 <= http_status < 600 and http_status != 500 else 1011
+
+
 # ---- Asynchronous jobs (gateway /v1/jobs) ----
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
