@@ -21,6 +21,12 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 
 
+def is_container_start(data: bytes) -> bool:
+    """Whether ``data`` begins a WebM/Matroska (EBML) or MP4 (``ftyp``) byte stream, e.g. a browser's
+    MediaRecorder output, rather than a still image."""
+    return data.startswith(b"\x1a\x45\xdf\xa3") or data[4:8] == b"ftyp"
+
+
 def image_size(data: bytes) -> tuple[str, int, int]:
     """(``jpeg`` | ``png``, width, height) from the header; VideoError ``invalid_frame`` otherwise."""
     if data.startswith(PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":

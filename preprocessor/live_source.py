@@ -7,14 +7,18 @@ not_a_video, ...; no duration limit, a stream session's memory does not grow wit
 gets the pixel limit (FFmpeg max_pixels), frames over it are refused, and rotation metadata is applied.
 
 Sources: a path to a file; a V4L2 capture device (``/dev/video0``); a URL FFmpeg can open (``rtsp://``,
-``http(s)://`` including HLS playlists, ``rtmp://``, ``udp://``, ``tcp://``, ``srt://``). A file is *paced*
-(played at its real rate) only when asked; a device or URL comes at its own pace.
+``http(s)://`` including HLS playlists, ``rtmp://``, ``udp://``, ``tcp://``, ``srt://``); a WebM/MP4 byte
+stream arriving in chunks (:class:`ChunkPipe`, what a browser's MediaRecorder sends over a WebSocket).
+A file is *paced* (played at its real rate) only when asked; the others come at their own pace.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,57 @@ def source_kind(source: str) -> str:
     return "file"
 
 
+class ChunkPipe(io.RawIOBase):
+    """A container byte stream that arrives in chunks (WebSocket messages) read by FFmpeg as a file.
+
+    Why a blocking pipe: FFmpeg pulls bytes as it demuxes, the network pushes them as they come; the
+    decoder thread waits here for the next chunk, and ``feed`` waits while ``max_bytes`` are unread, so a
+    byte stream never buffers without bound (bytes cannot be dropped like frames: the container would
+    break). ``end`` is the end of the stream (the reader then gets EOF).
+    """
+
+    def __init__(self, max_bytes: int = 8 * 1024**2) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._ended = False
+        self._cond = threading.Condition()
+
+    def readable(self) -> bool:
+        return True
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            while self._buffered >= self.max_bytes and not self._ended:
+                self._cond.wait(0.1)
+            if self._ended:
+                return
+            self._chunks.append(bytes(data))
+            self._buffered += len(data)
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 (a writable buffer)
+        with self._cond:
+            while not self._chunks and not self._ended:
+                self._cond.wait()
+            if not self._chunks:
+                return 0
+            chunk = self._chunks.popleft()
+            n = min(len(buffer), len(chunk))
+            buffer[:n] = chunk[:n]
+            if n < len(chunk):
+                self._chunks.appendleft(chunk[n:])
+            self._buffered -= n
+            self._cond.notify_all()
+            return n
+
+
 @dataclass
 class LiveFrame:
     t: float  # stream seconds from the first frame
@@ -55,9 +110,10 @@ class LiveSource:
     """Opened source; ``frames()`` yields LiveFrame in order. ``realtime`` paces a file at its frame
     times (a device or URL is live anyway)."""
 
-    def __init__(self, source: str, settings: PipelineSettings, realtime: bool = False) -> None:
-        self.source = source
-        self.kind = source_kind(source)
+    def __init__(self, source: str | ChunkPipe, settings: PipelineSettings, realtime: bool = False) -> None:
+        self.pipe = source if isinstance(source, ChunkPipe) else None
+        self.source = "the byte stream" if self.pipe is not None else str(source)
+        self.kind = "bytes" if self.pipe is not None else source_kind(str(source))
         self.settings = settings
         self.realtime = realtime and self.kind == "file"
         if self.kind == "file":
@@ -85,12 +141,21 @@ class LiveSource:
         try:
             if self.kind == "device":
                 return av.open(self.source, format="v4l2", options=options)
+            if self.pipe is not None:
+                # Stream facts come from the container header: read little before the first frame.
+                return av.open(
+                    self.pipe, options={**options, "probesize": "65536", "analyzeduration": "500000"}
+                )
             if self.kind == "url":
                 return av.open(
                     self.source, options={**options, "rtsp_transport": "tcp"}, timeout=NETWORK_TIMEOUT_S
                 )
             return av.open(self.source, options=options)
         except (av.error.FFmpegError, OSError) as exc:
+            if self.pipe is not None:
+                raise VideoError(
+                    "not_a_video", "the byte stream is not a WebM/MP4 video FFmpeg can read", reason=str(exc)
+                ) from exc
             raise VideoError(
                 "source_unavailable",
                 f"cannot open {self.source}: {exc}; check that the device exists or the URL is reachable "

@@ -11,6 +11,7 @@ Main entry points (other packages' tests reuse them):
 - :func:`write_video` - any frames, with rotation metadata, variable frame rate, audio, codec choice.
 - :func:`write_audio_only`, :func:`write_zero_frame_video`, :func:`write_truncated_copy`,
   :func:`write_jpeg_named_mp4`, :func:`write_random_bytes`, :func:`write_empty_file` - bad inputs.
+- :func:`encode_live_webm` - a WebM byte stream as a MediaRecorder sends it (no duration, no cues).
 - :func:`write_tiny_video`, :func:`write_huge_declared_mjpeg`, :func:`write_streamed_mkv` - hostile inputs:
   degenerate frame sizes, a frame size that would take gigabytes to decode, no duration in the header.
 - :func:`write_indexed_video` - frames that carry their own number (:func:`read_frame_code`), in any
@@ -407,6 +408,23 @@ def write_streamed_mkv(
     container.close()
     Path(path).write_bytes(bytes(pipe.data))
     return Path(path)
+
+
+def encode_live_webm(frames: Sequence[np.ndarray], fps: float = 25.0) -> bytes:
+    """RGB frames as WebM (VP8) muxed to a non-seekable sink: the bytes a browser's MediaRecorder sends
+    (no duration, no cues), for streaming them chunk by chunk."""
+    pipe = _Pipe()
+    container = av.open(pipe, "w", format="webm")
+    stream = container.add_stream("libvpx", rate=Fraction(fps).limit_denominator(1000))
+    stream.height, stream.width = frames[0].shape[:2]
+    stream.pix_fmt = "yuv420p"
+    for rgb in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return bytes(pipe.data)
 
 
 # --- frames that carry their number ---------------------------------------------------------------------

@@ -146,6 +146,40 @@ def test_png_frames_without_times_take_their_arrival_and_the_key_may_be_a_query_
     assert messages[-1]["frames_received"] == 24
 
 
+def test_a_webm_byte_stream_is_decoded_as_it_arrives(stack, frames):
+    url, pre, gateway = stack
+    webm = synth.encode_live_webm(frames, fps=FPS)
+    with open_stream(url) as ws:
+        for start in range(0, len(webm), 8192):  # MediaRecorder-sized chunks, at about the clip's pace
+            ws.send(webm[start : start + 8192])
+            time.sleep(len(frames) / FPS * 8192 / len(webm))
+        early = json.loads(ws.recv(timeout=60))  # results come while the stream is still open
+        ws.send(json.dumps({"type": "end"}))
+        messages, code = read_all(ws)
+        messages.insert(0, early)
+    assert early["type"] == "result"
+    assert code == 1000, messages[-1:]
+    summary = StreamSummary.model_validate(messages[-1])
+    results = [StreamResult.model_validate(m) for m in messages[:-1]]
+    assert summary.frames_received == len(frames)
+    # Times come from the container: multiples of the frame interval, in order.
+    frame_times = {round(i / FPS, 3) for i in range(len(frames))}
+    assert results and all(r.t in frame_times for r in results)
+    assert [r.t for r in results] == sorted(r.t for r in results)
+    assert [t.id for t in summary.tracks] == [0]
+    wait_until(lambda: no_stream_left(pre, gateway))
+
+
+def test_a_byte_stream_that_is_no_video_closes_4415(stack):
+    url, pre, gateway = stack
+    with open_stream(url) as ws:
+        ws.send(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 64)  # an EBML start, then nonsense
+        ws.send(json.dumps({"type": "end"}))
+        error, close = refused(ws)
+    assert error.error.code == "not_a_video" and close == 4415
+    wait_until(lambda: no_stream_left(pre, gateway))
+
+
 @pytest.mark.parametrize(
     ("key", "code"), [(None, "unauthorized"), ("wrong-key", "unauthorized")], ids=["no key", "wrong key"]
 )

@@ -8,8 +8,9 @@ Protocol (also in README "Live streams" and the OpenAPI description):
 - connect with the API key in ``X-API-Key`` or, from a browser (which cannot set WebSocket headers), the
   query parameter ``api_key``;
 - send each frame as one binary message holding a JPEG or PNG image; a text message ``{"t": 1.28}`` before
-  it gives its stream time in seconds (else its arrival at the gateway since the first frame); send
-  ``{"type": "end"}`` to get the final summary, after which the server closes with 1000;
+  it gives its stream time in seconds (else its arrival at the gateway since the first frame); or send a
+  WebM/MP4 byte stream (a browser's MediaRecorder chunks) as consecutive binary messages, the first one
+  starting the container; send ``{"type": "end"}`` to get the final summary, then the close code 1000;
 - receive StreamResult messages (``type: result``), the StreamSummary (``type: final``), and before any
   refusal a StreamError (``type: error``) then the close code 4000 + the HTTP status of the same refusal:
   4401 no or invalid key, 4429 too many streams for this key (``stream_max_per_key``) or rate limited,
@@ -36,7 +37,7 @@ from deepfake.schemas import StreamControl
 from gateway.auth import authenticate
 from gateway.settings import GatewaySettings
 from preprocessor.errors import VideoError
-from preprocessor.images import check_image
+from preprocessor.images import check_image, is_container_start
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streams"])
@@ -97,6 +98,7 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
     down = asyncio.create_task(_downstream(upstream, ws))
     first_arrival: float | None = None
     timed = False  # the client gave the next frame's time
+    byte_stream = False
     try:
         while True:
             receive = asyncio.ensure_future(ws.receive())
@@ -137,13 +139,17 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                 await upstream.send(control.model_dump_json(exclude_none=True))
                 continue
             data = message.get("bytes") or b""
-            problem = frame_problem(data, settings)
+            if first_arrival is None and not byte_stream and is_container_start(data):
+                byte_stream = True  # a WebM/MP4 byte stream: every binary message is its next chunk
+            problem = frame_problem(data, settings, image=not byte_stream)
             if problem is not None:
                 await close_websocket(ws, problem)
                 return
             now = time.perf_counter()
             first_arrival = now if first_arrival is None else first_arrival
-            if not timed:  # the arrival time here, so the preprocessor's times are the client's pace
+            if (
+                not timed and not byte_stream
+            ):  # the arrival time here, so the preprocessor's times are the client's pace
                 await upstream.send(StreamControl(t=round(now - first_arrival, 4)).model_dump_json())
             timed = False
             await upstream.send(data)
@@ -156,14 +162,17 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                 await down
 
 
-def frame_problem(data: bytes, settings: GatewaySettings) -> ApiError | None:
-    """Why a frame is refused (size in bytes, not a JPEG/PNG, its pixel size), from its header only."""
+def frame_problem(data: bytes, settings: GatewaySettings, image: bool = True) -> ApiError | None:
+    """Why a binary message is refused: its size; for a frame (``image``) also not being a JPEG/PNG or its
+    pixel size, from the header only (a byte stream's chunks are checked by the preprocessor's decoder)."""
     if len(data) > settings.stream_max_frame_bytes:
         return ApiError(
             413,
             "too_large",
-            f"a frame of {len(data)} bytes is over the {settings.stream_max_frame_bytes} byte limit",
+            f"a message of {len(data)} bytes is over the {settings.stream_max_frame_bytes} byte limit",
         )
+    if not image:
+        return None
     try:
         check_image(data, settings.stream_max_frame_pixels, settings.stream_min_frame_side)
     except VideoError as exc:
