@@ -325,18 +325,26 @@ def write_empty_file(path: Path) -> Path:
 def encode_to_bytes(frames: Sequence[np.ndarray], fps: float = 25.0) -> bytes:
     """An in-memory MP4 of ``frames`` (for upload tests that never touch disk)."""
     buffer = io.BytesIO()
-    container = av.open(buffer, "w", format="mp4")
-    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+    _encode_into(buffer, "mp4", "libx264", frames, fps)
+    return buffer.getvalue()
+
+
+def _encode_into(
+    sink: io.IOBase, format_name: str, codec: str, frames: Sequence[np.ndarray], fps: float
+) -> None:
+    """Encode RGB ``frames`` with ``codec`` (yuv420p; x264 ultrafast) into a ``format_name`` container."""
+    container = av.open(sink, "w", format=format_name)
+    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
     height, width = frames[0].shape[:2]
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.options = {"preset": "ultrafast"}
+    if codec == "libx264":
+        stream.options = {"preset": "ultrafast"}
     for rgb in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
     container.close()
-    return buffer.getvalue()
 
 
 def write_tiny_video(path: Path, width: int, height: int, n_frames: int = 5) -> Path:
@@ -414,16 +422,7 @@ def encode_live_webm(frames: Sequence[np.ndarray], fps: float = 25.0) -> bytes:
     """RGB frames as WebM (VP8) muxed to a non-seekable sink: the bytes a browser's MediaRecorder sends
     (no duration, no cues), for streaming them chunk by chunk."""
     pipe = _Pipe()
-    container = av.open(pipe, "w", format="webm")
-    stream = container.add_stream("libvpx", rate=Fraction(fps).limit_denominator(1000))
-    stream.height, stream.width = frames[0].shape[:2]
-    stream.pix_fmt = "yuv420p"
-    for rgb in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
+    _encode_into(pipe, "webm", "libvpx", frames, fps)
     return bytes(pipe.data)
 
 
