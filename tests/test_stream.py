@@ -146,3 +146,76 @@ def test_an_analysis_failure_ends_the_session_visibly(random_model_path, default
     assert errors and not session.running
     with pytest.raises(type(errors[0])):
         session.finish(timeout_s=10)
+
+
+# ---- frames of a live stream: JPEG/PNG headers (preprocessor/images.py) ----
+
+
+def encoded(rgb: np.ndarray, ext: str, *params: int) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), list(params))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("ext", "params"),
+    [(".png", ()), (".jpg", ()), (".jpg", (2, 1))],  # 2 = IMWRITE_JPEG_PROGRESSIVE (SOF2)
+    ids=["png", "jpeg", "progressive jpeg"],
+)
+def test_image_headers_give_the_size_and_decode_to_the_pixels(ext, params):
+    from preprocessor.images import decode_image, image_size
+
+    rgb = synth.face_frames(1, width=200, height=120, motion="still")[0][0]
+    data = encoded(rgb, ext, *params)
+    kind, width, height = image_size(data)
+    assert (kind, width, height) == (ext.strip(".").replace("jpg", "jpeg"), 200, 120)
+    decoded = decode_image(data, 10**7, 32)
+    assert decoded.shape == rgb.shape
+    assert np.abs(decoded.astype(int) - rgb).mean() < 6  # RGB order kept (JPEG loss only)
+
+
+def test_a_jpeg_whose_header_declares_a_huge_frame_is_refused_before_decoding():
+    from preprocessor.errors import VideoError
+    from preprocessor.images import check_image
+
+    data = bytearray(encoded(np.zeros((64, 64, 3), np.uint8), ".jpg"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (40000).to_bytes(2, "big") + (40000).to_bytes(2, "big")
+    with pytest.raises(VideoError) as refused:
+        check_image(bytes(data), 3840 * 2160, 32)
+    assert refused.value.code == "too_large_frame" and refused.value.details["width"] == 40000
+    for junk in (b"", b"\xff\xd8\xff", b"GIF89a" + bytes(50), b"\x89PNG\r\n\x1a\n"):
+        with pytest.raises(VideoError) as refused:
+            check_image(junk, 3840 * 2160, 32)
+        assert refused.value.code == "invalid_frame"
+
+
+# ---- agreement with `deepfake detect` on real footage ----
+
+
+@pytest.mark.realdata
+def test_a_real_video_streamed_agrees_with_detect(data_dir):
+    """The issue's target: the highest final track score of a streamed file within 0.10 of detect's."""
+    from preprocessor.detectors.base import create_detector
+    from preprocessor.live_source import LiveSource
+
+    video = next(iter(sorted((data_dir / "videos" / "FF++c23" / "fake").glob("*.mp4"))), None)
+    if video is None:
+        pytest.skip(f"no FF++c23 videos under {data_dir / 'videos'}")
+    settings = PipelineSettings(threads=1)
+    if not settings.model_path.is_file():
+        pytest.skip(f"the shipped model is missing: {settings.model_path}")
+    pipeline = Pipeline(
+        settings, OnnxBackend(settings.model_path, threads=1), create_detector(settings.detector)
+    )
+    session = StreamSession(pipeline)
+    source = LiveSource(str(video), settings)
+    for item in source.frames():
+        session.push(item.rgb() if session.wants_next() else None, item.t, block=True)
+    source.close()
+    summary = session.finish(timeout_s=600)
+    detect = pipeline.analyze(video)
+    assert summary.frames_dropped == 0 and summary.score is not None and detect.score is not None
+    assert abs(summary.score - detect.score) <= 0.10, (summary.score, detect.score)
