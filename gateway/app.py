@@ -33,7 +33,8 @@ DESCRIPTION = """Deepfake video detection. Send your key in `X-API-Key` (the **A
 
 * `POST /v1/detections`: short clips, answered in the same request.
 * `POST /v1/jobs`: any length; poll `GET /v1/jobs/{id}`, then `GET /v1/jobs/{id}/result`.
-* `WebSocket /v1/streams` (not listed below: OpenAPI describes no WebSockets): a live stream. Key in
+* `WebSocket /v1/streams` (not listed below: OpenAPI describes no WebSockets; its messages as AsyncAPI:
+  `GET /v1/streams/asyncapi.json`): a live stream. Key in
   `X-API-Key` or the query parameter `api_key`. Send each frame as a binary message (one JPEG or PNG),
   optionally preceded by the text message `{"t": <seconds>}` (its stream time), and `{"type": "end"}` to
   finish. You receive one JSON message per result, `{"type": "result", "t", "latency_ms",

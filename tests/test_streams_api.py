@@ -278,3 +278,26 @@ def test_the_preprocessor_stream_needs_the_service_token(tmp_path, random_model_
         ) as ws:
             ws.send(json.dumps({"type": "end"}))
             assert read_all(ws)[1] == 1000
+
+
+def test_the_asyncapi_description_holds_the_models_the_server_sends(tmp_path):
+    """GET /v1/streams/asyncapi.json (no key: a description): every message reference resolves and the
+    payload schemas are the contract models'."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(gateway_settings(tmp_path, "http://127.0.0.1:9"))) as client:
+        doc = client.get("/v1/streams/asyncapi.json").json()
+        assert "/v1/streams/asyncapi.json" in client.get("/openapi.json").json()["paths"]
+    assert doc["asyncapi"] == "2.6.0"
+    channel = doc["channels"]["/v1/streams"]
+    components = doc["components"]
+    for direction in ("publish", "subscribe"):
+        for option in channel[direction]["message"]["oneOf"]:
+            name = option["$ref"].rsplit("/", 1)[-1]
+            payload = components["messages"][name]["payload"]
+            if "$ref" in payload:
+                assert payload["$ref"].rsplit("/", 1)[-1] in components["schemas"]
+    schemas = components["schemas"]
+    assert set(schemas["StreamResult"]["properties"]) == set(StreamResult.model_fields)
+    assert set(schemas["StreamSummary"]["properties"]) == set(StreamSummary.model_fields)
+    assert schemas["StreamTrack"]["required"]  # nested models are components too

@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from deepfake.api_errors import ApiError, close_websocket
 from deepfake.schemas import StreamControl
+from gateway.asyncapi import stream_asyncapi
 from gateway.auth import authenticate
 from gateway.settings import GatewaySettings
 from preprocessor.errors import VideoError
@@ -42,6 +43,16 @@ from preprocessor.images import check_image, is_container_start
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streams"])
 UNAVAILABLE = ApiError(503, "preprocessor_unavailable", "the analysis service is unavailable; retry later")
+
+
+@router.get(
+    "/v1/streams/asyncapi.json",
+    summary="AsyncAPI description of the WebSocket /v1/streams",
+    description="The messages of the live-stream WebSocket (which OpenAPI cannot describe) as AsyncAPI 2.6, "
+    "their payloads the same models the server sends.",
+)
+def asyncapi() -> dict:
+    return stream_asyncapi()
 
 
 def upstream_url(settings: GatewaySettings) -> str:
