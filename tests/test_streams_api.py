@@ -118,6 +118,10 @@ def test_timed_frames_stream_results_in_order_then_the_summary(stack, frames):
         ws.send(json.dumps({"type": "end"}))
         messages, code = read_all(ws)
     assert code == 1000
+    wait_until(lambda: no_stream_left(pre, gateway))
+    registry = gateway.state.metrics.registry
+    assert registry.get_sample_value("gateway_stream_ends_total", {"reason": "completed"}) >= 1
+    assert registry.get_sample_value("gateway_streams_open") == 0
     assert [m["type"] for m in messages[:-1]] == ["result"] * (len(messages) - 1)
     results = [StreamResult.model_validate(m) for m in messages[:-1]]
     summary = StreamSummary.model_validate(messages[-1])
@@ -208,6 +212,8 @@ def test_refused_frames_and_messages_close_with_their_code(stack, frames):
             error, close = refused(ws)
         assert (error.error.code, close) == (expected, close_code), payload[:20]
     wait_until(lambda: no_stream_left(pre, gateway))
+    registry = gateway.state.metrics.registry
+    assert all(registry.get_sample_value("gateway_stream_ends_total", {"reason": c}) for _, c, _ in cases)
 
 
 def test_too_many_streams_for_one_key(stack, frames):
@@ -301,3 +307,21 @@ def test_the_asyncapi_description_holds_the_models_the_server_sends(tmp_path):
     assert set(schemas["StreamResult"]["properties"]) == set(StreamResult.model_fields)
     assert set(schemas["StreamSummary"]["properties"]) == set(StreamSummary.model_fields)
     assert schemas["StreamTrack"]["required"]  # nested models are components too
+
+
+def test_inference_unavailable_closes_4503_through_the_gateway(tmp_path):
+    """The preprocessor's backend is a real Triton client for an address where nothing listens."""
+    from inference.triton_backend import TritonBackend
+
+    triton_url = f"127.0.0.1:{free_port()}"
+    pre = create_preprocessor_app(
+        ServiceSettings(upload_dir=tmp_path / "pp"),
+        backend_factory=lambda: TritonBackend(triton_url, timeout_s=2, retries=0),
+    )
+    with serve(pre) as (host, pre_port):
+        gateway = create_app(gateway_settings(tmp_path, f"http://{host}:{pre_port}"))
+        with serve(gateway) as (_, port), open_stream(f"ws://{host}:{port}/v1/streams") as ws:
+            error, close = refused(ws)
+        assert pre.state.service.streams == 0
+    assert error.error.code == "inference_unavailable" and close == 4503
+    assert triton_url.split(":")[1] not in error.error.message

@@ -55,6 +55,12 @@ def asyncapi() -> dict:
     return stream_asyncapi()
 
 
+async def refuse(ws: WebSocket, error: ApiError) -> None:
+    """Close with the refusal's message and code, counted by its code."""
+    ws.app.state.metrics.stream_ends.labels(error.code).inc()
+    await close_websocket(ws, error)
+
+
 def upstream_url(settings: GatewaySettings) -> str:
     base = settings.preprocessor_url.rstrip("/")
     scheme, rest = base.split("://", 1)
@@ -68,11 +74,11 @@ async def stream(ws: WebSocket) -> None:
     try:
         owner = authenticate(ws, ws.headers.get("x-api-key") or ws.query_params.get("api_key"))
     except ApiError as exc:
-        await close_websocket(ws, exc)
+        await refuse(ws, exc)
         return
     open_streams: dict[str, int] = ws.app.state.open_streams
     if open_streams.get(owner, 0) >= settings.stream_max_per_key:
-        await close_websocket(
+        await refuse(
             ws,
             ApiError(
                 429,
@@ -82,6 +88,7 @@ async def stream(ws: WebSocket) -> None:
         )
         return
     open_streams[owner] = open_streams.get(owner, 0) + 1
+    ws.app.state.metrics.streams_open.inc()
     try:
         token = settings.service_token.get_secret_value()
         try:
@@ -93,11 +100,12 @@ async def stream(ws: WebSocket) -> None:
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             log.warning("stream: preprocessor unreachable: %s", exc)
-            await close_websocket(ws, UNAVAILABLE)
+            await refuse(ws, UNAVAILABLE)
             return
         async with upstream:
             await relay(ws, upstream, settings)
     finally:
+        ws.app.state.metrics.streams_open.dec()
         open_streams[owner] -= 1
         if not open_streams[owner]:
             del open_streams[owner]
@@ -121,7 +129,7 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await receive
                 if down not in done:
-                    await close_websocket(
+                    await refuse(
                         ws,
                         ApiError(
                             408,
@@ -132,12 +140,13 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                 return
             message = receive.result()
             if message["type"] == "websocket.disconnect":
+                ws.app.state.metrics.stream_ends.labels("disconnected").inc()
                 return
             if message.get("text") is not None:
                 try:
                     control = StreamControl.model_validate(json.loads(message["text"]))
                 except (ValueError, ValidationError):
-                    await close_websocket(
+                    await refuse(
                         ws,
                         ApiError(
                             400,
@@ -154,7 +163,7 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                 byte_stream = True  # a WebM/MP4 byte stream: every binary message is its next chunk
             problem = frame_problem(data, settings, image=not byte_stream)
             if problem is not None:
-                await close_websocket(ws, problem)
+                await refuse(ws, problem)
                 return
             now = time.perf_counter()
             first_arrival = now if first_arrival is None else first_arrival
@@ -201,7 +210,9 @@ async def _downstream(upstream: ClientConnection, ws: WebSocket) -> None:
         pass
     received = upstream.close_code
     if received is None or received == 1006:
-        await close_websocket(ws, UNAVAILABLE)
+        await refuse(ws, UNAVAILABLE)
         return
+    reason = "completed" if received == 1000 else (upstream.close_reason or str(received))
+    ws.app.state.metrics.stream_ends.labels(reason).inc()
     with contextlib.suppress(Exception):
         await ws.close(received, upstream.close_reason or "")
