@@ -8,6 +8,7 @@ Faces are detected on every ``detect_every``-th frame of each window and interpo
 ``extract_faces`` runs the first half (video -> face tracks with crops), ``analyze`` the whole. Decoding,
 detection and cropping run window by window, so only one window of full-resolution frames is ever in
 memory; everything after cropping works on small face crops. Each stage's time is in ``timings_ms``.
+Live streams (preprocessor/stream.py) run the same steps through ``detect_window`` and ``infer_clips``.
 """
 
 from __future__ import annotations

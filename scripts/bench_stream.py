@@ -12,13 +12,14 @@ With ``--stack``: the same clip through the real stack (gateway WebSocket -> pre
 latency p95 as a ratio of the in-process one (the issue's target: <= 1.2). With ``--concurrency``: for 1,
 2, ... streams at once (each decoding its own copy of the clip at real pace), the drop rate and p95
 latency, the largest count whose streams drop under 1% of their analysed frames, and the drop rate at
-twice that count.
+twice that count. With ``--long S``: S seconds of frames as fast as the analysis goes, this process's
+resident memory after the first minute and at the end (memory must not grow with the stream's length).
 
 Why real pace from a real decoder: drops and latency only mean something when frames come at the rate a
 camera sends them and the decoder competes for the same cores as the analysis.
 
 Usage: .venv/bin/python scripts/bench_stream.py [--model PATH] [--seconds S] [--stack] [--real N]
-       [--concurrency] [--json-out F]
+       [--long S] [--concurrency] [--json-out F]
 """
 
 from __future__ import annotations
@@ -145,6 +146,40 @@ def agreement(video: Path, pipeline: Pipeline, settings: PipelineSettings) -> di
     }
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def long_stream(pipeline: Pipeline, seconds: float) -> dict:
+    """``seconds`` of 720p 25 fps frames (a 2 s loop of one face, no decoder) as fast as the analysis goes:
+    resident memory after the first minute vs at the end (bounded memory means they are about equal)."""
+    from tests import synth
+
+    loop, _ = synth.face_frames(50, 1280, 720, motion="rotate", face_px=180)
+    loop += loop[::-1]
+    session = StreamSession(pipeline)
+    n = int(seconds * 25)
+    samples: dict[str, float] = {}
+    start = time.perf_counter()
+    for i in range(n):
+        session.push(loop[i % len(loop)] if session.wants_next() else None, i / 25, block=True)
+        if i == 60 * 25:
+            samples["rss_mb_at_60s"] = round(rss_mb(), 1)
+    summary = session.finish()
+    samples["rss_mb_at_end"] = round(rss_mb(), 1)
+    return {
+        "stream_seconds": seconds,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "windows": summary.windows,
+        "tracks": len(summary.tracks),
+        **samples,
+    }
+
+
 def concurrent(video: Path, backend: OnnxBackend, settings: PipelineSettings, n: int) -> dict:
     """``n`` streams at once, each with its own detector and decoder, one shared model session."""
     runs: list[Run] = []
@@ -247,6 +282,9 @@ def main() -> int:
     parser.add_argument(
         "--stack", action="store_true", help="also through gateway -> preprocessor -> Triton (real processes)"
     )
+    parser.add_argument(
+        "--long", type=float, default=0, help="also stream this many seconds as fast as possible: memory"
+    )
     parser.add_argument("--real", type=int, default=0, help="also compare N real dev videos with detect")
     parser.add_argument("--data-dir", type=Path, default=PipelineSettings().data_dir)
     parser.add_argument("--json-out", type=Path)
@@ -299,6 +337,10 @@ def main() -> int:
             f"through the stack: {json.dumps(stack)}; "
             f"p95 ratio stack / in-process {report['stack_p95_ratio']}"
         )
+
+    if args.long:
+        report["long"] = long_stream(pipeline, args.long)
+        print(f"long stream: {json.dumps(report['long'])}")
 
     if args.real:
         rows = [agreement(v, pipeline, settings) for v in real_videos(args.data_dir, args.real)]
