@@ -122,3 +122,34 @@ def test_watch_usage_errors_exit_2(face_video, random_model_path):
     assert run.returncode == 2 and "--max-seconds" in run.stderr
     run = deepfake("watch", str(face_video.path), "--hop", "0", "--model", str(random_model_path))
     assert run.returncode == 2 and "stream_hop" in run.stderr
+
+
+def test_ctrl_c_ends_a_live_source_and_still_prints_the_summary(
+    synth_videos, random_model_path, default_detector
+):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_cli import REPO_ROOT
+
+    video = synth_videos["long_gop"]  # 10 s: still playing when the first result comes
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deepfake.cli", "watch", str(video.path), "--realtime", "--json"]
+        + ["--model", str(random_model_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    try:
+        first = json.loads(process.stdout.readline())  # the stream is playing: a result came
+        assert first["type"] == "result"
+        process.send_signal(signal.SIGINT)
+        rest, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    final = json.loads(rest.splitlines()[-1])
+    assert final["type"] == "final" and final["frames_received"] < video.n_frames
