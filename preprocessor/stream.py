@@ -125,32 +125,37 @@ class StreamSession:
     # ---- the producer's side -------------------------------------------------------------------------
 
     def wants_next(self) -> bool:
-        """Whether the next frame pushed will be analysed (others are only counted), so a caller can skip
-        converting or decoding the frames that are not."""
+        """Whether the next frame pushed will be analysed (the others are only counted)."""
         return self.frames_received % self.settings.frame_stride == 0
+
+    def needs_pixels(self, block: bool = False) -> bool:
+        """Whether the next frame pushed needs its pixels: it will be analysed and, unless the caller will
+        wait for room (``block``), there is room for it. A caller skips converting or decoding the others,
+        so a frame that is dropped costs no decoding."""
+        return self.wants_next() and (block or len(self._queue) < self.settings.stream_queue_frames)
 
     def push(
         self, rgb: np.ndarray | None, t: float, arrival: float | None = None, block: bool = False
     ) -> bool:
         """Offer the next frame (``rgb`` [H, W, 3] uint8, ``t`` stream seconds). Returns False when it is
-        dropped because the queue is full (``block=True`` waits for room instead). ``rgb`` may be None for
-        a frame ``wants_next`` said is not analysed."""
+        dropped because the queue is full (``block=True`` waits for room instead). ``rgb`` may be None when
+        ``needs_pixels`` said so: a frame not analysed, or (not blocking) one that is dropped."""
         arrival = time.perf_counter() if arrival is None else arrival
         analysed = self.wants_next()
         with self._cond:
             if self._finishing or self._closed or self.error is not None:
                 raise StreamClosedError("the stream session has ended")
+            if analysed and block and rgb is None:
+                raise ValueError("this frame is analysed (needs_pixels() was True): pass its pixels")
             index = self.frames_received
             self.frames_received += 1
             self.last_t = t
             if not analysed:
                 return True
-            if rgb is None:
-                raise ValueError("this frame is analysed (wants_next() was True): pass its pixels")
             limit = self.settings.stream_queue_frames
             while block and len(self._queue) >= limit and not self._closed and self.error is None:
                 self._cond.wait(0.1)
-            if len(self._queue) >= limit:
+            if rgb is None or len(self._queue) >= limit:
                 self.frames_dropped += 1
                 self._segment += 1
                 return False

@@ -68,7 +68,7 @@ def play(video: Path, pipeline: Pipeline, settings: PipelineSettings) -> Run:
         for item in source.frames():
             arrival = time.perf_counter()
             run.frames.append((item.t, arrival))
-            session.push(item.rgb() if session.wants_next() else None, item.t, arrival=arrival)
+            session.push(item.rgb() if session.needs_pixels() else None, item.t, arrival=arrival)
     finally:
         source.close()
     run.summary = session.finish()
@@ -166,7 +166,7 @@ def long_stream(pipeline: Pipeline, seconds: float) -> dict:
     samples: dict[str, float] = {}
     start = time.perf_counter()
     for i in range(n):
-        session.push(loop[i % len(loop)] if session.wants_next() else None, i / 25, block=True)
+        session.push(loop[i % len(loop)] if session.needs_pixels(True) else None, i / 25, block=True)
         if i == 60 * 25:
             samples["rss_mb_at_60s"] = round(rss_mb(), 1)
     summary = session.finish()

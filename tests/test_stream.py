@@ -34,7 +34,7 @@ def make_session(backend, detector, **settings):
 
 def push_all(session: StreamSession, frames, fps: float = 25.0, block: bool = True) -> None:
     for i, rgb in enumerate(frames):
-        session.push(rgb if session.wants_next() else None, i / fps, block=block)
+        session.push(rgb if session.needs_pixels(block) else None, i / fps, block=block)
 
 
 def logit(p: float) -> float:
@@ -108,9 +108,11 @@ def test_two_faces_give_two_tracks_and_a_face_that_leaves_ends(backend, default_
 def test_frames_beyond_the_queue_are_dropped_and_memory_stays_bounded(backend, default_detector):
     frames, _ = synth.face_frames(4, width=1280, height=720, motion="still")
     session, results, _ = make_session(backend, default_detector, stream_queue_frames=4)
-    accepted = 0
+    accepted = skipped = 0
     for i in range(400):  # far faster than the analysis: no wait between frames
-        accepted += bool(session.push(frames[i % 4], i / 25))
+        pixels = session.needs_pixels()  # a frame that would be dropped is not even converted
+        skipped += session.wants_next() and not pixels
+        accepted += bool(session.push(frames[i % 4] if pixels else None, i / 25))
         assert len(session._queue) <= 4
         for track in session.tracker.tracks:
             assert len(track.detections) <= 8
@@ -119,6 +121,7 @@ def test_frames_beyond_the_queue_are_dropped_and_memory_stays_bounded(backend, d
     assert summary.frames_dropped > 0
     assert summary.frames_analysed + summary.frames_dropped == 200
     assert accepted == 400 - summary.frames_dropped
+    assert 0 < skipped <= summary.frames_dropped
     assert any("dropped" in w for w in summary.warnings)
     assert results[-1].frames_dropped == summary.frames_dropped
 
@@ -213,7 +216,7 @@ def test_a_real_video_streamed_agrees_with_detect(data_dir):
     session = StreamSession(pipeline)
     source = LiveSource(str(video), settings)
     for item in source.frames():
-        session.push(item.rgb() if session.wants_next() else None, item.t, block=True)
+        session.push(item.rgb() if session.needs_pixels(True) else None, item.t, block=True)
     source.close()
     summary = session.finish(timeout_s=600)
     detect = pipeline.analyze(video)

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         for item in source.frames():
             if args.max_seconds is not None and item.t > args.max_seconds:
                 break
-            session.push(item.rgb() if session.wants_next() else None, item.t, block=not source.live)
+            block = not source.live
+            session.push(item.rgb() if session.needs_pixels(block) else None, item.t, block=block)
     except KeyboardInterrupt:
         pass  # the user ended the stream: summarise what was seen
     except VideoError as exc:

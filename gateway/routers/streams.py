@@ -95,7 +95,6 @@ async def stream(ws: WebSocket) -> None:
             upstream = await connect(
                 upstream_url(settings),
                 additional_headers={"Authorization": f"Bearer {token}"} if token else None,
-                max_size=settings.stream_max_frame_bytes + 4096,
                 open_timeout=10,
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:

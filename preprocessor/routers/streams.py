@@ -148,7 +148,7 @@ async def _receive_frames(
             t = next_t if next_t is not None else arrival - first_arrival
             next_t = None
             rgb = None
-            if session.wants_next():
+            if session.needs_pixels():
                 try:
                     rgb = await asyncio.to_thread(
                         decode_image, data, settings.max_frame_pixels, settings.min_frame_side
@@ -174,7 +174,7 @@ def _decode_bytes(pipe: ChunkPipe, session: StreamSession, settings: ServiceSett
     source = LiveSource(pipe, settings)
     try:
         for item in source.frames():
-            session.push(item.rgb() if session.wants_next() else None, item.t)
+            session.push(item.rgb() if session.needs_pixels() else None, item.t)
     except StreamClosedError:
         return  # the session ended (client gone, or its own failure, which it reports itself)
     finally:
