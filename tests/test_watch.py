@@ -29,6 +29,13 @@ def ts_video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def hls_playlist(ts_video):
+    """An HLS playlist (live.m3u8 + MPEG-TS segments) of 60 face frames beside the TS stream."""
+    frames, _ = synth.face_frames(60)
+    return synth.write_video(ts_video.path.parent / "hls" / "live.m3u8", frames, gop=25)
+
+
+@pytest.fixture(scope="module")
 def http_root(ts_video):
     """The stream's folder served by a real HTTP server on 127.0.0.1."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ts_video.path.parent))
@@ -75,6 +82,12 @@ def test_watch_a_url_on_loopback(ts_video, http_root, random_model_path, default
     run = deepfake("watch", f"{http_root}/{ts_video.path.name}", "--json", "--model", str(random_model_path))
     assert run.returncode == 0, run.stderr
     check_stream(*parse(run.stdout), ts_video.n_frames)
+
+
+def test_watch_an_hls_playlist_on_loopback(hls_playlist, http_root, random_model_path, default_detector):
+    run = deepfake("watch", f"{http_root}/hls/live.m3u8", "--json", "--model", str(random_model_path))
+    assert run.returncode == 0, run.stderr
+    check_stream(*parse(run.stdout), 60)
 
 
 def test_watch_prints_a_live_line_per_result_and_stops_at_max_seconds(
