@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deepfake.schemas import ErrorBody, ErrorDetail
+from deepfake.schemas import ErrorBody, ErrorDetail, StreamError, stream_close_code
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,11 @@ ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
     "busy": (503, "the analysis service is busy; retry later"),
     "not_ready": (503, "the analysis service is not ready; retry later"),
     "analysis_timeout": (504, "the analysis took too long"),
+    # live streams (/v1/streams): sent in the refusal message, the close code is 4000 + the status
+    "bad_message": (400, 'text messages are {"t": <seconds>} or {"type": "end"}'),
+    "idle_timeout": (408, "nothing received for 10 s: stream closed"),
+    "too_many_streams": (429, "this API key already has 2 live stream(s) open; close one"),
+    "invalid_frame": (415, "a frame must be one JPEG or PNG image (binary message); this is neither"),
 }
 # Statuses whose answers carry Retry-After (seconds to wait).
 RETRY_AFTER_STATUSES = frozenset({409, 429, 503})
@@ -158,6 +163,16 @@ def error_responses_doc(*items: int | str) -> dict[int | str, dict[str, Any]]:
             entry["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
         docs[status] = entry
     return docs
+
+
+async def close_websocket(ws: WebSocket, error: ApiError) -> None:
+    """A WebSocket's refusal: the StreamError message, then the close code of its HTTP status
+    (deepfake.schemas.stream_close_code). The client may already be gone; that is not an error."""
+    try:
+        await ws.send_text(StreamError(error=error.to_error_detail()).model_dump_json())
+        await ws.close(stream_close_code(error.http_status), error.code)
+    except Exception:  # noqa: BLE001 (a closed or broken socket: nothing left to tell)
+        log.debug("websocket already closed when refusing it: %s", error.code)
 
 
 def install_error_handlers(app: FastAPI, *error_types: type[Exception]) -> None:

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "detect": "deepfake.commands.detect",
     "faces": "deepfake.commands.faces",
     "serve": "deepfake.commands.serve",
+    "watch": "deepfake.commands.watch",
     "evaluate": "training.evaluate",
 }
 

@@ -228,6 +228,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             path.unlink()
         return 1
     print(f"\nAPI docs  {stack.urls['gateway']}/docs      web page {stack.urls['gateway']}/")
+    ws_url = stack.urls["gateway"].replace("http://", "ws://")
+    print(f"streams   {ws_url}/v1/streams   (WebSocket; messages described at /v1/streams/asyncapi.json)")
     if api_key:
         source = f"; from {key_file}" if key_file.exists() else ""
         print(f"API key   {api_key.split(',')[0]}   (header X-API-Key{source})")

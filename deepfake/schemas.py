@@ -135,6 +135,90 @@ class FileError(BaseModel):
     error: ErrorDetail
 
 
+# ---- Live streams (deepfake watch, /v1/streams) ----
+
+
+class StreamTrack(BaseModel):
+    """One face in a live stream, as of the latest result."""
+
+    id: int
+    score: float = Field(description="Calibrated probability of the latest clip window of this face.")
+    smoothed: float = Field(
+        description="Calibrated probability of the exponential moving average of the clip logits."
+    )
+    verdict: Verdict = Field(description="Running verdict: the smoothed score at the model's threshold.")
+    box: list[float] = Field(description="Latest face box [x1, y1, x2, y2] in frame pixels.")
+    windows: int = Field(description="Clip windows of this face scored so far.")
+    window: list[float] = Field(description="[start, end] stream time of the latest scored window (s).")
+
+
+class StreamResult(BaseModel):
+    """One rolling result of a live stream, emitted every few analysed frames."""
+
+    type: Literal["result"] = "result"
+    t: float = Field(description="Stream time (s) of the newest frame in the scored windows.")
+    latency_ms: float = Field(description="From the arrival of that newest frame to this result.")
+    frames_received: int
+    frames_dropped: int = Field(description="Frames dropped so far because analysis was behind.")
+    tracks: list[StreamTrack] = Field(description="Faces seen recently that have a score.")
+
+
+class StreamFinalTrack(BaseModel):
+    """A face over the whole stream: its score is the mean over all its scored windows (as detect)."""
+
+    id: int
+    score: float
+    verdict: Verdict
+    windows: int
+    start_s: float
+    end_s: float
+    mean_face_px: float
+    used_for_verdict: bool
+
+
+class StreamSummary(BaseModel):
+    """The last message of a live stream."""
+
+    type: Literal["final"] = "final"
+    t: float = Field(description="Stream time (s) of the last frame received.")
+    verdict: Verdict
+    score: float | None = Field(description="Highest final score among the tracks that decide.")
+    threshold: float
+    tracks: list[StreamFinalTrack]
+    frames_received: int
+    frames_analysed: int
+    frames_dropped: int
+    windows: int = Field(description="Clip windows scored, all tracks together.")
+    model: ModelInfo
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class StreamControl(BaseModel):
+    """A text message a client sends on /v1/streams: ``{"t": 1.28}`` is the stream time of the next binary
+    frame (without it a frame's time is its arrival since the first frame); ``{"type": "end"}`` asks for
+    the final summary, after which the server closes normally (1000)."""
+
+    model_config = {"extra": "forbid"}
+
+    type: Literal["time", "end"] = "time"
+    t: float | None = Field(None, ge=0, description="Stream time (s) of the next frame.")
+
+
+class StreamError(BaseModel):
+    """Sent on /v1/streams right before the server closes the socket for a refusal or a failure."""
+
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+def stream_close_code(http_status: int) -> int:
+    """The WebSocket close code of a refusal on /v1/streams: 4000 + the HTTP status the same refusal gets
+    on the REST API (4401 no/invalid key, 4413 frame too large, 4415 not an image, 4429 too many streams,
+    4408 idle, 4503 unavailable); 1011 for an internal error."""
+    return 4000 + http_status if 400 <= http_status < 600 and http_status != 500 else 1011
+
+
 # ---- Asynchronous jobs (gateway /v1/jobs) ----
 
 JobState = Literal["queued", "running", "succeeded", "failed"]

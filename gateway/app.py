@@ -26,7 +26,7 @@ from gateway.jobs.store import open_job_store
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.rate_limit import AuthFailureThrottle, RateLimiter
-from gateway.routers import detections, health, jobs, web
+from gateway.routers import detections, health, jobs, streams, web
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,17 @@ DESCRIPTION = """Deepfake video detection. Send your key in `X-API-Key` (the **A
 
 * `POST /v1/detections`: short clips, answered in the same request.
 * `POST /v1/jobs`: any length; poll `GET /v1/jobs/{id}`, then `GET /v1/jobs/{id}/result`.
+* `WebSocket /v1/streams` (not listed below: OpenAPI describes no WebSockets; its messages as AsyncAPI:
+  `GET /v1/streams/asyncapi.json`): a live stream. Key in
+  `X-API-Key` or the query parameter `api_key`. Send each frame as a binary message (one JPEG or PNG),
+  optionally preceded by the text message `{"t": <seconds>}` (its stream time), and `{"type": "end"}` to
+  finish. You receive one JSON message per result, `{"type": "result", "t", "latency_ms",
+  "frames_received", "frames_dropped", "tracks": [{"id", "score", "smoothed", "verdict", "box", "windows",
+  "window"}]}`, then `{"type": "final", ...}` (per face the mean over all its windows) and the close code
+  1000. A refusal sends `{"type": "error", "error": {"code", "message", "details"}}` and closes with 4000 +
+  the HTTP status of the same refusal: 4401 no/invalid key, 4429 too many streams for the key or rate
+  limited, 4413 frame too large (bytes or pixels), 4415 not a JPEG/PNG, 4422 frame too small, 4400 bad
+  text message, 4408 idle timeout, 4503 analysis unavailable.
 
 Every error has one shape: `{"error": {"code", "message", "details"}}`; each answer lists the codes it may
 carry. The examples in this document are illustrative values, not measurements.
@@ -98,6 +109,7 @@ def create_app(
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
+    app.state.open_streams = {}  # owner -> live streams open (/v1/streams)
     install_error_handlers(app, UploadError, PreprocessorError)
     install_request_metrics(app, metrics.requests, metrics.latency)
     if settings.cors_origin_list():
@@ -109,7 +121,7 @@ def create_app(
             allow_headers=["X-API-Key", "Content-Type"],
             expose_headers=["Location", "Retry-After"],
         )
-    for router in (health.router, detections.router, jobs.router, web.router):
+    for router in (health.router, detections.router, jobs.router, streams.router, web.router):
         app.include_router(router)
     web.mount_static(app)
     return app

@@ -17,6 +17,7 @@ import ipaddress
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.requests import HTTPConnection
 
 from deepfake.api_errors import ApiError
 
@@ -47,7 +48,7 @@ def _in(host: str, networks: tuple[Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
-def client_address(request: Request, trusted: tuple[Network, ...] = ()) -> str:
+def client_address(request: HTTPConnection, trusted: tuple[Network, ...] = ()) -> str:
     """The client's address: the peer, or, when the peer is a trusted proxy, the nearest address in
     X-Forwarded-For that is not itself a trusted proxy."""
     peer = request.client.host if request.client else "unknown"
@@ -66,6 +67,11 @@ def owner_of(key: str) -> str:
 
 def require_api_key(request: Request, api_key: str | None = Security(API_KEY_HEADER)) -> str:
     """The caller's owner id; 401 without a valid key, 429 (Retry-After) over the rate limit."""
+    return authenticate(request, api_key)
+
+
+def authenticate(request: HTTPConnection, api_key: str | None) -> str:
+    """:func:`require_api_key` for any connection, a WebSocket's too (its refusals become close codes)."""
     settings = request.app.state.settings
     metrics = request.app.state.metrics
     if settings.auth_disabled:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -74,6 +74,16 @@ class GatewayMetrics:
         self.rejected = Counter(
             "gateway_rejected_requests",
             "Requests refused by auth or rate limit",
+            ["reason"],
+            registry=self.registry,
+        )
+
+        self.streams_open = Gauge(
+            "gateway_streams_open", "Live streams (/v1/streams) open on this replica", registry=self.registry
+        )
+        self.stream_ends = Counter(
+            "gateway_stream_ends",
+            "Live streams ended: completed, disconnected, or the refusal's code (e.g. idle_timeout)",
             ["reason"],
             registry=self.registry,
         )

@@ -112,6 +112,22 @@ class GatewaySettings(BaseSettings):
         """The base of the absolute URLs in answers: ``public_url`` when set, else the request's own."""
         return (self.public_url or request_base_url).rstrip("/")
 
+    stream_max_per_key: int = Field(
+        2, ge=0, description="Live streams (/v1/streams) one API key may have open at once; more: 4429."
+    )
+    stream_max_frame_bytes: int = Field(
+        4 * 1024**2, ge=1, description="Largest frame message of a live stream in bytes; larger: 4413."
+    )
+    stream_max_frame_pixels: int = Field(
+        3840 * 2160, ge=1, description="Largest frame of a live stream (width x height, 4K); larger: 4413."
+    )
+    stream_min_frame_side: int = Field(
+        32, ge=8, description="Frames of a live stream with a shorter side than this are refused (4422)."
+    )
+    stream_idle_timeout_s: float = Field(
+        10.0, gt=0, description="A live stream that sends nothing for this long is closed (4408)."
+    )
+
     cors_origins: str = Field(
         "", description="Browser origins allowed to call the API (comma-separated, e.g. https://app.example)."
     )

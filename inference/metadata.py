@@ -1,4 +1,4 @@
-"""The model's own description of how it must be fed and read (metadata, not constants: ARCHITECTURE.md, Contracts).
+"""The model's own description of how it must be fed and read (metadata, not constants: ARCHITECTURE.md).
 
 The same JSON object is stored in the ONNX file (metadata_props key ``deepfake``) and in Triton's
 config.pbtxt (``parameters { key: "deepfake" ... }``), so the in-process and the Triton backends

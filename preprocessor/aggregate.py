@@ -38,6 +38,7 @@ class ClipScore:
     frame_scores: list[float]  # one per real frame
     # The model's blend map per real frame [n, h, w] in [0, 1], when it exports one (evidence heatmaps).
     blend_maps: np.ndarray | None = field(default=None, repr=False)
+    logit: float = 0.0  # the raw clip logit (a live stream smooths logits, preprocessor/stream.py)
 
 
 def verdict_for(score: float | None, threshold: float) -> Verdict:

@@ -26,7 +26,7 @@ from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import UploadError, sweep_orphan_uploads
 from preprocessor.auth import ServiceTokenMiddleware
 from preprocessor.errors import VideoError
-from preprocessor.routers import analyze, health
+from preprocessor.routers import analyze, health, streams
 from preprocessor.service import AnalysisService, BackendFactory
 from preprocessor.service_metrics import ServiceMetrics
 from preprocessor.service_settings import ServiceSettings
@@ -89,6 +89,7 @@ def create_app(
     install_request_metrics(app, app.state.metrics.requests, app.state.metrics.latency)
     app.include_router(health.router)
     app.include_router(analyze.router)
+    app.include_router(streams.router)
     # Outermost, so it also guards /docs, /openapi.json and unknown paths (preprocessor.auth).
     app.add_middleware(ServiceTokenMiddleware, token=settings.token())
     if settings.token() is None:

@@ -61,7 +61,7 @@ class ServiceTokenMiddleware:
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         problem = self._problem(scope)
@@ -72,6 +72,10 @@ class ServiceTokenMiddleware:
             return
         client = (scope.get("client") or ("?", 0))[0]
         log.warning("refused %s %s from %s: %s", scope.get("method"), scope.get("path"), client, problem)
+        if scope["type"] == "websocket":  # refused before the handshake completes: the client sees 403
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 4401, "reason": problem})
+            return
         response = error_response(401, ErrorDetail(code="unauthorized", message=problem))
         await response(scope, receive, send)
 

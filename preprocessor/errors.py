@@ -26,6 +26,8 @@ HTTP_STATUS: dict[str, int] = {
     "corrupt_video": 422,
     "zero_frames": 422,
     "frame_too_small": 422,  # a frame too small (or too thin) to hold a face the detector can see
+    "source_unavailable": 400,  # a live source (device, URL) that cannot be opened or stopped sending
+    "invalid_frame": 415,  # a live stream's frame that is not a decodable JPEG/PNG image
 }
 
 

@@ -10,6 +10,7 @@ Faces are detected on every ``detect_every``-th frame of each window and interpo
 (preprocessor/evidence.py), made from what is in memory anyway. Decoding,
 detection and cropping run window by window, so only one window of full-resolution frames is ever in
 memory; everything after cropping works on small face crops. Each stage's time is in ``timings_ms``.
+Live streams (preprocessor/stream.py) run the same steps through ``detect_window`` and ``infer_clips``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from preprocessor.aggregate import ClipScore, aggregate, calibrate
 from preprocessor.cropping import crop_face
 from preprocessor.detectors.base import Face, FaceDetector, create_detector
 from preprocessor.evidence import SmallFrame, attach_evidence, shrink_frame
-from preprocessor.probe import probe
+from preprocessor.probe import probe_for
 from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
 from preprocessor.settings import PipelineSettings
 from preprocessor.tracking import (
@@ -119,7 +120,7 @@ class Pipeline:
         with stage(timings, "batch"):
             clips = make_clips(faces.tracks, self.meta.clip_len)
         with stage(timings, "infer"):
-            scores = self._infer(clips, progress)
+            scores = self.infer_clips(clips, progress)
         with stage(timings, "aggregate"):
             verdict, score, tracks, timeline, warnings = aggregate(
                 faces.tracks, scores, faces.sample_times, self.meta.threshold
@@ -165,14 +166,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         warnings: list[str] = []
         with stage(timings, "probe"):
-            probed = probe(
-                Path(path),
-                s.max_bytes,
-                s.max_duration_s,
-                max_frame_pixels=s.max_frame_pixels,
-                min_frame_side=s.min_frame_side,
-                detect_max_side=s.detect_max_side,
-            )
+            probed = probe_for(path, s)
             # Read once more, not decoded: a report must name exactly which file it is about.
             sha256 = file_sha256(Path(path))
         info = probed.info
@@ -188,20 +182,13 @@ class Pipeline:
                 window = next(windows, None)
             if window is None:
                 break
-            key_faces = {}
-            for position in key_positions(len(window), s.detect_every):
-                with stage(timings, "detect"):
-                    faces = self._detect(window[position].rgb)
-                key_faces[position] = [f for f in faces if _side(f.box) >= s.min_face_px]
-                tiny += len(faces) - len(key_faces[position])
-            with stage(timings, "detect"):
-                window_faces = fill_between_keyframes(key_faces, len(window))
-            for frame, faces in zip(window, window_faces, strict=True):
-                sample_times.append(frame.t)
-                with stage(timings, "crop"):
-                    per_frame.append([self._detection(frame, f) for f in faces])
-                if keep_frames:
-                    with stage(timings, "evidence"):
+            detections, ignored = self.detect_window(window, timings)
+            tiny += ignored
+            per_frame.extend(detections)
+            sample_times.extend(frame.t for frame in window)
+            if keep_frames:
+                with stage(timings, "evidence"):
+                    for frame in window:
                         small_frames[frame.index] = shrink_frame(frame.rgb)
             del window  # only one window of full frames at a time
             if progress:
@@ -227,6 +214,29 @@ class Pipeline:
         warnings.extend(track_warnings)
         video = info.model_copy(update={"frames_sampled": len(sample_times), "sha256": sha256})
         return FaceExtraction(video, tracks, sample_times, self.crop, warnings, timings, small_frames)
+
+    def detect_window(
+        self, window: list[SampledFrame], timings: dict[str, float]
+    ) -> tuple[list[list[Detection]], int]:
+        """Faces with their crops for every frame of ``window`` (consecutive sampled frames): the detector
+        runs on every ``detect_every``-th frame and the last, boxes are interpolated between. Returns (per
+        frame detections, detections ignored as smaller than ``min_face_px``). Files and live streams
+        (preprocessor/stream.py) both detect through here."""
+        s = self.settings
+        key_faces = {}
+        tiny = 0
+        for position in key_positions(len(window), s.detect_every):
+            with stage(timings, "detect"):
+                faces = self._detect(window[position].rgb)
+            key_faces[position] = [f for f in faces if _side(f.box) >= s.min_face_px]
+            tiny += len(faces) - len(key_faces[position])
+        with stage(timings, "detect"):
+            window_faces = fill_between_keyframes(key_faces, len(window))
+        per_frame = []
+        for frame, faces in zip(window, window_faces, strict=True):
+            with stage(timings, "crop"):
+                per_frame.append([self._detection(frame, f) for f in faces])
+        return per_frame, tiny
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in full-resolution coordinates, found on a copy no larger than ``detect_max_side``."""
@@ -256,7 +266,7 @@ class Pipeline:
             crop=crop_face(frame.rgb, face.box, self.crop),
         )
 
-    def _infer(self, clips: list[Clip], progress: Progress | None) -> list[ClipScore]:
+    def infer_clips(self, clips: list[Clip], progress: Progress | None = None) -> list[ClipScore]:
         """Run clips through the backend in batches of equal T; calibrate with the model's temperature."""
         assert self.backend is not None
         results: list[ClipScore] = []
@@ -270,7 +280,14 @@ class Pipeline:
                 n = len(clip.detections)
                 blend = None if out.blend_maps is None else out.blend_maps[i, :n]
                 results.append(
-                    ClipScore(clip.track, clip.detections, float(clip_p[i]), frame_p[i, :n].tolist(), blend)
+                    ClipScore(
+                        clip.track,
+                        clip.detections,
+                        float(clip_p[i]),
+                        frame_p[i, :n].tolist(),
+                        blend,
+                        logit=float(out.clip_logits[i]),
+                    )
                 )
             if progress:
                 progress("infer", min(1.0, (start + len(batch)) / len(clips)))
@@ -288,10 +305,13 @@ def make_clips(tracks: list[FaceTrack], clip_len: int) -> list[Clip]:
         for indices in by_window.values():
             for start in range(0, len(indices), clip_len):
                 part = indices[start : start + clip_len]
-                crops = [track.detections[d].crop for d in part]
-                crops += [crops[-1]] * (clip_len - len(crops))
-                clips.append(Clip(ti, part, np.stack(crops)))
+                clips.append(Clip(ti, part, pad_clip([track.detections[d].crop for d in part], clip_len)))
     return clips
+
+
+def pad_clip(crops: list[np.ndarray], clip_len: int) -> np.ndarray:
+    """[clip_len, S, S, 3]: the crops padded by repeating the last, so every clip in a batch has one T."""
+    return np.stack(list(crops) + [crops[-1]] * (clip_len - len(crops)))
 
 
 def _side(box: np.ndarray) -> float:

@@ -26,7 +26,12 @@ import av
 
 from deepfake.schemas import VideoInfo
 from preprocessor.errors import VideoError
-from preprocessor.settings import DEFAULT_DETECT_MAX_SIDE, DEFAULT_MAX_FRAME_PIXELS, DEFAULT_MIN_FRAME_SIDE
+from preprocessor.settings import (
+    DEFAULT_DETECT_MAX_SIDE,
+    DEFAULT_MAX_FRAME_PIXELS,
+    DEFAULT_MIN_FRAME_SIDE,
+    PipelineSettings,
+)
 
 # Leading bytes of containers we know: a file that starts like a video but cannot be opened is a broken
 # video (corrupt_video), anything else is not a video at all (not_a_video).
@@ -98,6 +103,18 @@ def _open(path: Path, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -
             "provide a video file such as MP4, MOV, MKV, AVI or WebM",
             reason=str(exc),
         ) from exc
+
+
+def probe_for(path: Path, settings: PipelineSettings, max_duration_s: float | None = None) -> Probe:
+    """:func:`probe` with the limits of ``settings`` (``max_duration_s`` overrides its duration limit)."""
+    return probe(
+        Path(path),
+        settings.max_bytes,
+        settings.max_duration_s if max_duration_s is None else max_duration_s,
+        max_frame_pixels=settings.max_frame_pixels,
+        min_frame_side=settings.min_frame_side,
+        detect_max_side=settings.detect_max_side,
+    )
 
 
 def probe(

@@ -85,6 +85,20 @@ def to_display_rgb(frame: av.VideoFrame) -> np.ndarray:
     return cv2.rotate(rgb, _ROTATE[rotation]) if rotation in _ROTATE else rgb
 
 
+def check_frame_pixels(frame: av.VideoFrame, limit: int) -> None:
+    """Refuse a decoded frame over ``limit`` pixels (a size change mid-stream) before it is converted."""
+    if frame.width * frame.height > limit:
+        raise VideoError(
+            "too_large_frame",
+            f"a frame of {frame.width}x{frame.height} pixels appears in the stream, over the limit of "
+            f"{limit / 1e6:.1f} MP per frame; scale the video down, e.g. ffmpeg -vf scale=-2:2160",
+            width=frame.width,
+            height=frame.height,
+            pixels=frame.width * frame.height,
+            max_frame_pixels=limit,
+        )
+
+
 class FrameSampler:
     """Yields one window (list of SampledFrame) at a time; ``warnings`` collects decoding problems."""
 
@@ -172,17 +186,7 @@ class FrameSampler:
             )
 
     def _check_size(self, frame: av.VideoFrame) -> None:
-        limit = self.probe.max_frame_pixels
-        if frame.width * frame.height > limit:
-            raise VideoError(
-                "too_large_frame",
-                f"a frame of {frame.width}x{frame.height} pixels appears in the stream, over the limit of "
-                f"{limit / 1e6:.1f} MP per frame; scale the video down, e.g. ffmpeg -vf scale=-2:2160",
-                width=frame.width,
-                height=frame.height,
-                pixels=frame.width * frame.height,
-                max_frame_pixels=limit,
-            )
+        check_frame_pixels(frame, self.probe.max_frame_pixels)
 
     def _note_early_end(self, position: float) -> None:
         """A window ran out of frames well before the declared duration: say so once (truncated file)."""

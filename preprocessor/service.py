@@ -79,6 +79,7 @@ class AnalysisService:
         self._local = threading.local()
         self.admitted = 0  # running + waiting, changed only on the event loop thread
         self.running = 0  # changed on worker threads, under _count_lock
+        self.streams = 0  # live streams open (/v1/streams), changed only on the event loop thread
         self._count_lock = threading.Lock()
 
     @property
@@ -114,6 +115,11 @@ class AnalysisService:
         if is_ready is not None and not is_ready():
             return False, "the model is not ready on Triton"
         return True, "ready"
+
+    def stream_pipeline(self) -> Pipeline:
+        """A Pipeline of its own for one live stream (its detector is used by that stream's thread only),
+        on the shared backend; raises TritonUnavailableError while Triton is down."""
+        return Pipeline(self.pipeline_settings, self.backend())
 
     def _pipeline(self) -> Pipeline:
         pipeline = getattr(self._local, "pipeline", None)

@@ -43,6 +43,12 @@ class ServiceSettings(PipelineSettings):
     queue_size: int = Field(
         8, ge=0, description="Analyses that may wait for a worker; more get 503 + Retry-After."
     )
+    max_streams: int = Field(
+        4,
+        ge=0,
+        description="Live streams (/v1/streams) analysed at once, each on its own thread; more are refused "
+        "(close code 4503).",
+    )
     upload_dir: Path | None = Field(
         None,
         description="Where uploads are spooled; None: <system temp dir>/deepfake-preprocessor. Not the "

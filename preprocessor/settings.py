@@ -76,3 +76,27 @@ class PipelineSettings(BaseSettings):
 
     batch_size: int = Field(16, ge=1, description="Clips per inference request.")
     threads: int = Field(2, ge=1, description="Threads for decoding and ONNX Runtime.")
+
+    # Live streams (preprocessor/stream.py): every frame_stride-th frame received is analysed, faces are
+    # detected every detect_every-th of those, and each track's last clip_len crops are scored every
+    # stream_hop analysed frames.
+    stream_hop: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Score a live stream every n analysed frames (windows of clip_len overlap when n is "
+        "smaller); smaller: lower latency, more model calls.",
+    )
+    stream_queue_frames: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Analysed frames a live stream may have waiting; frames arriving beyond it are "
+        "dropped (counted) rather than let the results fall behind.",
+    )
+    stream_ema_alpha: float = Field(
+        0.3, gt=0, le=1, description="Weight of the newest clip in a track's smoothed logit (EMA)."
+    )
+    stream_track_ttl_s: float = Field(
+        2.0, gt=0, description="A live track not seen for this many stream seconds has ended."
+    )

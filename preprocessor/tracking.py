@@ -136,10 +136,23 @@ def key_positions(n_frames: int, every: int) -> list[int]:
     return sorted(set(range(0, n_frames, max(1, every))) | ({n_frames - 1} if n_frames else set()))
 
 
-def track_faces(frames: list[list[Detection]]) -> list[FaceTrack]:
-    """Group per-frame detections (in sampling order) into tracks, ordered by first appearance."""
-    tracks: list[FaceTrack] = []
-    for detections in frames:
+class Tracker:
+    """Incremental face association: feed the detections of one sampled frame at a time.
+
+    Why a class: a file's analysis feeds every frame at once (:func:`track_faces`), a live stream feeds
+    frames as they arrive and must keep tracks alive across windows for as long as it runs. Both use this
+    one matching rule. Only each track's latest detection is read, so a caller may trim older detections
+    (and remove ended tracks from ``tracks``) to bound memory; ids keep counting up.
+    """
+
+    def __init__(self) -> None:
+        self.tracks: list[FaceTrack] = []
+        self._next_id = 0
+
+    def add(self, detections: list[Detection]) -> list[FaceTrack]:
+        """Append each detection to the track it continues best (or a new track); returns, per detection,
+        the track it joined."""
+        tracks = self.tracks
         pairs = sorted(
             (
                 (match_score(track.detections[-1], det), ti, di)
@@ -148,20 +161,46 @@ def track_faces(frames: list[list[Detection]]) -> list[FaceTrack]:
             ),
             reverse=True,
         )
+        joined: dict[int, FaceTrack] = {}
         used_tracks: set[int] = set()
-        used_dets: set[int] = set()
         for score, ti, di in pairs:
             if score <= 0:
                 break
-            if ti in used_tracks or di in used_dets:
+            if ti in used_tracks or di in joined:
                 continue
             tracks[ti].detections.append(detections[di])
             used_tracks.add(ti)
-            used_dets.add(di)
+            joined[di] = tracks[ti]
         for di, det in enumerate(detections):
-            if di not in used_dets:
-                tracks.append(FaceTrack(id=len(tracks), detections=[det]))
-    return tracks
+            if di not in joined:
+                joined[di] = FaceTrack(id=self._next_id, detections=[det])
+                self._next_id += 1
+                tracks.append(joined[di])
+        return [joined[di] for di in range(len(detections))]
+
+
+def track_faces(frames: list[list[Detection]]) -> list[FaceTrack]:
+    """Group per-frame detections (in sampling order) into tracks, ordered by first appearance."""
+    tracker = Tracker()
+    for detections in frames:
+        tracker.add(detections)
+    return tracker.tracks
+
+
+def decides(
+    mean_face_px: float, coverage: float, verdict_min_face_px: float, verdict_min_coverage: float
+) -> bool:
+    """Whether a track decides the verdict: its face is large enough for the model to see detail and it is
+    present in enough of the sampled frames (``coverage``: share of them)."""
+    return mean_face_px >= verdict_min_face_px and coverage >= verdict_min_coverage
+
+
+def none_decides_warning(verdict_min_face_px: float, verdict_min_coverage: float) -> str:
+    """Said when no face passes :func:`decides` and all of them decide instead."""
+    return (
+        f"every face is small (under {verdict_min_face_px:.0f} px) or brief (in under "
+        f"{verdict_min_coverage:.0%} of sampled frames); the verdict rests on them and is less reliable"
+    )
 
 
 def select_tracks(
@@ -193,15 +232,11 @@ def select_tracks(
     kept.sort(key=lambda t: (t.start_s, t.detections[0].box[0]))
     for new_id, track in enumerate(kept):
         track.id = new_id
-        track.used_for_verdict = (
-            track.mean_face_px >= verdict_min_face_px
-            and len(track.detections) / n_sampled >= verdict_min_coverage
+        track.used_for_verdict = decides(
+            track.mean_face_px, len(track.detections) / n_sampled, verdict_min_face_px, verdict_min_coverage
         )
     if kept and not any(t.used_for_verdict for t in kept):
-        warnings.append(
-            f"every face is small (under {verdict_min_face_px:.0f} px) or brief (in under "
-            f"{verdict_min_coverage:.0%} of sampled frames); the verdict rests on them and is less reliable"
-        )
+        warnings.append(none_decides_warning(verdict_min_face_px, verdict_min_coverage))
         for track in kept:
             track.used_for_verdict = True
     return kept, warnings

@@ -11,6 +11,7 @@ Main entry points (other packages' tests reuse them):
 - :func:`write_video` - any frames, with rotation metadata, variable frame rate, audio, codec choice.
 - :func:`write_audio_only`, :func:`write_zero_frame_video`, :func:`write_truncated_copy`,
   :func:`write_jpeg_named_mp4`, :func:`write_random_bytes`, :func:`write_empty_file` - bad inputs.
+- :func:`encode_live_webm` - a WebM byte stream as a MediaRecorder sends it (no duration, no cues).
 - :func:`write_tiny_video`, :func:`write_huge_declared_mjpeg`, :func:`write_streamed_mkv` - hostile inputs:
   degenerate frame sizes, a frame size that would take gigabytes to decode, no duration in the header.
 - :func:`write_indexed_video` - frames that carry their own number (:func:`read_frame_code`), in any
@@ -324,18 +325,26 @@ def write_empty_file(path: Path) -> Path:
 def encode_to_bytes(frames: Sequence[np.ndarray], fps: float = 25.0) -> bytes:
     """An in-memory MP4 of ``frames`` (for upload tests that never touch disk)."""
     buffer = io.BytesIO()
-    container = av.open(buffer, "w", format="mp4")
-    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+    _encode_into(buffer, "mp4", "libx264", frames, fps)
+    return buffer.getvalue()
+
+
+def _encode_into(
+    sink: io.IOBase, format_name: str, codec: str, frames: Sequence[np.ndarray], fps: float
+) -> None:
+    """Encode RGB ``frames`` with ``codec`` (yuv420p; x264 ultrafast) into a ``format_name`` container."""
+    container = av.open(sink, "w", format=format_name)
+    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
     height, width = frames[0].shape[:2]
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.options = {"preset": "ultrafast"}
+    if codec == "libx264":
+        stream.options = {"preset": "ultrafast"}
     for rgb in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
     container.close()
-    return buffer.getvalue()
 
 
 def write_tiny_video(path: Path, width: int, height: int, n_frames: int = 5) -> Path:
@@ -407,6 +416,14 @@ def write_streamed_mkv(
     container.close()
     Path(path).write_bytes(bytes(pipe.data))
     return Path(path)
+
+
+def encode_live_webm(frames: Sequence[np.ndarray], fps: float = 25.0) -> bytes:
+    """RGB frames as WebM (VP8) muxed to a non-seekable sink: the bytes a browser's MediaRecorder sends
+    (no duration, no cues), for streaming them chunk by chunk."""
+    pipe = _Pipe()
+    _encode_into(pipe, "webm", "libvpx", frames, fps)
+    return bytes(pipe.data)
 
 
 # --- frames that carry their number ---------------------------------------------------------------------

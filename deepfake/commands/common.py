@@ -23,10 +23,12 @@ class SetupError(Exception):
     """Something the command needs (model file, detector weights) is missing; exit status 1."""
 
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--frames", type=int, help="frames to sample per video (default 32, env DEEPFAKE_FRAMES)"
-    )
+def add_pipeline_arguments(parser: argparse.ArgumentParser, frames: bool = True) -> None:
+    """The flags every analysing command takes; ``frames=False`` for a stream (it analyses every frame)."""
+    if frames:
+        parser.add_argument(
+            "--frames", type=int, help="frames to sample per video (default 32, env DEEPFAKE_FRAMES)"
+        )
     parser.add_argument("--detector", help="face detector: blazeface (embedded default) or retinaface")
     parser.add_argument("--weights-dir", type=Path, help="face-detector weights directory (RetinaFace)")
     parser.add_argument(
@@ -35,10 +37,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="decoder and model threads (default 2)")
 
 
-def settings_from_args(args: argparse.Namespace) -> PipelineSettings:
-    """PipelineSettings from env (DEEPFAKE_*) with the flags that were given on top."""
+def settings_from_args(args: argparse.Namespace, **extra: object) -> PipelineSettings:
+    """PipelineSettings from env (DEEPFAKE_*) with the flags that were given (and ``extra``) on top."""
     overrides = {
-        "frames": args.frames,
+        **extra,
+        "frames": getattr(args, "frames", None),
         "detector": args.detector,
         "weights_dir": args.weights_dir,
         "model_path": args.model,

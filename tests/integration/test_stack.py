@@ -167,6 +167,49 @@ def test_a_real_video_through_the_stack_equals_the_cli(stack, gateway, data_dir)
     assert_same_result(service, cli)
 
 
+def test_a_live_stream_through_the_stack_equals_the_in_process_session(stack, default_detector) -> None:
+    """JPEG frames over the gateway's WebSocket -> preprocessor -> Triton give the results an in-process
+    StreamSession gives on the same decoded frames (sent slower than they are analysed: nothing dropped)."""
+    import json
+
+    import cv2
+    from websockets.sync.client import connect
+
+    from inference.onnx_backend import OnnxBackend
+    from preprocessor.images import decode_image
+    from preprocessor.pipeline import Pipeline
+    from preprocessor.settings import PipelineSettings
+    from preprocessor.stream import StreamSession
+
+    frames, _ = synth.face_frames(40, motion="pan")
+    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in frames]
+    url = stack.urls["gateway"].replace("http://", "ws://") + "/v1/streams"
+    with connect(url, additional_headers={"X-API-Key": stack.api_key}) as ws:
+        for i, data in enumerate(jpegs):
+            ws.send(json.dumps({"t": i / 25}))
+            ws.send(data)
+            time.sleep(0.08)
+        ws.send(json.dumps({"type": "end"}))
+        messages = [json.loads(m) for m in ws]
+    remote, final = messages[:-1], messages[-1]
+    assert final["type"] == "final" and final["frames_dropped"] == 0 and final["model"]["backend"] == "triton"
+
+    local: list = []
+    pipeline = Pipeline(PipelineSettings(), OnnxBackend(model_file(stack), threads=1), default_detector)
+    session = StreamSession(pipeline, on_result=local.append)
+    for i, data in enumerate(jpegs):
+        rgb = decode_image(data, 10**8, 32) if session.needs_pixels(True) else None
+        session.push(rgb, i / 25, block=True)
+    summary = session.finish(timeout_s=120)
+    assert [r["t"] for r in remote] == [r.t for r in local]
+    for got, want in zip(remote, local, strict=True):
+        assert [t["id"] for t in got["tracks"]] == [t.id for t in want.tracks]
+        for gt, wt in zip(got["tracks"], want.tracks, strict=True):
+            assert gt["score"] == pytest.approx(wt.score, abs=TOL)
+            assert gt["smoothed"] == pytest.approx(wt.smoothed, abs=TOL)
+    assert [t["score"] for t in final["tracks"]] == pytest.approx([t.score for t in summary.tracks], abs=TOL)
+
+
 def test_gateway_restart_keeps_finished_and_queued_jobs(stack, gateway, stack_videos) -> None:
     finished = upload(gateway, "/v1/jobs", stack_videos["face"]).json()
     assert wait_for_job(gateway, finished["id"])[0]["state"] == "succeeded"
