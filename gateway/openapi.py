@@ -135,6 +135,14 @@ def _examples() -> dict[tuple[str, str, str], tuple[str, Any]]:
         ("/v1/jobs", "get", "200"): (json_type, [_example_status("running"), _example_status("succeeded")]),
         ("/v1/jobs/{job_id}", "get", "200"): (json_type, _example_status("succeeded")),
         ("/v1/jobs/{job_id}/result", "get", "200"): (json_type, _example_result(evidence=True)),
+        ("/v1/streams/asyncapi.json", "get", "200"): (
+            json_type,
+            {
+                "asyncapi": "2.6.0",
+                "info": {"title": "Deepfake detector live streams"},
+                "channels": {"/v1/streams": {}},
+            },
+        ),
         ("/v1/jobs/{job_id}/report", "get", "200"): (
             "text/html",
             "<!doctype html><html lang=en><head><title>Deepfake analysis report: interview.mp4</title>...",
