@@ -80,3 +80,28 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory, synth_videos) -> dict[s
         "zero_frames": synth.write_zero_frame_video(root / "zero_frames.mkv"),
         "file_not_found": root / "missing.mp4",
     }
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback for the session (tests/postgres_server.py); skipped with the
+    reason only when the PostgreSQL binaries are not installed."""
+    from tests.postgres_server import BIN_DIR, PostgresServer, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"PostgreSQL binaries {missing} not found in {BIN_DIR} (set DEEPFAKE_PG_BIN)")
+    server = PostgresServer()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
