@@ -142,7 +142,7 @@ class JobRunner:
             log.warning("job leases not renewed: %s", exc)
             return
         if released:
-            log.info("re-queued %d job(s) whose gateway replica stopped renewing their lease", released)
+            log.warning("re-queued %d job(s) whose gateway replica stopped renewing their lease", released)
 
     async def _keep_leases_periodically(self) -> None:
         while True:
