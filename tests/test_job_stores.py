@@ -8,6 +8,7 @@ connections) never handing out a job twice. Lease times use an explicit clock, s
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -235,3 +236,38 @@ def test_a_postgres_claim_skips_a_row_another_replica_has_locked_instead_of_wait
         assert not claimer.is_alive(), "the claim waited on the locked row"
     assert result[0].id == "j1"
     store.close()
+
+
+def test_the_gateway_answers_503_while_its_database_is_gone(tmp_path, postgres_server):
+    from fastapi.testclient import TestClient
+
+    from deepfake.local_stack import free_port
+    from gateway.app import create_app
+    from gateway.settings import GatewaySettings
+
+    url = postgres_server.new_database()
+    settings = GatewaySettings(
+        api_keys="k",
+        job_store_url=url,
+        upload_dir=tmp_path / "uploads",
+        preprocessor_url=f"http://127.0.0.1:{free_port()}",  # nothing listens: no job runs here
+        job_poll_s=0.05,
+    )
+    with TestClient(create_app(settings)) as client:
+        headers = {"X-API-Key": "k"}
+        assert client.get("/v1/jobs", headers=headers).json() == []
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        response = client.get("/v1/jobs/abc", headers=headers)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+        assert response.json()["error"] == {
+            "code": "job_store_unavailable",
+            "message": "the job store is unavailable; retry later",
+            "details": {},
+        }
+        assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and "gateway_http_requests_total" in metrics.text
+        assert "gateway_jobs{" not in metrics.text  # the job gauge needs the store: left out meanwhile
+        time.sleep(0.3)  # the workers meet the outage too (poll 0.05 s) and keep waiting, not dying
+        assert all(not task.done() for task in client.app.state.runner._tasks)
