@@ -64,6 +64,9 @@ SECRET_ENV = {
 # Settings the Compose file passes to the gateway from the shell (or ./.env), each with its default.
 COMPOSE_GATEWAY_ENV = ("DEEPFAKE_CALLBACK_SECRET", "DEEPFAKE_JOB_STORE_URL", "DEEPFAKE_JOB_LEASE_S")
 NAME_LABEL = "app.kubernetes.io/name"
+# What the preprocessor process needs beside its analyses' memory budget (idle it measured ~200 MiB RSS;
+# the rest is room for upload buffers and the first frame each pending analysis decodes for its estimate).
+PREPROCESSOR_BASE_MB = 1024
 # Egress: what each restricted Deployment may reach in the namespace (besides DNS, port 53, in any
 # namespace); only the gateway may reach addresses outside the cluster (https callbacks), and never the
 # in-cluster/private ranges or the cloud metadata address.
@@ -137,6 +140,7 @@ def invariant_problems(objects: list[Obj], gpu: bool) -> list[str]:
     problems += _autoscaling_problems(objects, deployments)
     problems += _secret_problems(objects, deployments)
     problems += _job_store_problems(objects, deployments)
+    problems += _memory_budget_problems(objects, deployments)
     return problems
 
 
@@ -467,6 +471,33 @@ def _claim_holding(objects: list[Obj], pod: Obj, path: str) -> Obj | None:
                 found = _find(objects, "PersistentVolumeClaim", claim["claimName"])
                 return found[0] if found else {"metadata": {"name": claim["claimName"]}}
     return None
+
+
+def _mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (4Gi, 512Mi, 4G, 4096M, bytes) in MiB."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "k": 1e3 / 2**20, "M": 1e6 / 2**20,
+             "G": 1e9 / 2**20, "T": 1e12 / 2**20}  # fmt: skip
+    for suffix in sorted(units, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * units[suffix]
+    return float(quantity) / 2**20
+
+
+def _memory_budget_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    """The preprocessor's analyses reserve at most DEEPFAKE_MEMORY_BUDGET_MB together; the process, its
+    models and upload buffers need about PREPROCESSOR_BASE_MB more, so the pod's limit must hold both."""
+    if "preprocessor" not in deployments:
+        return []
+    settings = _find(objects, "ConfigMap", "preprocessor-settings")
+    budget = float((settings[0].get("data", {}) if settings else {}).get("DEEPFAKE_MEMORY_BUDGET_MB", 3072))
+    container = deployments["preprocessor"]["spec"]["template"]["spec"]["containers"][0]
+    limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if limit is None:
+        return []  # reported by the workload check
+    if budget + PREPROCESSOR_BASE_MB > _mebibytes(str(limit)):
+        return [f"preprocessor: DEEPFAKE_MEMORY_BUDGET_MB {budget:.0f} + {PREPROCESSOR_BASE_MB} MiB for "
+                f"the process is over its memory limit {limit}"]  # fmt: skip
+    return []
 
 
 def monitoring_problems(monitoring: list[Obj], app: list[Obj]) -> list[str]:

@@ -378,6 +378,12 @@ BREAKAGES = {
         ),
         "gateway: DEEPFAKE_CALLBACK_SECRET must come from a Secret",
     ),
+    "preprocessor memory budget over its limit": (
+        "ConfigMap",
+        "preprocessor-settings",
+        lambda o: o["data"].update(DEEPFAKE_MEMORY_BUDGET_MB="3584"),
+        "DEEPFAKE_MEMORY_BUDGET_MB 3584 + 1024 MiB for the process is over its memory limit 4Gi",
+    ),
     "service selects nothing": (
         "Service",
         "triton",
