@@ -131,6 +131,13 @@ bench-services: setup
 	$(PY) scripts/bench_services.py --repository $(MODEL_REPO) --videos $(BENCH_N) \
 		--concurrency $(BENCH_CONCURRENCY) --workers $(BENCH_WORKERS)
 
+# Peak RSS of the real preprocessor service (2 workers, the ConfigMap's memory budget) under one and two
+# concurrent large-frame uploads (8K 4:2:0, 8K 4:4:4 with 16 reference frames, a declared 16000x16000).
+.PHONY: measure-memory
+MEMORY_ARGS ?=
+measure-memory: setup
+	$(PY) scripts/measure_preprocessor_memory.py $(MEMORY_ARGS)
+
 # ---- Deployment (deploy/README.md). validate-deploy: render every Kubernetes overlay, check it against the
 # Kubernetes schemas and the stack's invariants, and check docker-compose.yml with the real Compose binary.
 # trt / bench-gpu need an NVIDIA GPU and refuse with a clear message without one (BENCH_GPU_ARGS: see
