@@ -205,6 +205,30 @@ def test_an_unreachable_database_is_job_store_unavailable_without_its_address(po
     store.close()
 
 
+def test_after_a_failed_connect_calls_fail_at_once_until_the_reconnect_delay(postgres_server):
+    url = postgres_server.new_database()
+    name = url.rsplit("/", 1)[1]
+    store = PostgresJobStore(url, 10, reconnect_delay_s=1.0)
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")  # ends the store's connection too
+        with pytest.raises(JobStoreUnavailable, match="job store error"):
+            store.get("x")  # the broken connection
+        with pytest.raises(JobStoreUnavailable, match="cannot connect"):
+            store.get("x")  # reconnecting fails: no such database
+        admin.execute(f"CREATE DATABASE {name}")
+        started = time.monotonic()
+        with pytest.raises(JobStoreUnavailable, match="not retried yet"):
+            store.get("x")  # the database is back, but the delay has not passed: no connect tried
+        assert time.monotonic() - started < 0.5
+    time.sleep(1.1)
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        store.get("x")  # connected again (a fresh, empty database: the table is made at open)
+    store.close()
+    reopened = PostgresJobStore(url, 10)
+    assert reopened.get("x") is None
+    reopened.close()
+
+
 def test_a_postgres_database_of_an_older_gateway_gets_the_lease_columns(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # the schema before leases
         conn.execute(

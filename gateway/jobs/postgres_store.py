@@ -8,8 +8,11 @@ and the lease rules (``gateway.jobs.store``) let a surviving replica take over t
 One connection per store (per gateway process) in autocommit mode: every operation is one statement, so
 each is its own transaction, and a lock serialises the threads of the process on it. A broken connection
 (the database restarted, the network cut) raises ``JobStoreUnavailable`` and is opened again on the next
-call. The schema is created (and migrated) at open under an advisory lock, so replicas starting together
-do not race on it.
+call. The routers and the job runner call the store from the event loop, so no call may hang: connecting
+gives up after ``CONNECT_TIMEOUT_S``, a statement after ``STATEMENT_TIMEOUT_MS`` (server side), unanswered
+packets on a dead peer after ``TCP_USER_TIMEOUT_MS`` (kernel side), and after a failed connect the next
+``reconnect_delay_s`` fail at once instead of each waiting for another connect to time out. The schema is
+created (and migrated) at open under an advisory lock, so replicas starting together do not race on it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from gateway.jobs.store import JobStoreUnavailable
 
 # Any constant: the advisory lock key the schema migration holds (one migration at a time).
 SCHEMA_LOCK_KEY = 0x6A6F6273  # "jobs"
-CONNECT_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 2
+STATEMENT_TIMEOUT_MS = 5000
+TCP_USER_TIMEOUT_MS = 5000
+RECONNECT_DELAY_S = 5.0
 
 
 def _translate(sql: str) -> str:
@@ -42,9 +48,12 @@ class PostgresJobStore(SqlJobStore):
         lease_s: float,
         replica_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        reconnect_delay_s: float = RECONNECT_DELAY_S,
     ) -> None:
         super().__init__(lease_s, replica_id, clock)
         self._url = url
+        self._reconnect_delay_s = reconnect_delay_s
+        self._no_connect_until = 0.0  # time.monotonic() before which no connect is tried
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
         with self._lock:
@@ -58,9 +67,18 @@ class PostgresJobStore(SqlJobStore):
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
+            if time.monotonic() < self._no_connect_until:
+                raise JobStoreUnavailable("the job store could not be reached a moment ago; not retried yet")
             try:
-                self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                self._conn = psycopg.connect(
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                    tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+                )
             except psycopg.OperationalError as exc:
+                self._no_connect_until = time.monotonic() + self._reconnect_delay_s
                 raise JobStoreUnavailable(f"cannot connect to the job store: {exc}") from exc
         return self._conn
 
