@@ -131,6 +131,13 @@ bench-services: setup
 	$(PY) scripts/bench_services.py --repository $(MODEL_REPO) --videos $(BENCH_N) \
 		--concurrency $(BENCH_CONCURRENCY) --workers $(BENCH_WORKERS)
 
+# Fuzzing of the upload and probe path (tests/test_fuzz.py): the test run does 1,000 cases per target from a
+# fixed seed; this runs FUZZ_EXAMPLES per target (two targets) from a random seed.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	DEEPFAKE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) DEEPFAKE_FUZZ_RANDOM=1 .venv/bin/pytest -q -p no:cacheprovider tests/test_fuzz.py
+
 # Peak RSS of the real preprocessor service (2 workers, the ConfigMap's memory budget) under one and two
 # concurrent large-frame uploads (8K 4:2:0, 8K 4:4:4 with 16 reference frames, a declared 16000x16000).
 .PHONY: measure-memory

@@ -77,7 +77,7 @@ def _open(path: Path, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -
     if max_frame_pixels is not None:
         options.update(decoder_options(max_frame_pixels))
     try:
-        return av.open(str(path), "r", options=options)
+        return av.open(str(path), "r", options=options, metadata_errors="replace")
     except av.error.EOFError as exc:
         raise VideoError(
             "zero_frames",
