@@ -91,7 +91,8 @@ def test_a_dead_replicas_jobs_are_released_when_its_lease_ends_and_run_again(ope
     assert alive.claim_next() is None
 
     clock.now += 8
-    assert dead.renew_leases() == 1  # alive: renewed to now + 10
+    assert dead.renew_leases(["j"]) == 1  # alive: renewed to now + 10
+    assert alive.renew_leases(["j"]) == 0  # not alive's job
     clock.now += 9
     assert alive.release_expired() == 0  # 17 s after the claim, but renewed at 8 s
     # "dead" dies now: no more renewals.
@@ -106,9 +107,22 @@ def test_a_dead_replicas_jobs_are_released_when_its_lease_ends_and_run_again(ope
         "j", 0, ErrorDetail(code="x", message="m"), 0
     )
     dead.requeue("j")
-    assert dead.renew_leases() == 0
+    assert dead.renew_leases(["j"]) == 0 and dead.renew_leases([]) == 0
     assert alive.get("j").state == "running"
     assert alive.finish("j", "{}") and alive.get("j").state == "succeeded"
+
+
+def test_only_the_leases_renewed_by_name_hold(open_store):
+    clock = Clock()
+    store = open_store("a", clock)
+    for i in range(3):
+        store.create(record(f"j{i}", created_at=i))
+    claimed = [store.claim_next().id for _ in range(3)]
+    clock.now += 9
+    assert store.renew_leases(claimed[:2]) == 2  # j2's worker gave up on it: not renewed
+    clock.now += 2
+    assert store.release_expired() == 1
+    assert [store.get(job).state for job in claimed] == ["running", "running", "queued"]
 
 
 def test_reopening_keeps_jobs_and_releases_only_expired_leases(open_store):

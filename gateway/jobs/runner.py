@@ -14,12 +14,12 @@ rolling restart of the preprocessor or Triton); then the job fails with ``retrie
 of the request itself (4xx: not a video, too long, ...) and the service's own errors (500) fail at once:
 retrying cannot change them.
 
-Several replicas may share one store (PostgreSQL): each job a worker claims is leased to this replica,
-and a timer renews this replica's leases every third of ``job_lease_s`` and puts back in the queue the
-running jobs whose lease ran out (their replica died: killed, its node lost), so a surviving replica runs
-them again (gateway.jobs.store). A result or failure is recorded only while this replica still holds the
-job; the upload file is removed only by the replica that recorded the outcome, or when the job is gone.
-While the store itself is unreachable, workers wait a poll interval and try again.
+Several replicas may share one store (PostgreSQL): each job a worker claims is leased to this replica, and a
+timer renews the leases of the jobs its workers are on every third of ``job_lease_s`` and puts back in the
+queue the running jobs whose lease ran out (their replica died: killed, its node lost), so a surviving replica
+runs them again (gateway.jobs.store). A result or failure is recorded only while this replica still holds the
+job; the upload file is removed only by the replica that recorded the outcome, or when the job is gone. While
+the store itself is unreachable, workers wait a poll interval and try again.
 
 The runner also sweeps the upload folder (at start and every ``upload_sweep_interval_s``): upload files
 no job references and older than ``upload_orphan_age_s`` are what a crash left behind (a request cut off
@@ -85,6 +85,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()  # jobs a worker of this replica is on: their leases are renewed
         self._sender = CallbackSender(
             callback_policy,
             settings.callback_timeout_s,
@@ -136,7 +137,7 @@ class JobRunner:
     async def keep_leases(self) -> None:
         """Renew this replica's leases; re-queue the jobs of replicas whose leases ran out."""
         try:
-            await asyncio.to_thread(self.store.renew_leases)
+            await asyncio.to_thread(self.store.renew_leases, list(self._running))
             released = await asyncio.to_thread(self.store.release_expired)
         except JobStoreUnavailable as exc:
             log.warning("job leases not renewed: %s", exc)
@@ -166,6 +167,7 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.settings.job_poll_s)
                 continue
+            self._running.add(job.id)
             try:
                 await self._run(job)
             except asyncio.CancelledError:
@@ -178,9 +180,12 @@ class JobRunner:
                 log.warning("job %s: %s; it runs again once its lease runs out", job.id, exc)
             except Exception:
                 log.exception("job %s: unexpected failure", job.id)
-                self._fail(
-                    job, ErrorDetail(code="internal_error", message="internal error; the job was logged")
-                )
+                with contextlib.suppress(JobStoreUnavailable):  # then it runs again once its lease ends
+                    self._fail(
+                        job, ErrorDetail(code="internal_error", message="internal error; the job was logged")
+                    )
+            finally:
+                self._running.discard(job.id)
 
     async def _run(self, job: JobRecord) -> None:
         path = Path(job.upload_path) if job.upload_path else None
@@ -255,7 +260,7 @@ class JobRunner:
         """Remove the job's upload once its outcome is recorded, or when the job was deleted; keep it
         when another replica took the job over (this one lost its lease): that one still reads it."""
         if not recorded and self.store.get(job.id) is not None:
-            log.warning("job %s: its lease ran out and another replica runs it; outcome dropped", job.id)
+            log.warning("job %s: its lease ran out (it runs again); this outcome is dropped", job.id)
             return
         remove_quietly(Path(job.upload_path) if job.upload_path else None)
 

@@ -9,7 +9,7 @@ it lives here. Statements use ``?`` placeholders; a backend translates them if i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from deepfake.schemas import ErrorDetail
 from gateway.jobs.store import JobRecord, new_replica_id
@@ -160,10 +160,13 @@ class SqlJobStore:
         )
         return _record(row) if row else None
 
-    def renew_leases(self) -> int:
+    def renew_leases(self, job_ids: Collection[str]) -> int:
+        if not job_ids:
+            return 0
+        placeholders = ", ".join("?" * len(job_ids))
         return self._count(
-            "UPDATE jobs SET lease_expires_at = ? WHERE state = 'running' AND lease_owner = ?",
-            (self._clock() + self.lease_s, self.replica_id),
+            f"UPDATE jobs SET lease_expires_at = ? WHERE {HELD} AND id IN ({placeholders})",
+            (self._clock() + self.lease_s, self.replica_id, *job_ids),
         )
 
     def release_expired(self) -> int:

@@ -5,15 +5,15 @@ restarts); several replicas share a PostgreSQL database. The routers and the job
 protocol; the implementations are ``gateway.jobs.sqlite_store`` and ``gateway.jobs.postgres_store``, and
 ``gateway.jobs.open_store.open_job_store`` picks one from ``DEEPFAKE_JOB_STORE_URL``.
 
-The store is also the queue, shared by every replica: a job is claimed atomically (two workers, in one
-process or in two replicas, never run the same job) and held under a **lease**: the claiming store writes
-its replica id and an expiry ``lease_s`` ahead, and renews it while the replica lives
+The store is also the queue, shared by every replica: a job is claimed atomically (two workers, in one process
+or in two replicas, never run the same job) and held under a **lease**: the claiming store writes its replica
+id and an expiry ``lease_s`` ahead, and renews it while one of the replica's workers is on the job
 (:meth:`JobStore.renew_leases`). A replica that dies (SIGKILL, a lost node) stops renewing; once its leases
-have run out any replica puts those jobs back in the queue (:meth:`JobStore.release_expired`) and runs
-them again. Every write about a running job (progress, result, failure, re-queue) is made only while this
-replica still holds the job's lease, so a replica that lost a job (it stalled past the lease) cannot
-overwrite what the replica now running it writes. Leases compare wall-clock times of the replicas, so
-their clocks must agree to well under a lease (NTP does).
+have run out any replica puts those jobs back in the queue (:meth:`JobStore.release_expired`) and runs them
+again. Every write about a running job (progress, result, failure, re-queue) is made only while this replica
+still holds the job's lease, so a replica that lost a job (it stalled past the lease) cannot overwrite what
+the replica now running it writes. Leases compare wall-clock times of the replicas, so their clocks must agree
+to well under a lease (NTP does).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,8 +68,10 @@ class JobStore(Protocol):
         running (attempts + 1, ``next_attempt_at`` cleared), leased to this replica, and return it."""
         ...
 
-    def renew_leases(self) -> int:
-        """Extend the lease of every job this replica runs by ``lease_s`` from now; how many."""
+    def renew_leases(self, job_ids: Collection[str]) -> int:
+        """Extend the leases of these jobs, which this replica's workers are running, by ``lease_s`` from
+        now; how many it still held. Only jobs a worker is on: a job whose worker gave up (the store was
+        unreachable) must expire, or it would stay 'running' for as long as the replica lives."""
         ...
 
     def release_expired(self) -> int:
