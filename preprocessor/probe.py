@@ -60,6 +60,8 @@ def decoder_options(max_frame_pixels: int) -> dict[str, str]:
 
 def looks_like_video_container(path: Path) -> bool:
     head = _read_head(path)
+    if head.startswith(b"RIFF"):  # RIFF also holds WAV audio and WebP images: only AVI is a video
+        return head[8:12] == b"AVI "
     return head[4:8] in _MP4_BOXES or head.startswith(_SIGNATURES)
 
 
