@@ -142,6 +142,28 @@ bench-services: setup
 	$(PY) scripts/bench_services.py --repository $(MODEL_REPO) --videos $(BENCH_N) \
 		--concurrency $(BENCH_CONCURRENCY) --workers $(BENCH_WORKERS)
 
+# Fuzzing of the upload and probe path (tests/test_fuzz.py): the test run does 1,000 cases per target from a
+# fixed seed; this runs FUZZ_EXAMPLES per target (two targets) from a random seed.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	DEEPFAKE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) DEEPFAKE_FUZZ_RANDOM=1 .venv/bin/pytest -q -p no:cacheprovider tests/test_fuzz.py
+
+# Load and fault drills against the real stack on loopback (scripts/soak.py): 50 jobs + 20 sync requests at
+# once, then kill -9 of each service mid-job and 30 s outages of the preprocessor and Triton; one JSON line
+# per phase (jobs lost, 5xx, 503 with Retry-After); exit 1 unless every job succeeded. SOAK_ARGS: --help.
+.PHONY: soak
+SOAK_ARGS ?=
+soak: setup
+	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+# Peak RSS of the real preprocessor service (2 workers, the ConfigMap's memory budget) under one and two
+# concurrent large-frame uploads (8K 4:2:0, 8K 4:4:4 with 16 reference frames, a declared 16000x16000).
+.PHONY: measure-memory
+MEMORY_ARGS ?=
+measure-memory: setup
+	$(PY) scripts/measure_preprocessor_memory.py $(MEMORY_ARGS)
+
 # ---- Deployment (deploy/README.md). validate-deploy: render every Kubernetes overlay, check it against the
 # Kubernetes schemas and the stack's invariants, and check docker-compose.yml with the real Compose binary.
 # trt / bench-gpu need an NVIDIA GPU and refuse with a clear message without one (BENCH_GPU_ARGS: see

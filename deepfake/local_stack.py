@@ -12,6 +12,7 @@ it so they all start the stack the same way, exactly as the service contract say
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -151,15 +152,38 @@ class LocalStack:
             process.wait()
 
     def kill(self, name: str) -> None:
-        """SIGKILL the service's process group: a crash, for recovery tests."""
+        """SIGKILL the service's process group and every process below it: a crash, for recovery tests.
+        The descendants too, because `deepfake serve triton` starts tritonserver in a session of its own:
+        killing only the launcher's group would leave the real server running, holding its ports."""
         process = self.processes.pop(name, None)
         if process is not None and process.poll() is None:
+            below = descendants(process.pid)
             os.killpg(process.pid, signal.SIGKILL)
+            for pid in below:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             process.wait()
 
     def down(self) -> None:
         for name in reversed(SERVICES):
             self.stop(name)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def stop_pid(pid: int, timeout_s: float = 30.0) -> None:

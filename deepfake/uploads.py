@@ -197,6 +197,7 @@ class _Receiver:
         self.filename: str | None = None
         self.container: str | None = None
         self.file_seen = False
+        self.file_complete = False  # the file part's closing boundary arrived
         self._head = b""
         self._handle: BinaryIO | None = None
         self._header_field = b""
@@ -291,6 +292,7 @@ class _Receiver:
 
     def _part_end(self) -> None:
         if self._part_is_file:
+            self.file_complete = True
             if self.container is None:
                 if self.size == 0:
                     raise UploadError("empty_file", "the uploaded file is empty", 400)
@@ -345,6 +347,10 @@ async def receive_upload(
         parser.finalize()
         if not receiver.file_seen:
             raise UploadError("bad_request", "no file part named 'file' in the upload", 400)
+        if not receiver.file_complete:  # cut short: what arrived may be any prefix of the file
+            raise UploadError(
+                "bad_request", "the body ended inside the file part (no closing boundary); send it whole", 400
+            )
     except MultipartParseError as exc:
         receiver.close()
         dest.unlink(missing_ok=True)

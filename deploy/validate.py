@@ -59,7 +59,12 @@ SECRET_ENV = {
     "DEEPFAKE_SERVICE_TOKEN": ("gateway", "preprocessor"),
     "DEEPFAKE_CALLBACK_SECRET": ("gateway",),
 }
+# Settings the Compose file passes to the gateway from the shell (or ./.env), each with its default.
+COMPOSE_GATEWAY_ENV = ("DEEPFAKE_CALLBACK_SECRET", "DEEPFAKE_JOB_STORE_URL", "DEEPFAKE_JOB_LEASE_S")
 NAME_LABEL = "app.kubernetes.io/name"
+# What the preprocessor process needs beside its analyses' memory budget (idle it measured ~200 MiB RSS;
+# the rest is room for upload buffers and the first frame each pending analysis decodes for its estimate).
+PREPROCESSOR_BASE_MB = 1024
 # Egress: what each restricted Deployment may reach in the namespace (besides DNS, port 53, in any
 # namespace); only the gateway may reach addresses outside the cluster (https callbacks), and never the
 # in-cluster/private ranges or the cloud metadata address.
@@ -146,6 +151,7 @@ def invariant_problems(objects: list[Obj], gpu: bool) -> list[str]:
     problems += _autoscaling_problems(objects, deployments)
     problems += _secret_problems(objects, deployments)
     problems += _job_store_problems(objects, deployments)
+    problems += _memory_budget_problems(objects, deployments)
     return problems
 
 
@@ -419,31 +425,90 @@ def _secret_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[st
 
 
 def _job_store_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
-    """With the SQLite job store the gateway must stay one replica on a persistent volume.
+    """Where the gateway's jobs and uploads live must fit how many replicas it may run.
 
-    Each replica would otherwise hold its own job table (a job created on one replica is a 404 on
-    the next), and an emptyDir would lose queued jobs on every restart.
+    SQLite (the default): one replica, the file on a persistent volume; each replica would otherwise hold
+    its own job table (a job created on one replica is a 404 on the next), and an emptyDir would lose
+    queued jobs on every restart. A shared store (PostgreSQL): its URL holds the database password, so it
+    comes from a Secret and nowhere else; with more than one replica the uploads must be on a
+    ReadWriteMany volume, or a replica taking over a dead one's job could not read its upload.
     """
-    settings = _find(objects, "ConfigMap", "gateway-settings")
-    url = settings[0].get("data", {}).get("DEEPFAKE_JOB_STORE_URL", "sqlite:") if settings else "sqlite:"
-    if not url.startswith("sqlite:") or "gateway" not in deployments:
+    if "gateway" not in deployments:
         return []
-    problems = []
     gateway = deployments["gateway"]
+    pod = gateway["spec"]["template"]["spec"]
+    settings = _find(objects, "ConfigMap", "gateway-settings")
+    data = settings[0].get("data", {}) if settings else {}
+    env = {e["name"]: e for c in pod["containers"] for e in c.get("env", [])}
+    secret_url = "secretKeyRef" in env.get("DEEPFAKE_JOB_STORE_URL", {}).get("valueFrom", {})
+    url = env.get("DEEPFAKE_JOB_STORE_URL", {}).get("value") or data.get("DEEPFAKE_JOB_STORE_URL", "sqlite:")
+    problems = []
+    if not url.startswith("sqlite:"):
+        problems.append("gateway: DEEPFAKE_JOB_STORE_URL names a database outside a Secret (its password)")
+    if secret_url and "DEEPFAKE_JOB_STORE_URL" in data:
+        problems.append("gateway: DEEPFAKE_JOB_STORE_URL is both in ConfigMap/gateway-settings and a Secret")
+    replicas = max(
+        [gateway["spec"].get("replicas", 1)]
+        + [
+            hpa["spec"]["maxReplicas"]
+            for hpa in _find(objects, "HorizontalPodAutoscaler")
+            if hpa["spec"]["scaleTargetRef"]["name"] == "gateway"
+        ]
+    )
+    if secret_url or not url.startswith("sqlite:"):
+        upload_dir = data.get("DEEPFAKE_UPLOAD_DIR", ".run/uploads")
+        claim = _claim_holding(objects, pod, upload_dir)
+        if replicas > 1 and "ReadWriteMany" not in (claim or {}).get("spec", {}).get("accessModes", []):
+            problems.append(f"gateway: {replicas} replicas but the uploads {upload_dir} are not on a "
+                            "ReadWriteMany PersistentVolumeClaim")  # fmt: skip
+        return problems
     if gateway["spec"].get("replicas", 1) > 1:
         problems.append("gateway: more than one replica with the SQLite job store")
-    for hpa in _find(objects, "HorizontalPodAutoscaler"):
-        if hpa["spec"]["scaleTargetRef"]["name"] == "gateway" and hpa["spec"]["maxReplicas"] > 1:
-            problems.append("HPA for gateway: maxReplicas > 1 with the SQLite job store")
+    if replicas > gateway["spec"].get("replicas", 1):
+        problems.append("HPA for gateway: maxReplicas > 1 with the SQLite job store")
     path = url.removeprefix("sqlite:///")
-    pod = gateway["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    mounts = [
-        m for c in pod["containers"] for m in c.get("volumeMounts", []) if path.startswith(m["mountPath"])
-    ]
-    if not any("persistentVolumeClaim" in volumes.get(m["name"], {}) for m in mounts):
+    if _claim_holding(objects, pod, path) is None:
         problems.append(f"gateway: the SQLite job store {path} is not on a PersistentVolumeClaim")
     return problems
+
+
+def _claim_holding(objects: list[Obj], pod: Obj, path: str) -> Obj | None:
+    """The PersistentVolumeClaim mounted where `path` lies in the pod (a rendered one, else a stub)."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for container in pod["containers"]:
+        for mount in container.get("volumeMounts", []):
+            claim = volumes.get(mount["name"], {}).get("persistentVolumeClaim")
+            if claim and path.startswith(mount["mountPath"]):
+                found = _find(objects, "PersistentVolumeClaim", claim["claimName"])
+                return found[0] if found else {"metadata": {"name": claim["claimName"]}}
+    return None
+
+
+def _mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (4Gi, 512Mi, 4G, 4096M, bytes) in MiB."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2, "k": 1e3 / 2**20, "M": 1e6 / 2**20,
+             "G": 1e9 / 2**20, "T": 1e12 / 2**20}  # fmt: skip
+    for suffix in sorted(units, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * units[suffix]
+    return float(quantity) / 2**20
+
+
+def _memory_budget_problems(objects: list[Obj], deployments: dict[str, Obj]) -> list[str]:
+    """The preprocessor's analyses reserve at most DEEPFAKE_MEMORY_BUDGET_MB together; the process, its
+    models and upload buffers need about PREPROCESSOR_BASE_MB more, so the pod's limit must hold both."""
+    if "preprocessor" not in deployments:
+        return []
+    settings = _find(objects, "ConfigMap", "preprocessor-settings")
+    budget = float((settings[0].get("data", {}) if settings else {}).get("DEEPFAKE_MEMORY_BUDGET_MB", 3072))
+    container = deployments["preprocessor"]["spec"]["template"]["spec"]["containers"][0]
+    limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if limit is None:
+        return []  # reported by the workload check
+    if budget + PREPROCESSOR_BASE_MB > _mebibytes(str(limit)):
+        return [f"preprocessor: DEEPFAKE_MEMORY_BUDGET_MB {budget:.0f} + {PREPROCESSOR_BASE_MB} MiB for "
+                f"the process is over its memory limit {limit}"]  # fmt: skip
+    return []
 
 
 def monitoring_problems(monitoring: list[Obj], app: list[Obj]) -> list[str]:
@@ -528,6 +593,10 @@ def compose_problems(model: Obj) -> list[str]:
     }
     if not all(tokens.values()) or len(set(tokens.values())) != 1:
         problems.append("compose: gateway and preprocessor need the same DEEPFAKE_SERVICE_TOKEN")
+    gateway_env = services.get("gateway", {}).get("environment", {})
+    for variable in COMPOSE_GATEWAY_ENV:
+        if variable not in gateway_env:
+            problems.append(f"compose gateway: {variable} is not passed to the gateway")
     return problems
 
 

@@ -21,8 +21,9 @@ from deepfake.uploads import UploadError
 from gateway import openapi
 from gateway.auth import parse_networks
 from gateway.callbacks import CallbackPolicy, Resolver
+from gateway.jobs.open_store import open_job_store
 from gateway.jobs.runner import JobRunner
-from gateway.jobs.store import open_job_store
+from gateway.jobs.store import JobStoreUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.rate_limit import AuthFailureThrottle, RateLimiter
@@ -62,7 +63,7 @@ def create_app(
     if not settings.auth_disabled and not settings.api_key_set():
         log.warning("no API keys configured (DEEPFAKE_API_KEYS): every request will get 401")
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    store = open_job_store(settings.job_store_url)
+    store = open_job_store(settings.job_store_url, settings.job_lease_s)
     metrics = GatewayMetrics()
     metrics.watch_job_store(store.count_by_state)
     preprocessor = PreprocessorClient(
@@ -110,7 +111,7 @@ def create_app(
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.open_streams = {}  # owner -> live streams open (/v1/streams)
-    install_error_handlers(app, UploadError, PreprocessorError)
+    install_error_handlers(app, UploadError, PreprocessorError, JobStoreUnavailable)
     install_request_metrics(app, metrics.requests, metrics.latency)
     if settings.cors_origin_list():
         # Frontend apps on other origins call the API from browsers; the key travels in X-API-Key.

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from deepfake.schemas import JobState
+from gateway.jobs.store import JobStoreUnavailable
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 SIZE_BUCKETS = (1e5, 1e6, 5e6, 1e7, 5e7, 1e8, 5e8, 1e9)
@@ -27,7 +28,10 @@ class _JobStateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("gateway_jobs", "Jobs in the store by state", labels=["state"])
-        counts = self._count_by_state()
+        try:
+            counts = self._count_by_state()
+        except JobStoreUnavailable:  # the other metrics still matter during a database outage
+            return
         for state in JOB_STATES:
             family.add_metric([state], counts.get(state, 0))
         yield family

@@ -25,8 +25,22 @@ class GatewaySettings(BaseSettings):
         description="The preprocessor's shared token, sent to it as Authorization: Bearer.",
     )
     preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
-    job_store_url: str = Field("sqlite:///./.run/jobs.sqlite", description="Where jobs persist.")
-    upload_dir: Path = Field(Path(".run/uploads"), description="Where uploads wait (jobs survive restarts).")
+    job_store_url: str = Field(
+        "sqlite:///./.run/jobs.sqlite",
+        description="Where jobs persist: sqlite:///path (one gateway) or postgresql://user:password@host/db "
+        "(replicas sharing the jobs; gateway.jobs).",
+    )
+    job_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a replica's claim on a running job holds without renewal (renewed every "
+        "third of it): a job whose replica died is run again by another after at most about this long.",
+    )
+    upload_dir: Path = Field(
+        Path(".run/uploads"),
+        description="Where uploads wait (jobs survive restarts); with several replicas, one folder all of "
+        "them mount at this same path (a ReadWriteMany volume).",
+    )
     evidence_dir: Path | None = Field(
         None,
         description="Where jobs' evidence images are kept (one folder per job, removed with the job); "

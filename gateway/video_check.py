@@ -25,7 +25,7 @@ from preprocessor.probe import scan_packets
 def video_duration_s(path: Path) -> float | None:
     """Duration from the container header; raises UploadError when the file has no readable video."""
     try:
-        with av.open(str(path), "r") as container:
+        with av.open(str(path), "r", metadata_errors="replace") as container:
             streams = container.streams.video
             if not streams:
                 raise UploadError(
@@ -100,7 +100,7 @@ def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Pat
 
     def check(path: Path, received_bytes: int) -> None:
         try:
-            with av.open(str(path), "r") as container:
+            with av.open(str(path), "r", metadata_errors="replace") as container:
                 duration = container.duration / 1_000_000 if container.duration is not None else None
         except Exception:  # partial data: most files cannot be judged yet
             return

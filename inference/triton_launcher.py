@@ -67,7 +67,12 @@ def prepare_backend_dir(dest: Path) -> Path:
         root / "backends" / "python" / "triton_python_backend_utils.py",
         stub,
     ):
-        shutil.copy2(source, python_dir / source.name)
+        # Via a new file and a rename: a stub still running from a killed server keeps the old file
+        # (copying over an executable in use fails with "Text file busy").
+        target = python_dir / source.name
+        partial = target.with_name(target.name + ".partial")
+        shutil.copy2(source, partial)
+        os.replace(partial, target)
     return dest
 
 

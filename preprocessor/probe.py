@@ -65,6 +65,8 @@ def decoder_options(max_frame_pixels: int) -> dict[str, str]:
 
 def looks_like_video_container(path: Path) -> bool:
     head = _read_head(path)
+    if head.startswith(b"RIFF"):  # RIFF also holds WAV audio and WebP images: only AVI is a video
+        return head[8:12] == b"AVI "
     return head[4:8] in _MP4_BOXES or head.startswith(_SIGNATURES)
 
 
@@ -82,7 +84,7 @@ def _open(path: Path, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -
     if max_frame_pixels is not None:
         options.update(decoder_options(max_frame_pixels))
     try:
-        return av.open(str(path), "r", options=options)
+        return av.open(str(path), "r", options=options, metadata_errors="replace")
     except av.error.EOFError as exc:
         raise VideoError(
             "zero_frames",
@@ -316,6 +318,27 @@ def _decodes_frames(path: Path, wanted: int, max_frame_pixels: int) -> int:
     except (av.error.FFmpegError, VideoError):
         pass
     return count
+
+
+def first_frame_format(path: Path, max_frame_pixels: int) -> tuple[int, int, str] | None:
+    """(width, height, pixel format) of the first frame of the file's largest video stream: one frame is
+    decoded (one decoder thread), because headers do not state the pixel format before a decoder has run.
+    None for a file the probe will refuse anyway (unreadable, frames over ``max_frame_pixels``, which are
+    never allocated, no frame): the probe then says why."""
+    try:
+        with _open(path, max_frame_pixels) as container:
+            streams = [s for s in container.streams.video if s.codec_context is not None]
+            if not streams:
+                return None
+            stream = max(streams, key=lambda s: s.codec_context.width * s.codec_context.height)
+            if stream.codec_context.width * stream.codec_context.height > max_frame_pixels:
+                return None
+            stream.codec_context.options = decoder_options(max_frame_pixels)
+            stream.codec_context.thread_count = 1
+            frame = _first_frame(container, stream)
+            return frame.width, frame.height, frame.format.name
+    except (VideoError, av.error.FFmpegError):
+        return None
 
 
 def _declared_size(path: Path, stream_index: int = 0) -> tuple[int, int]:

@@ -119,7 +119,8 @@ class FrameSampler:
         fps = self._fps
         eps = 0.5 / fps
         # The decoder limit also for the decoders avformat_find_stream_info runs while opening.
-        with av.open(str(self.probe.path), options=decoder_options(self.probe.max_frame_pixels)) as container:
+        options = decoder_options(self.probe.max_frame_pixels)
+        with av.open(str(self.probe.path), options=options, metadata_errors="replace") as container:
             stream = container.streams.video[self.probe.stream_index]
             stream.thread_type = "AUTO"  # frame + slice threads: the decoder is most of the cost
             stream.codec_context.thread_count = self.threads

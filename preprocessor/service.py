@@ -6,6 +6,9 @@ WHY this shape:
   Beyond that a request is refused at once with 503 + Retry-After, instead of piling up threads.
 - The Triton backend is created lazily and shared (the gRPC client is thread-safe): the service starts
   and answers /healthz while Triton is still loading, and /readyz says when it can work.
+- Memory is bounded too: before it gets a worker, an analysis reserves an estimate of its peak memory
+  (from the declared frame size and pixel format) in a budget shared by all workers
+  (``memory_budget_mb``, preprocessor.memory_budget), and waits on the event loop until it fits.
 - The same Pipeline as the CLI runs the analysis; only the backend differs.
 """
 
@@ -22,7 +25,10 @@ from deepfake.schemas import DetectionResult
 from inference.backend import InferenceBackend
 from inference.triton_backend import TritonBackend, TritonModelError, TritonUnavailableError
 from preprocessor.detectors import available_detectors
+from preprocessor.errors import VideoError
+from preprocessor.memory_budget import MemoryBudget, analysis_cost
 from preprocessor.pipeline import Pipeline
+from preprocessor.probe import first_frame_format
 from preprocessor.service_settings import ServiceSettings
 from preprocessor.settings import PipelineSettings
 
@@ -78,6 +84,8 @@ class AnalysisService:
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="analysis")
         self._local = threading.local()
         self.admitted = 0  # running + waiting, changed only on the event loop thread
+        self.memory = MemoryBudget(settings.memory_budget_mb * 1024**2)
+        self._format_lock = threading.Lock()
         self.running = 0  # changed on worker threads, under _count_lock
         self.streams = 0  # live streams open (/v1/streams), changed only on the event loop thread
         self._count_lock = threading.Lock()
@@ -156,6 +164,7 @@ class AnalysisService:
             raise ServiceBusyError(retry_after_s=max(1, self.settings.queue_size))
         self.admitted += 1
         try:
+            cost = await asyncio.to_thread(self._memory_cost, path)
             loop = asyncio.get_running_loop()
 
             def job() -> DetectionResult:
@@ -167,9 +176,34 @@ class AnalysisService:
                     with self._count_lock:
                         self.running -= 1
 
-            return await loop.run_in_executor(self._executor, job)
+            async with self.memory.hold(cost):
+                return await loop.run_in_executor(self._executor, job)
         finally:
             self.admitted -= 1
+
+    def _memory_cost(self, path: Path) -> int:
+        """The bytes this analysis reserves; VideoError too_large_frame when it could never fit. A file the
+        probe refuses (frames over the pixel limit, unreadable) reserves nothing: the pipeline says why."""
+        with self._format_lock:  # one frame decoded outside any reservation at a time
+            frame = first_frame_format(path, self.settings.max_frame_pixels)
+        if frame is None:
+            return 0
+        width, height, pix_fmt = frame
+        cost = analysis_cost(width, height, pix_fmt)
+        if not self.memory.fits_alone(cost):
+            raise VideoError(
+                "too_large_frame",
+                f"frames of {width}x{height} pixels in {pix_fmt} need about "
+                f"{cost / 1024**3:.1f} GiB to analyse, more than this service may use "
+                f"({self.settings.memory_budget_mb / 1024:.1f} GiB); scale the video down or convert it "
+                "to 8-bit 4:2:0, e.g. ffmpeg -vf scale=-2:2160 -pix_fmt yuv420p",
+                width=width,
+                height=height,
+                pix_fmt=pix_fmt,
+                estimated_bytes=cost,
+                memory_budget_mb=self.settings.memory_budget_mb,
+            )
+        return cost
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -64,6 +64,14 @@ class ServiceSettings(PipelineSettings):
         "behind); longer than any analysis, queue wait included.",
     )
     upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
+    memory_budget_mb: int = Field(
+        3072,
+        ge=64,
+        description="Memory the concurrent analyses may reserve together, in MiB (preprocessor."
+        "memory_budget: each reserves an estimate from its frame size and pixel format and waits for room; "
+        "one that cannot fit alone is refused with too_large_frame). Keep it about 1 GiB under the memory "
+        "limit (the process itself, its models and upload buffers take the rest).",
+    )
     service_token: SecretStr = Field(
         SecretStr(""),
         description="Shared token callers must send (Authorization: Bearer); empty: loopback callers only.",

@@ -89,3 +89,28 @@ def pdf_support() -> None:
         import weasyprint  # noqa: F401
     except (ImportError, OSError) as exc:  # OSError: the package is there but Pango is not
         pytest.skip(f"PDF reports need WeasyPrint and Pango ({exc}); .ci/run installs Pango")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on loopback for the session (tests/postgres_server.py); skipped with the
+    reason only when the PostgreSQL binaries are not installed."""
+    from tests.postgres_server import BIN_DIR, PostgresServer, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"PostgreSQL binaries {missing} not found in {BIN_DIR} (set DEEPFAKE_PG_BIN)")
+    server = PostgresServer()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -292,17 +292,31 @@ BREAKAGES = {
         lambda o: o["spec"]["rules"][0]["http"]["paths"][-1].update(pathType="Prefix"),  # "/"
         "path '/' (Prefix) exposes /metrics publicly",
     ),
-    "gateway scaled out on sqlite": (
-        "HorizontalPodAutoscaler",
+    "job store url inline": (
+        "Deployment",
         "gateway",
-        lambda o: o["spec"].update(maxReplicas=3),
-        "maxReplicas > 1 with the SQLite job store",
+        lambda o: _pod(o)["containers"][0]["env"].append(
+            {"name": "DEEPFAKE_JOB_STORE_URL", "value": "postgresql://u:pw@db:5432/jobs"}
+        ),
+        "DEEPFAKE_JOB_STORE_URL names a database outside a Secret",
     ),
-    "job store on an emptyDir": (
+    "job store url in the configmap as well": (
+        "ConfigMap",
+        "gateway-settings",
+        lambda o: o["data"].update(DEEPFAKE_JOB_STORE_URL="sqlite:////data/jobs.sqlite"),
+        "DEEPFAKE_JOB_STORE_URL is both in ConfigMap/gateway-settings and a Secret",
+    ),
+    "replicas with uploads on a single-node volume": (
+        "PersistentVolumeClaim",
+        "gateway-data",
+        lambda o: o["spec"].update(accessModes=["ReadWriteOnce"]),
+        "are not on a ReadWriteMany PersistentVolumeClaim",
+    ),
+    "replicas with uploads on an emptyDir": (
         "Deployment",
         "gateway",
         lambda o: _pod(o).update(volumes=[{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]),
-        "is not on a PersistentVolumeClaim",
+        "are not on a ReadWriteMany PersistentVolumeClaim",
     ),
     "gateway egress to everything": (
         "NetworkPolicy",
@@ -362,6 +376,12 @@ BREAKAGES = {
         ),
         "gateway: DEEPFAKE_CALLBACK_SECRET must come from a Secret",
     ),
+    "preprocessor memory budget over its limit": (
+        "ConfigMap",
+        "preprocessor-settings",
+        lambda o: o["data"].update(DEEPFAKE_MEMORY_BUDGET_MB="3584"),
+        "DEEPFAKE_MEMORY_BUDGET_MB 3584 + 1024 MiB for the process is over its memory limit 4Gi",
+    ),
     "service selects nothing": (
         "Service",
         "triton",
@@ -371,11 +391,66 @@ BREAKAGES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BREAKAGES))
-def test_invariant_checker_catches(rendered: dict, case: str) -> None:
-    kind, name, edit, expected = BREAKAGES[case]
-    problems = validate.invariant_problems(_break(rendered["gpu"], kind, name, edit), gpu=True)
+# The SQLite job store (cpu-dev keeps it): one replica, the file on a persistent volume.
+SQLITE_BREAKAGES = {
+    "gateway scaled out on sqlite": (
+        "HorizontalPodAutoscaler",
+        "gateway",
+        lambda o: o["spec"].update(maxReplicas=3),
+        "maxReplicas > 1 with the SQLite job store",
+    ),
+    "gateway replicas on sqlite": (
+        "Deployment",
+        "gateway",
+        lambda o: o["spec"].update(replicas=2),
+        "more than one replica with the SQLite job store",
+    ),
+    "job store on an emptyDir": (
+        "Deployment",
+        "gateway",
+        lambda o: _pod(o).update(volumes=[{"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]),
+        "is not on a PersistentVolumeClaim",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("overlay", "case"),
+    [("gpu", case) for case in sorted(BREAKAGES)] + [("cpu-dev", case) for case in sorted(SQLITE_BREAKAGES)],
+)
+def test_invariant_checker_catches(rendered: dict, overlay: str, case: str) -> None:
+    kind, name, edit, expected = {**BREAKAGES, **SQLITE_BREAKAGES}[case]
+    broken = _break(rendered[overlay], kind, name, edit)
+    problems = validate.invariant_problems(broken, gpu=overlay in GPU_OVERLAYS)
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("overlay", GPU_OVERLAYS)
+def test_gpu_overlays_run_gateway_replicas_on_a_shared_store(rendered: dict, overlay: str) -> None:
+    objects = rendered[overlay]
+    gateway = _get(objects, "Deployment", "gateway")
+    hpa = _get(objects, "HorizontalPodAutoscaler", "gateway")["spec"]
+    assert gateway["spec"]["replicas"] >= 2 and hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > 2
+    assert gateway["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in _container(objects, "gateway")["env"]}
+    assert env["DEEPFAKE_JOB_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "deepfake-job-store",
+        "key": "url",
+    }
+    settings = _get(objects, "ConfigMap", "gateway-settings")["data"]
+    assert "DEEPFAKE_JOB_STORE_URL" not in settings and settings["DEEPFAKE_UPLOAD_DIR"] == "/data/uploads"
+    assert _get(objects, "PersistentVolumeClaim", "gateway-data")["spec"]["accessModes"] == ["ReadWriteMany"]
+    egress = _get(objects, "NetworkPolicy", "gateway-egress-job-store")["spec"]["egress"]
+    assert egress == [
+        {
+            "to": [{"podSelector": {"matchLabels": {"deepfake.io/job-store": "true"}}}],
+            "ports": [{"protocol": "TCP", "port": 5432}],
+        }
+    ]
+    # cpu-dev keeps SQLite and one replica.
+    assert _get(rendered["cpu-dev"], "ConfigMap", "gateway-settings")["data"][
+        "DEEPFAKE_JOB_STORE_URL"
+    ].startswith("sqlite:")
 
 
 def test_schema_check_catches_unknown_fields(rendered: dict) -> None:
@@ -427,6 +502,28 @@ def test_compose_refuses_to_start_without_the_service_token(compose_model: dict)
     broken = copy.deepcopy(compose_model)
     broken["services"]["preprocessor"]["environment"]["DEEPFAKE_SERVICE_TOKEN"] = "other"
     assert any("DEEPFAKE_SERVICE_TOKEN" in p for p in validate.compose_problems(broken))
+
+
+def test_compose_passes_the_callback_secret_and_job_store_settings(compose_model: dict) -> None:
+    gateway = compose_model["services"]["gateway"]["environment"]
+    assert gateway["DEEPFAKE_CALLBACK_SECRET"] == ""  # unset: callbacks are refused, the stack still starts
+    assert gateway["DEEPFAKE_JOB_STORE_URL"] == "sqlite:////data/jobs.sqlite"
+    assert gateway["DEEPFAKE_JOB_LEASE_S"] == "30"
+    result = validate.compose_config(
+        {
+            "DEEPFAKE_API_KEYS": "k",
+            "DEEPFAKE_SERVICE_TOKEN": "svc",
+            "DEEPFAKE_CALLBACK_SECRET": "hook-key",
+            "DEEPFAKE_JOB_STORE_URL": "postgresql://u:pw@db:5432/jobs",
+        }
+    )
+    assert result.returncode == 0, result.stderr
+    gateway = json.loads(result.stdout)["services"]["gateway"]["environment"]
+    assert gateway["DEEPFAKE_CALLBACK_SECRET"] == "hook-key"
+    assert gateway["DEEPFAKE_JOB_STORE_URL"] == "postgresql://u:pw@db:5432/jobs"
+    broken = copy.deepcopy(compose_model)
+    del broken["services"]["gateway"]["environment"]["DEEPFAKE_CALLBACK_SECRET"]
+    assert any("DEEPFAKE_CALLBACK_SECRET is not passed" in p for p in validate.compose_problems(broken))
 
 
 def test_compose_checker_catches_a_missing_gpu(compose_model: dict) -> None:

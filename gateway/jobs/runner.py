@@ -14,6 +14,13 @@ rolling restart of the preprocessor or Triton); then the job fails with ``retrie
 of the request itself (4xx: not a video, too long, ...) and the service's own errors (500) fail at once:
 retrying cannot change them.
 
+Several replicas may share one store (PostgreSQL): each job a worker claims is leased to this replica, and a
+timer renews the leases of the jobs its workers are on every third of ``job_lease_s`` and puts back in the
+queue the running jobs whose lease ran out (their replica died: killed, its node lost), so a surviving replica
+runs them again (gateway.jobs.store). A result or failure is recorded only while this replica still holds the
+job; the upload file is removed only by the replica that recorded the outcome, or when the job is gone. While
+the store itself is unreachable, workers wait a poll interval and try again.
+
 The runner also sweeps the upload folder (at start and every ``upload_sweep_interval_s``): upload files
 no job references and older than ``upload_orphan_age_s`` are what a crash left behind (a request cut off
 between receiving and queueing, a synchronous analysis interrupted) and are deleted.
@@ -35,7 +42,7 @@ from deepfake.schemas import ErrorDetail, JobStatus
 from deepfake.uploads import remove_quietly, sweep_orphan_uploads
 from gateway.callbacks import CallbackPolicy, CallbackSender
 from gateway.evidence import EvidenceStore
-from gateway.jobs.store import JobRecord, JobStore
+from gateway.jobs.store import JobRecord, JobStore, JobStoreUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.settings import GatewaySettings
@@ -93,6 +100,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()  # jobs a worker of this replica is on: their leases are renewed
         self._sender = CallbackSender(
             callback_policy,
             settings.callback_timeout_s,
@@ -101,12 +109,11 @@ class JobRunner:
         )
 
     async def start(self) -> None:
-        requeued = self.store.requeue_running()
-        if requeued:
-            log.info("re-queued %d job(s) left running by a previous gateway", requeued)
+        await self.keep_leases()
         await self.sweep_uploads()
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.settings.job_workers)]
         self._tasks.append(asyncio.create_task(self._sweep_periodically()))
+        self._tasks.append(asyncio.create_task(self._keep_leases_periodically()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -130,7 +137,7 @@ class JobRunner:
 
         try:
             removed = await asyncio.to_thread(sweep)
-        except OSError as exc:  # an unreadable folder must not stop the gateway; the next sweep retries
+        except (OSError, JobStoreUnavailable) as exc:  # must not stop the gateway; the next sweep retries
             log.warning("upload sweep of %s failed: %s", self.settings.upload_dir, exc)
             return []
         if removed:
@@ -147,29 +154,58 @@ class JobRunner:
             await asyncio.sleep(self.settings.upload_sweep_interval_s)
             await self.sweep_uploads()
 
+    async def keep_leases(self) -> None:
+        """Renew this replica's leases; re-queue the jobs of replicas whose leases ran out."""
+        try:
+            await asyncio.to_thread(self.store.renew_leases, list(self._running))
+            released = await asyncio.to_thread(self.store.release_expired)
+        except JobStoreUnavailable as exc:
+            log.warning("job leases not renewed: %s", exc)
+            return
+        if released:
+            log.warning("re-queued %d job(s) whose gateway replica stopped renewing their lease", released)
+
+    async def _keep_leases_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_lease_s / 3)
+            await self.keep_leases()
+
     def notify(self) -> None:
         """A job was queued: wake an idle worker now instead of at the next poll."""
         self._wake.set()
 
     async def _worker(self, index: int) -> None:
         while True:
-            job = await asyncio.to_thread(self.store.claim_next)
+            try:
+                job = await asyncio.to_thread(self.store.claim_next)
+            except JobStoreUnavailable as exc:
+                log.warning("worker %d: %s; trying again in %g s", index, exc, self.settings.job_poll_s)
+                await asyncio.sleep(self.settings.job_poll_s)
+                continue
             if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.settings.job_poll_s)
                 continue
+            self._running.add(job.id)
             try:
                 await self._run(job)
             except asyncio.CancelledError:
-                # Shutting down mid-analysis: the job goes back to the queue for the next start.
-                self.store.requeue(job.id)
+                # Shutting down mid-analysis: the job goes back to the queue for the next start (or, with
+                # the store unreachable, once its lease runs out).
+                with contextlib.suppress(JobStoreUnavailable):
+                    self.store.requeue(job.id)
                 raise
+            except JobStoreUnavailable as exc:
+                log.warning("job %s: %s; it runs again once its lease runs out", job.id, exc)
             except Exception:
                 log.exception("job %s: unexpected failure", job.id)
-                self._fail(
-                    job, ErrorDetail(code="internal_error", message="internal error; the job was logged")
-                )
+                with contextlib.suppress(JobStoreUnavailable):  # then it runs again once its lease ends
+                    self._fail(
+                        job, ErrorDetail(code="internal_error", message="internal error; the job was logged")
+                    )
+            finally:
+                self._running.discard(job.id)
 
     async def _run(self, job: JobRecord) -> None:
         path = Path(job.upload_path) if job.upload_path else None
@@ -195,13 +231,14 @@ class JobRunner:
                 self._fail(job, exc.detail)
             return
         result_json = await asyncio.to_thread(self.evidence.keep, job.id, result)
-        if self.store.finish(job.id, result_json):
+        recorded = self.store.finish(job.id, result_json)
+        if recorded:
             self.metrics.jobs_finished.labels("succeeded").inc()
             self.metrics.job_seconds.observe(time.perf_counter() - start)
             self._done(job)
-        else:  # deleted while it ran: its evidence goes too
+        elif self.store.get(job.id) is None:  # deleted while it ran: its evidence goes too
             self.evidence.delete(job.id)
-        remove_quietly(path)
+        self._release_upload(job, recorded)
 
     def _retry_later(self, job: JobRecord, reason: ErrorDetail) -> None:
         """Back to the queue, due after a backoff, while the retry budget lasts; else fail the job."""
@@ -236,9 +273,18 @@ class JobRunner:
 
     def _fail(self, job: JobRecord, error: ErrorDetail) -> None:
         log.info("job %s failed: %s: %s", job.id, error.code, error.message)
-        if self.store.fail(job.id, error):
+        recorded = self.store.fail(job.id, error)
+        if recorded:
             self.metrics.jobs_finished.labels("failed").inc()
             self._done(job)
+        self._release_upload(job, recorded)
+
+    def _release_upload(self, job: JobRecord, recorded: bool) -> None:
+        """Remove the job's upload once its outcome is recorded, or when the job was deleted; keep it
+        when another replica took the job over (this one lost its lease): that one still reads it."""
+        if not recorded and self.store.get(job.id) is not None:
+            log.warning("job %s: its lease ran out (it runs again); this outcome is dropped", job.id)
+            return
         remove_quietly(Path(job.upload_path) if job.upload_path else None)
 
     def _done(self, job: JobRecord) -> None:

@@ -1,13 +1,27 @@
 """The job store interface: what the gateway needs from wherever jobs persist.
 
 WHY an interface: one gateway replica keeps jobs in an embedded SQLite file (nothing to run, survives
-restarts); several replicas need a shared store (Redis, PostgreSQL). The routers and the job runner only
-use this protocol, so adding a shared store is one new class plus a URL scheme in :func:`open_job_store`.
-The store is also the queue: a job is claimed atomically, so two workers never run the same job.
+restarts); several replicas share a PostgreSQL database. The routers and the job runner only use this
+protocol; the implementations are ``gateway.jobs.sqlite_store`` and ``gateway.jobs.postgres_store``, and
+``gateway.jobs.open_store.open_job_store`` picks one from ``DEEPFAKE_JOB_STORE_URL``.
+
+The store is also the queue, shared by every replica: a job is claimed atomically (two workers, in one process
+or in two replicas, never run the same job) and held under a **lease**: the claiming store writes its replica
+id and an expiry ``lease_s`` ahead, and renews it while one of the replica's workers is on the job
+(:meth:`JobStore.renew_leases`). A replica that dies (SIGKILL, a lost node) stops renewing; once its leases
+have run out any replica puts those jobs back in the queue (:meth:`JobStore.release_expired`) and runs them
+again. Every write about a running job (progress, result, failure, re-queue) is made only while this replica
+still holds the job's lease, so a replica that lost a job (it stalled past the lease) cannot overwrite what
+the replica now running it writes. Leases compare wall-clock times of the replicas, so their clocks must agree
+to well under a lease (NTP does).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,9 +47,14 @@ class JobRecord:
     next_attempt_at: float | None = None
     retry_reason: ErrorDetail | None = None
     retry_since: float | None = None
+    # The replica running the job and until when its claim holds unless renewed (None unless running).
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
 
 
 class JobStore(Protocol):
+    replica_id: str  # this store's name in lease_owner: one per gateway process
+
     def create(self, job: JobRecord) -> None: ...
 
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -46,13 +65,24 @@ class JobStore(Protocol):
 
     def claim_next(self) -> JobRecord | None:
         """Atomically move the oldest queued job that is due (no ``next_attempt_at`` in the future) to
-        running (attempts + 1, ``next_attempt_at`` cleared) and return it."""
+        running (attempts + 1, ``next_attempt_at`` cleared), leased to this replica, and return it."""
+        ...
+
+    def renew_leases(self, job_ids: Collection[str]) -> int:
+        """Extend the leases of these jobs, which this replica's workers are running, by ``lease_s`` from
+        now; how many it still held. Only jobs a worker is on: a job whose worker gave up (the store was
+        unreachable) must expire, or it would stay 'running' for as long as the replica lives."""
+        ...
+
+    def release_expired(self) -> int:
+        """Running jobs whose lease ran out (their replica died) go back to the queue; how many."""
         ...
 
     def set_progress(self, job_id: str, progress: float) -> None: ...
 
     def finish(self, job_id: str, result_json: str) -> bool:
-        """Mark succeeded with the result; False when the job no longer exists (deleted meanwhile)."""
+        """Mark succeeded with the result; False when the job is gone (deleted meanwhile) or no longer
+        this replica's (its lease ran out)."""
         ...
 
     def fail(self, job_id: str, error: ErrorDetail) -> bool: ...
@@ -70,10 +100,6 @@ class JobStore(Protocol):
         """Remove the job; returns what was removed (so its upload can be deleted) or None."""
         ...
 
-    def requeue_running(self) -> int:
-        """At startup: jobs left 'running' by a stopped gateway go back to 'queued'; returns how many."""
-        ...
-
     def upload_paths(self) -> set[str]:
         """The upload files jobs still reference (queued or running ones): never swept as orphans."""
         ...
@@ -87,15 +113,18 @@ class JobStoreConfigError(ValueError):
     """DEEPFAKE_JOB_STORE_URL names a store this build cannot open."""
 
 
-def open_job_store(url: str) -> JobStore:
-    """The store for `url`: sqlite:///relative/path, sqlite:////absolute/path or sqlite:///:memory:."""
-    if url.startswith("sqlite:///"):
-        from gateway.jobs.sqlite_store import SqliteJobStore
+class JobStoreUnavailable(Exception):
+    """The job store cannot be reached right now (a database restart, a network cut). API requests get
+    503 with Retry-After; workers wait and try again, and the jobs they held are re-claimed once their
+    leases run out. The message names no address: it reaches public clients."""
 
-        return SqliteJobStore(url.removeprefix("sqlite:///"))
-    scheme = url.split(":", 1)[0]
-    raise JobStoreConfigError(
-        f"DEEPFAKE_JOB_STORE_URL scheme {scheme!r} is not supported by this build; "
-        "use sqlite:///path/jobs.sqlite (shared stores such as Redis or PostgreSQL plug in "
-        "behind gateway.jobs.store.JobStore)"
-    )
+    http_status = 503
+    headers = {"Retry-After": "5"}
+
+    def to_error_detail(self) -> ErrorDetail:
+        return ErrorDetail(code="job_store_unavailable", message="the job store is unavailable; retry later")
+
+
+def new_replica_id() -> str:
+    """A name unique to this process: the host (the pod's name in Kubernetes), the pid, a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

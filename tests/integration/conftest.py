@@ -66,6 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, test_repository: Path, defau
             "DEEPFAKE_JOB_WORKERS": "1",
             "DEEPFAKE_RATE_LIMIT_PER_MINUTE": "1000",
             "DEEPFAKE_JOB_RETRY_BACKOFF_MAX_S": "2",  # outage tests: a job notices recovery quickly
+            "DEEPFAKE_JOB_LEASE_S": "3",  # crash test: the killed gateway's job is released within seconds
         },
     )
     try:

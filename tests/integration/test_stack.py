@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepfake.local_stack import LocalStack
+from deepfake.local_stack import LocalStack, descendants
 from tests import synth
 from tests.integration.conftest import MODEL_NAME, cli_result
 
@@ -245,6 +245,23 @@ def test_a_gateway_crash_mid_job_requeues_the_job(stack, gateway, stack_videos) 
     stack.wait_ready("gateway")
     status, _ = wait_for_job(gateway, job["id"])
     assert status["state"] == "succeeded" and status["attempts"] == 2, status
+
+
+def test_a_triton_crash_mid_job_is_ridden_out_and_triton_starts_again(stack, gateway, stack_videos) -> None:
+    job = upload(gateway, "/v1/jobs", stack_videos["face"]).json()
+    server = descendants(stack.processes["triton"].pid)  # tritonserver runs in a session of its own
+    assert server, "no tritonserver below its launcher"
+    stack.kill("triton")
+    deadline = time.monotonic() + 10  # the real server dies too, not only its launcher (it held the ports)
+    while any(Path(f"/proc/{pid}").exists() for pid in server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in server if Path(f"/proc/{pid}").exists()]
+    stack.start("triton")  # was: "Text file busy" copying the Python-backend stub a killed server held
+    stack.wait_ready("triton")
+    assert stack.processes["triton"].poll() is None
+    status, _ = wait_for_job(gateway, job["id"])
+    assert status["state"] == "succeeded", status
+    assert upload(gateway, "/v1/detections", stack_videos["face"]).status_code == 200
 
 
 def wait_until_retrying(client: httpx.Client, job_id: str, code: str, attempts: int = 2) -> dict:

@@ -1,0 +1,162 @@
+"""Two gateway replicas share one PostgreSQL job store and one upload folder; one dies mid-job (issue 10).
+
+Everything is real and on loopback: a PostgreSQL server the tests start (tests/postgres_server.py), the
+preprocessor service as a uvicorn process (ONNX Runtime backend, tests/onnx_preprocessor.py) and two
+gateway processes (`uvicorn --factory gateway.app:create_app`). Jobs are submitted to both; gateway A is
+killed with SIGKILL while it runs some of them (no shutdown code runs, its rows stay 'running' under its
+lease). Gateway B must put them back in the queue once A's lease has run out, read their uploads from the
+shared folder and finish every job, A's included, each exactly once more.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from deepfake.local_stack import free_port, stop_pid
+from tests import synth
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KEY = "replica-test-key"
+LEASE_S = 3.0
+
+
+class Service:
+    """One service process (its own session, so SIGKILL reaches it all), logs in a file."""
+
+    def __init__(self, name: str, factory: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / f"{name}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPFAKE_")}
+        full_env.update(env, PYTHONPATH=str(REPO_ROOT))
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "info"],
+                cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} not ready after {timeout_s} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            stop_pid(self.process.pid, timeout_s=15)
+            self.process.wait(timeout=15)
+
+
+def running_jobs_of(url: str, pid: int) -> set[str]:
+    """The jobs the gateway process `pid` holds (replica ids are host:pid:tag, gateway.jobs.store)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT id FROM jobs WHERE state = 'running' AND lease_owner LIKE %s", (f"%:{pid}:%",)
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def submit(client: httpx.Client, video: Path) -> str:
+    with video.open("rb") as handle:
+        response = client.post("/v1/jobs", files={"file": (video.name, handle, "video/mp4")})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def test_a_replica_killed_mid_job_leaves_its_jobs_to_the_other(
+    tmp_path, postgres_url, random_model_path, default_detector
+) -> None:
+    uploads = tmp_path / "shared-uploads"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    video = synth.write_face_video(tmp_path / "face.mp4", n_frames=30, width=320, height=180).path
+    preprocessor = Service(
+        "preprocessor",
+        "tests.onnx_preprocessor:create_app",
+        {
+            "DEEPFAKE_MODEL_PATH": str(random_model_path),
+            "DEEPFAKE_WORKERS": "1",  # one analysis at a time: the gateways' jobs wait, running, for it
+            "DEEPFAKE_QUEUE_SIZE": "16",
+            "DEEPFAKE_THREADS": "1",
+            "DEEPFAKE_UPLOAD_DIR": str(tmp_path / "preprocessor-spool"),
+        },
+        logs,
+    )
+    gateway_env = {
+        "DEEPFAKE_API_KEYS": KEY,
+        "DEEPFAKE_PREPROCESSOR_URL": preprocessor.url,
+        "DEEPFAKE_JOB_STORE_URL": postgres_url,
+        "DEEPFAKE_UPLOAD_DIR": str(uploads),
+        "DEEPFAKE_JOB_LEASE_S": str(LEASE_S),
+        "DEEPFAKE_JOB_WORKERS": "2",
+        "DEEPFAKE_JOB_POLL_S": "0.2",
+        "DEEPFAKE_RATE_LIMIT_PER_MINUTE": "1000",
+    }
+    services = [preprocessor]
+    try:
+        preprocessor.wait_ready()
+        a = Service("gateway-a", "gateway.app:create_app", gateway_env, logs)
+        services.append(a)
+        b = Service("gateway-b", "gateway.app:create_app", gateway_env, logs)
+        services.append(b)
+        a.wait_ready()
+        b.wait_ready()
+        headers = {"X-API-Key": KEY}
+        with (
+            httpx.Client(base_url=a.url, headers=headers, timeout=60) as to_a,
+            httpx.Client(base_url=b.url, headers=headers, timeout=60) as to_b,
+        ):
+            jobs = [submit(to_a if i % 2 == 0 else to_b, video) for i in range(6)]
+
+            deadline = time.monotonic() + 60
+            while not running_jobs_of(postgres_url, a.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            a.kill()
+            orphaned = running_jobs_of(postgres_url, a.process.pid)
+            assert orphaned, "gateway A was killed holding no job: nothing was tested"
+
+            finished = {}
+            deadline = time.monotonic() + 120
+            while len(finished) < len(jobs) and time.monotonic() < deadline:
+                for job_id in set(jobs) - set(finished):
+                    status = to_b.get(f"/v1/jobs/{job_id}").json()
+                    if status["state"] in ("succeeded", "failed"):
+                        finished[job_id] = status
+                time.sleep(0.2)
+            assert len(finished) == len(jobs), f"unfinished after 120 s: {set(jobs) - set(finished)}"
+            assert all(s["state"] == "succeeded" for s in finished.values()), finished
+            for job_id in orphaned:
+                assert finished[job_id]["attempts"] == 2, finished[job_id]  # A's claim, then B's
+                result = to_b.get(f"/v1/jobs/{job_id}/result")
+                assert result.status_code == 200 and result.json()["verdict"], result.text
+            assert {job_id: s["attempts"] for job_id, s in finished.items() if job_id not in orphaned} == {
+                job_id: 1 for job_id in set(jobs) - orphaned
+            }
+        assert list(uploads.iterdir()) == []  # every upload read by whoever finished it, then removed
+        assert f"re-queued {len(orphaned)} job(s) whose gateway replica stopped" in b.log.read_text()
+    finally:
+        for service in reversed(services):
+            service.stop()
