@@ -33,8 +33,12 @@ detect: setup
 test: setup
 	.venv/bin/pytest -q
 
+# Static checks, run by .ci/run after the tests: lint, formatting, types (mypy with the pydantic plugin;
+# what it checks is [tool.mypy] in pyproject.toml).
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 # The API for frontend developers, committed: the gateway's OpenAPI document and a Postman collection made
 # from it by the npm package openapi-to-postmanv2 (through npm's own client). tests/test_openapi.py fails

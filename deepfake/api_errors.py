@@ -180,17 +180,22 @@ def install_error_handlers(app: FastAPI, *error_types: type[Exception]) -> None:
     validation errors, and anything unexpected, all in the one error shape."""
 
     async def domain_error(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(exc.http_status, exc.to_error_detail(), getattr(exc, "headers", None))  # type: ignore[attr-defined]
+        headers = getattr(exc, "headers", None)
+        return error_response(exc.http_status, exc.to_error_detail(), dict(headers) if headers else None)  # type: ignore[attr-defined]
 
-    for error_type in (ApiError, *error_types):
+    domain_types: tuple[type[Exception], ...] = (ApiError, *error_types)
+    for error_type in domain_types:
         app.add_exception_handler(error_type, domain_error)
 
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
         code = STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, ErrorDetail(code=code, message=message), exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, ErrorDetail(code=code, message=message), headers)
 
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
         errors = [
             {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
             for err in exc.errors()

@@ -207,7 +207,7 @@ class _Receiver:
         self._part_is_file = False
         self._field_value = bytearray()
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> Any:  # python-multipart's MultipartCallbacks (a TypedDict of these keys)
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._extend("_header_field", data[start:end]),

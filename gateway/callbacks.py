@@ -142,8 +142,8 @@ def address_problem(address: IPAddress) -> str | None:
         if getattr(address, attribute):
             return problem
     embedded = _embedded_ipv4(address)
-    if embedded is not None and (problem := address_problem(embedded)) is not None:
-        return problem
+    if embedded is not None and (embedded_problem := address_problem(embedded)) is not None:
+        return embedded_problem
     if embedded is None and not address.is_global:  # e.g. 100.64.0.0/10 (carrier NAT), documentation
         return "a non-public address"
     return None

@@ -59,8 +59,8 @@ def aggregate(
     clip_scores: dict[int, list[float]] = {i: [] for i in range(len(tracks))}
     for clip in clips:
         clip_scores[clip.track].append(clip.score)
-        for det, score in zip(clip.detections, clip.frame_scores, strict=True):
-            frame_scores[(clip.track, det)] = score
+        for det_index, frame_score in zip(clip.detections, clip.frame_scores, strict=True):
+            frame_scores[(clip.track, det_index)] = frame_score
     public: list[Track] = []
     timeline_scores: dict[int, float] = {}
     for ti, track in enumerate(tracks):

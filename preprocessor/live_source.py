@@ -118,7 +118,7 @@ class LiveSource:
         self.realtime = realtime and self.kind == "file"
         if self.kind == "file":
             # Same refusals as a file analysis; any length is fine for a stream.
-            probe_for(Path(source), settings, max_duration_s=math.inf)
+            probe_for(Path(self.source), settings, max_duration_s=math.inf)
         self._container = self._open()
         streams = self._container.streams.video
         if not streams:
@@ -144,7 +144,7 @@ class LiveSource:
             if self.pipe is not None:
                 # Stream facts come from the container header: read little before the first frame.
                 return av.open(
-                    self.pipe, options={**options, "probesize": "65536", "analyzeduration": "500000"}
+                    self.pipe, "r", options={**options, "probesize": "65536", "analyzeduration": "500000"}
                 )
             if self.kind == "url":
                 return av.open(

@@ -309,9 +309,13 @@ def make_clips(tracks: list[FaceTrack], clip_len: int) -> list[Clip]:
     return clips
 
 
-def pad_clip(crops: list[np.ndarray], clip_len: int) -> np.ndarray:
-    """[clip_len, S, S, 3]: the crops padded by repeating the last, so every clip in a batch has one T."""
-    return np.stack(list(crops) + [crops[-1]] * (clip_len - len(crops)))
+def pad_clip(crops: list[np.ndarray | None], clip_len: int) -> np.ndarray:
+    """[clip_len, S, S, 3]: the crops padded by repeating the last, so every clip in a batch has one T.
+    Every detection of the pipeline carries its crop (``Detection.crop`` is optional only for tracking)."""
+    kept = [c for c in crops if c is not None]
+    if len(kept) != len(crops) or not kept:
+        raise ValueError("every detection in a clip needs its crop")
+    return np.stack(kept + [kept[-1]] * (clip_len - len(kept)))
 
 
 def _side(box: np.ndarray) -> float:

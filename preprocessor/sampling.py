@@ -27,6 +27,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import cv2
@@ -147,6 +148,7 @@ class FrameSampler:
                 window: list[SampledFrame] = []
                 taken = 0
                 while len(window) < self.plan.clip_len:
+                    item: tuple[float, av.VideoFrame] | None
                     if pending is not None:
                         item, pending = pending, None
                     else:
@@ -250,7 +252,7 @@ class FrameSampler:
         """After a seek: the first keyframe packet and its time, if it is presented no later than
         ``limit``; None once the packets show that the keyframe before ``limit`` lies behind (read only,
         nothing decoded)."""
-        time_base = float(stream.time_base)
+        time_base = float(stream.time_base) if stream.time_base else 0.0
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -297,14 +299,14 @@ class FrameSampler:
         stamps: list[float] = []  # decode-order stamps of the packets sent, not yet given to a frame
         sent = 0
         last = -math.inf
-        mode = "DEFAULT"
+        mode: Any = "DEFAULT"  # AVDiscard names (PyAV types skip_frame as a Literal of them)
         packets = container.demux(stream)
         if first is not None:
             packets = itertools.chain([first], packets)
         for packet in packets:
             if timing == "pts":
                 if packet.pts is not None:
-                    wanted = "NONREF" if packet.pts * time_base < self._skip_before else "DEFAULT"
+                    wanted: Any = "NONREF" if packet.pts * time_base < self._skip_before else "DEFAULT"
                     if wanted != mode:
                         context.skip_frame = wanted
                         mode = wanted
@@ -315,6 +317,7 @@ class FrameSampler:
                     heapq.heappush(stamps, self.probe.start_time + sent / self._fps)
                 sent += 1
             for frame in stream.decode(packet):
+                t: float | None
                 if timing == "pts":
                     t = float(frame.time) if frame.time is not None else None
                 else:

@@ -40,8 +40,8 @@ from preprocessor.tracking import Detection, FaceTrack, Tracker, decides, none_d
 # Ended tracks whose totals the final summary keeps; beyond it those with the fewest windows are forgotten.
 MAX_ENDED_TRACKS = 256
 
-ResultCallback = Callable[[StreamResult], None]
-ErrorCallback = Callable[[BaseException], None]
+ResultCallback = Callable[[StreamResult], object]  # return values are ignored
+ErrorCallback = Callable[[BaseException], object]
 
 
 class StreamClosedError(Exception):

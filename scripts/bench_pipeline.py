@@ -136,6 +136,7 @@ def main() -> int:
             if best is None or result.timings_ms["total"] < best.timings_ms["total"]:
                 best = result
         decode = min(decode_only_ms(video, settings, backend.meta.clip_len) for _ in range(args.repeat))
+        assert best is not None  # --repeat is at least 1
         total = best.timings_ms["total"]
         info = best.video
         name = str(video.relative_to(args.data_dir / "videos")) if video in real else video.name

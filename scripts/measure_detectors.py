@@ -40,11 +40,14 @@ def sample_frames(path: Path, count: int) -> list[np.ndarray]:
     """`count` RGB frames spread evenly over the video, found by seeking (not decoding everything)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        duration = float(stream.duration * stream.time_base) if stream.duration else container.duration / 1e6
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        else:
+            duration = (container.duration or 0) / 1e6
         frames = []
         for i in range(count):
             target = duration * (i + 0.5) / count
-            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            container.seek(int(target / (stream.time_base or 1)), stream=stream, backward=True)
             chosen = None
             for frame in container.decode(stream):
                 chosen = frame

@@ -100,11 +100,10 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            row: DetectionResult | FileError = pipeline.analyze(
-                path, progress, evidence=bool(args.evidence or args.report)
-            )
+            result = pipeline.analyze(path, progress, evidence=bool(args.evidence or args.report))
+            row: DetectionResult | FileError = result
             name = names[index]
-            write_outputs(row, name, args.evidence, report_path(args.report, name, len(videos)))
+            write_outputs(result, name, args.evidence, report_path(args.report, name, len(videos)))
         except VideoError as exc:
             row = FileError(path=str(path), error=exc.to_error_detail())
             failed += 1

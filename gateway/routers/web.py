@@ -57,14 +57,15 @@ async def openapi_json(request: Request) -> JSONResponse:
     return JSONResponse(openapi.for_server(request.app, base))
 
 
-def _viewer_page(request: Request, viewer: str) -> dict[str, str]:
-    return {"openapi_url": OPENAPI_URL, "title": f"{request.app.title} - {viewer}"}
+def _title(request: Request, viewer: str) -> str:
+    return f"{request.app.title} - {viewer}"
 
 
 @router.get("/docs", include_in_schema=False)
 async def swagger_ui(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(
-        **_viewer_page(request, "Swagger UI"),
+        openapi_url=OPENAPI_URL,
+        title=_title(request, "Swagger UI"),
         swagger_js_url=ASSETS + "swagger-ui-bundle.js",
         swagger_css_url=ASSETS + "swagger-ui.css",
         swagger_favicon_url=ASSETS + "favicon.png",
@@ -74,8 +75,13 @@ async def swagger_ui(request: Request) -> HTMLResponse:
 @router.get("/redoc", include_in_schema=False)
 async def redoc(request: Request) -> HTMLResponse:
     icon, js = ASSETS + "favicon.png", ASSETS + "redoc.standalone.js"
-    page = _viewer_page(request, "ReDoc")
-    return get_redoc_html(**page, redoc_js_url=js, redoc_favicon_url=icon, with_google_fonts=False)
+    return get_redoc_html(
+        openapi_url=OPENAPI_URL,
+        title=_title(request, "ReDoc"),
+        redoc_js_url=js,
+        redoc_favicon_url=icon,
+        with_google_fonts=False,
+    )
 
 
 def mount_static(app: FastAPI) -> None:
