@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from preprocessor.detectors.base import Face
+from preprocessor.detectors.common import iou_one_to_many
 
 IOU_MATCH = 0.3  # overlap at which two boxes are surely the same face
 SAME_WINDOW_DIST = 0.6  # max centre distance / face size between frames of one clip window
@@ -58,11 +59,8 @@ class FaceTrack:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    """IoU of two x1y1x2y2 boxes (the detectors' one IoU, for a single pair)."""
+    return float(iou_one_to_many(np.asarray(a), np.asarray(b)[None])[0])
 
 
 def box_match(a: np.ndarray, b: np.ndarray, same_window: bool = True) -> float:
