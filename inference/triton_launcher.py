@@ -96,10 +96,16 @@ def file_sha256(path: Path) -> str:
 
 
 def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
+    """A config.pbtxt parsed with Triton's own schema (errors name the file and the field)."""
     try:
         return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     except (OSError, text_format.ParseError) as exc:
         raise TritonLaunchError(f"cannot read Triton model config {path}: {exc}") from exc
+
+
+def model_config_text(config: model_config_pb2.ModelConfig) -> str:
+    """The one config.pbtxt writer: Triton's protobuf text format (export, the launcher, GPU variants)."""
+    return text_format.MessageToString(config)
 
 
 def generate_cpu_repository(
@@ -135,7 +141,7 @@ def generate_cpu_repository(
             (out_dir / version.name).mkdir(parents=True)
             (out_dir / version.name / "model.onnx").symlink_to((version / "model.onnx").resolve())
             shutil.copy2(MODEL_TEMPLATE, out_dir / version.name / "model.py")
-        (out_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+        (out_dir / "config.pbtxt").write_text(model_config_text(config))
         names.append(config.name)
     if not names:
         raise TritonLaunchError(f"no model with config.pbtxt and <version>/model.onnx found in {source}")

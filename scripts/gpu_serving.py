@@ -97,20 +97,19 @@ def require_gpu(what: str) -> list[str]:
 
 
 def read_config(path: Path):
-    """Parse a config.pbtxt with Triton's own protobuf schema (errors name the file and the field)."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
+    """The launcher's config.pbtxt reader, its error as this script's."""
+    from inference.triton_launcher import TritonLaunchError, read_model_config
 
     try:
-        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    except (OSError, text_format.ParseError) as exc:
-        raise ServingError(f"cannot read Triton model config {path}: {exc}") from exc
+        return read_model_config(path)
+    except TritonLaunchError as exc:
+        raise ServingError(str(exc)) from exc
 
 
 def config_text(config) -> str:
-    from google.protobuf import text_format
+    from inference.triton_launcher import model_config_text
 
-    return text_format.MessageToString(config)
+    return model_config_text(config)
 
 
 def plan_config(onnx_config, max_batch: int, instances: int = 1, queue_delay_us: int = 500):

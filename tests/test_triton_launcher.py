@@ -32,7 +32,7 @@ def test_cpu_variant_keeps_the_config_but_runs_the_python_backend(tmp_path):
     config = text_format.Parse((out / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert config.backend == "python" and not config.platform
     assert config.max_batch_size == 4 and config.dynamic_batching.max_queue_delay_microseconds == 2000
-    assert [o.name for o in config.output] == ["clip_logit", "frame_logits"]
+    assert [o.name for o in config.output] == ["clip_logit", "frame_logits", "blend_map"]
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert config.instance_group[0].count == 3
     assert config.parameters["intra_op_threads"].string_value == "2"

@@ -148,64 +148,30 @@ def verify_onnx(model: DeepfakeDetector, path: Path, clip_len: int, seed: int = 
     return worst
 
 
-def _pbtxt_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def config_pbtxt(meta: ModelMeta, max_batch_size: int = 32) -> str:
-    """Triton config: onnxruntime platform, dynamic batching, TensorRT FP16 on GPUs, metadata parameter.
+    """Triton config: onnxruntime platform, dynamic batching, TensorRT FP16 on GPUs, metadata parameter,
+    built as Triton's own ModelConfig message (the launcher reads and rewrites it the same way).
 
     With max_batch_size > 0 Triton's dims leave out the batch axis; ``clip_logit`` is [B] in the graph, so
     it is declared as dims [1] reshaped to [] (Triton's idiom for a per-item scalar).
     """
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from inference.triton_launcher import model_config_text
+
     s, h = meta.crop.size, meta.crop.size // 8
-    return f"""name: "{MODEL_NAME}"
-platform: "onnxruntime_onnx"
-max_batch_size: {max_batch_size}
-input [
-  {{
-    name: "{INPUT_NAME}"
-    data_type: TYPE_UINT8
-    dims: [ -1, {s}, {s}, 3 ]
-  }}
-]
-output [
-  {{
-    name: "{OUTPUT_CLIP}"
-    data_type: TYPE_FP32
-    dims: [ 1 ]
-    reshape: {{ shape: [ ] }}
-  }},
-  {{
-    name: "{OUTPUT_FRAMES}"
-    data_type: TYPE_FP32
-    dims: [ -1 ]
-  }},
-  {{
-    name: "{OUTPUT_BLEND}"
-    data_type: TYPE_FP32
-    dims: [ -1, {h}, {h} ]
-  }}
-]
-dynamic_batching {{
-  max_queue_delay_microseconds: 2000
-}}
-optimization {{
-  execution_accelerators {{
-    gpu_execution_accelerator: [
-      {{
-        name: "tensorrt"
-        parameters {{ key: "precision_mode" value: "FP16" }}
-        parameters {{ key: "max_workspace_size_bytes" value: "1073741824" }}
-      }}
-    ]
-  }}
-}}
-parameters {{
-  key: "{METADATA_KEY}"
-  value: {{ string_value: {_pbtxt_string(meta.to_json())} }}
-}}
-"""
+    config = pb.ModelConfig(name=MODEL_NAME, platform="onnxruntime_onnx", max_batch_size=max_batch_size)
+    config.input.add(name=INPUT_NAME, data_type=pb.TYPE_UINT8, dims=[-1, s, s, 3])
+    clip = config.output.add(name=OUTPUT_CLIP, data_type=pb.TYPE_FP32, dims=[1])
+    clip.reshape.SetInParent()  # shape [] : one scalar per batch item
+    config.output.add(name=OUTPUT_FRAMES, data_type=pb.TYPE_FP32, dims=[-1])
+    config.output.add(name=OUTPUT_BLEND, data_type=pb.TYPE_FP32, dims=[-1, h, h])
+    config.dynamic_batching.max_queue_delay_microseconds = 2000
+    trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+    trt.parameters["precision_mode"] = "FP16"
+    trt.parameters["max_workspace_size_bytes"] = "1073741824"
+    config.parameters[METADATA_KEY].string_value = meta.to_json()
+    return model_config_text(config)
 
 
 def export(
