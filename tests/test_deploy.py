@@ -219,6 +219,12 @@ def _pod(obj: dict) -> dict:
     return obj["spec"]["template"]["spec"]
 
 
+def _replace_env(container: dict, entry: dict) -> None:
+    """Replace the container's env entry of the same name (wherever it sits in the list)."""
+    env = container["env"]
+    env[next(i for i, e in enumerate(env) if e["name"] == entry["name"])] = entry
+
+
 BREAKAGES = {
     "no readiness probe": (
         "Deployment",
@@ -371,9 +377,7 @@ BREAKAGES = {
     "callback secret inline": (
         "Deployment",
         "gateway",
-        lambda o: _pod(o)["containers"][0]["env"].__setitem__(
-            2, {"name": "DEEPFAKE_CALLBACK_SECRET", "value": "s"}
-        ),
+        lambda o: _replace_env(_pod(o)["containers"][0], {"name": "DEEPFAKE_CALLBACK_SECRET", "value": "s"}),
         "gateway: DEEPFAKE_CALLBACK_SECRET must come from a Secret",
     ),
     "preprocessor memory budget over its limit": (
