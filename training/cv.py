@@ -59,9 +59,12 @@ def window_clips(crops: np.ndarray, windows: np.ndarray, clip_len: int, size: in
     return np.stack(clips)
 
 
-def score_videos(checkpoint: Path, rows: list[dict[str, str]], fold: int) -> list[dict]:
-    """Clip logits of each video's main track under the checkpoint's model (uncalibrated)."""
+def score_videos(checkpoint: Path, rows: list[dict[str, str]], fold: int, frames: int = 0) -> list[dict]:
+    """Clip logits of each video's main track under the checkpoint's model (uncalibrated); ``frames`` > 0
+    samples that many frames per video instead of the recipe's ``video_frames`` (more windows)."""
     model, cfg = load_trained(checkpoint)
+    if frames:
+        cfg = dataclasses.replace(cfg, video_frames=frames)
     torch.set_num_threads(cfg.threads)
     bs = max(1, 32 // cfg.clip_len)
     return score_tracks(
@@ -264,6 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fold", type=int, action="append", help="run only these folds (repeatable)")
     ap.add_argument("--rescore", action="store_true", help="score the held-out videos again (trained folds)")
     ap.add_argument(
+        "--frames",
+        type=int,
+        default=0,
+        help="score the trained folds' held-out videos with this many sampled frames per video (more "
+        "windows than the recipe's video_frames) and print that table (writes runs/cv/<name>/frames<N>.json)",
+    )
+    ap.add_argument(
         "--baseline-onnx",
         type=Path,
         help="instead of training: score this ONNX model (trained without the videos) on every fold the same "
@@ -284,6 +294,19 @@ def main(argv: list[str] | None = None) -> None:
         rep["model"] = str(args.baseline_onnx)
         root.mkdir(parents=True, exist_ok=True)
         (root / "baseline.json").write_text(json.dumps(rep, indent=2))
+        print_report(rep)
+        return
+    if args.frames:
+        records = []
+        for fold in range(n_folds):
+            final = fold_config(args.config, overrides, name, fold, n_folds).resolved_out_dir() / "final.pt"
+            if not final.is_file():
+                raise SystemExit(f"fold {fold} is not trained yet ({final}): run the folds first")
+            held = [r for r in rows if fold_of[r["path"]] == fold]
+            records += score_videos(final, held, fold, frames=args.frames)
+        rep = report(records, {})
+        rep["frames_per_video"] = args.frames
+        (root / f"frames{args.frames}.json").write_text(json.dumps(rep, indent=2))
         print_report(rep)
         return
     for fold in args.fold or range(n_folds):
