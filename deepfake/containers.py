@@ -1,5 +1,8 @@
 """The one table of video container signatures (magic bytes), and the sniffers built on it.
 
+It also holds the one reader of the duration a container header states (:func:`header_duration_s`),
+used by the gateway's quick check and by the probe.
+
 WHY one table: the gateway's upload sniffing (:mod:`deepfake.uploads`, which answers 415 for a file that
 is not a video) and the preprocessor's probe (:mod:`preprocessor.probe`, which tells a broken video
 ``corrupt_video`` from something that never was one ``not_a_video``) must agree on what "starts like a
@@ -10,6 +13,11 @@ every package (shared contracts, gateway, preprocessor, CLI) may import it witho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # PyAV objects are only passed in: importing this module stays free of av
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
 
 SNIFF_BYTES = 256  # enough for every signature below (MPEG-TS needs byte 188)
 
@@ -92,3 +100,18 @@ def is_animated_webp(head: bytes) -> bool:
     if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         return False
     return (head[12:16] == b"VP8X" and len(head) > 20 and bool(head[20] & 0x02)) or b"ANIM" in head[:64]
+
+
+def header_duration_s(container: InputContainer, stream: VideoStream) -> float | None:
+    """The duration in seconds the header states for ``stream`` (a video stream of ``container``), or
+    None when it states none, so the caller measures the packets instead.
+
+    WHY this order: the video stream's own duration first, because the container's is the longest of all
+    its streams (an audio track that runs on past the picture would count); the container's only when
+    the stream states none (Matroska/WebM keep it at segment level). Zero or negative counts as not
+    stated: a file written live says 0, and taking that at face value would skip the packet scan."""
+    if stream.duration is not None and stream.duration > 0 and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000  # AV_TIME_BASE: microseconds
+    return None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import av
 
-from deepfake.containers import SNIFF_BYTES, is_animated_webp, sniff_video_container
+from deepfake.containers import SNIFF_BYTES, header_duration_s, is_animated_webp, sniff_video_container
 from deepfake.schemas import VideoInfo
 from preprocessor.errors import VideoError
 from preprocessor.settings import (
@@ -180,12 +180,7 @@ def probe(
             fps = float(stream.guessed_rate or stream.average_rate or 0.0)
         elif container.format.flags & _NO_TIMESTAMPS:
             timing, seekable = "frame_rate", False
-        if stream.duration is not None and stream.duration > 0 and time_base:
-            duration = float(stream.duration * time_base)
-        elif container.duration is not None and container.duration > 0:
-            duration = container.duration / 1e6
-        else:
-            duration = 0.0
+        duration = header_duration_s(container, stream) or 0.0
         if duration > max_duration_s:
             raise _too_long(duration, max_duration_s)
         keyframes = (

@@ -1,13 +1,16 @@
-"""One magic-byte table: the upload sniffing and the probe's corrupt-vs-not-a-video call agree."""
+"""One magic-byte table and one header-duration reader: the gateway's upload checks and the probe agree."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from deepfake.containers import SNIFF_BYTES, is_animated_webp, sniff_video_container
-from preprocessor.probe import looks_like_video_container
+from deepfake.containers import SNIFF_BYTES, header_duration_s, is_animated_webp, sniff_video_container
+from gateway.video_check import video_duration_s
+from preprocessor.probe import looks_like_video_container, probe
 
 
 def _pad(head: bytes) -> bytes:
@@ -62,3 +65,40 @@ def test_animated_webp_is_told_from_a_still_one() -> None:
     still = b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x00" + bytes(40)
     assert is_animated_webp(animated) and not is_animated_webp(still)
     assert not is_animated_webp(b"RIFF\x00\x00\x00\x00WEBPVP8X")  # too short for the flags: no IndexError
+
+
+def _header(
+    stream_duration: int | None, time_base: Fraction | None, container_us: int | None
+) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """Stand-ins for PyAV's container and video stream: only the fields the header reader looks at."""
+    stream = SimpleNamespace(duration=stream_duration, time_base=time_base)
+    return SimpleNamespace(duration=container_us), stream
+
+
+@pytest.mark.parametrize(
+    ("stream_duration", "time_base", "container_us", "expected"),
+    [
+        (250, Fraction(1, 25), 12_000_000, 10.0),  # the video stream's own duration wins over the container's
+        (None, Fraction(1, 25), 12_000_000, 12.0),  # the stream states none (Matroska): the container's
+        (0, Fraction(1, 25), 12_000_000, 12.0),  # zero is not a duration
+        (250, None, 12_000_000, 12.0),  # no time base: the stream's count means nothing
+        (250, Fraction(1, 25), None, 10.0),
+        (0, Fraction(1, 25), 0, None),  # a file written live: None, so the caller scans the packets
+        (None, None, None, None),
+    ],
+)
+def test_header_duration_prefers_the_video_stream_then_the_container(
+    stream_duration: int | None, time_base: Fraction | None, container_us: int | None, expected: float | None
+) -> None:
+    container, stream = _header(stream_duration, time_base, container_us)
+    assert header_duration_s(container, stream) == expected
+
+
+def test_gateway_check_and_probe_read_the_same_duration(synth_videos) -> None:
+    for name in ("pan", "rotation270"):
+        path = synth_videos[name].path
+        gateway = video_duration_s(path)
+        assert gateway is not None
+        assert probe(path, max_bytes=10**9, max_duration_s=3600.0).info.duration_s == pytest.approx(
+            gateway, abs=1e-4
+        )
