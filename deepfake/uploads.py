@@ -32,12 +32,12 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from deepfake.containers import SNIFF_BYTES, is_animated_webp, sniff_video_container
 from deepfake.schemas import ErrorDetail
 
 log = logging.getLogger(__name__)
 
 EARLY_CHECK_BYTES = 1 << 20  # when the early check (if any) looks at the partial file
-SNIFF_BYTES = 256  # enough for every magic number below (MPEG-TS needs byte 188)
 FILE_FIELD = "file"
 UPLOAD_SUFFIX = ".upload"  # every file receive_upload writes is <32 hex digits>.upload
 _UPLOAD_NAME = re.compile(r"[0-9a-f]{32}\.upload")
@@ -108,60 +108,6 @@ class UploadDisconnected(UploadError):
             CLIENT_CLOSED_REQUEST,
             received_bytes=received_bytes,
         )
-
-
-def sniff_video_container(head: bytes) -> str | None:
-    """The container family from the first bytes, or None when they are not a video container we know."""
-    if len(head) >= 12 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
-        return "mp4"  # ISO BMFF: MP4, MOV, 3GP, M4V
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska"  # MKV, WebM
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "avi"
-    if head.startswith(b"FLV"):
-        return "flv"
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
-        return "asf"  # WMV
-    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):
-        return "mpeg"
-    if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
-        return "mpegts"
-    return _sniff_annex_b(head)
-
-
-# NAL unit types a raw stream may start with (an access unit delimiter, parameter sets, SEI).
-_H264_FIRST_NALS = {6: False, 7: True, 8: True, 9: False}  # type -> nal_ref_idc must be non-zero
-_HEVC_FIRST_NALS = {32, 33, 34, 35, 39}  # VPS, SPS, PPS, AUD, prefix SEI
-
-
-def _sniff_annex_b(head: bytes) -> str | None:
-    """A raw H.264 or HEVC elementary stream (Annex B byte stream, no container: what encoders and
-    cameras write as .h264/.264/.h265): zero bytes, a start code ``00 00 01`` (so ``00 00 00 01`` too),
-    then the header of a NAL unit a stream begins with. The MPEG program/sequence start codes (``00 00 01
-    BA``/``B3``) have the forbidden bit set and never match."""
-    start = len(head) - len(head.lstrip(b"\x00"))
-    if start < 2 or start + 3 > len(head) or head[start] != 0x01:
-        return None
-    first, second = head[start + 1], head[start + 2]
-    if first & 0x80:  # forbidden_zero_bit
-        return None
-    nal_type, ref_idc = first & 0x1F, first >> 5
-    if nal_type in _H264_FIRST_NALS and _H264_FIRST_NALS[nal_type] == (ref_idc != 0):
-        return "h264"
-    # HEVC: a two-byte header, layer 0 and a temporal id of at least 1 (nuh_temporal_id_plus1).
-    if (first >> 1) & 0x3F in _HEVC_FIRST_NALS and not first & 0x01 and not second & 0xF8 and second & 0x07:
-        return "hevc"
-    return None
-
-
-def is_animated_webp(head: bytes) -> bool:
-    """RIFF/WEBP with a VP8X header whose animation flag is set (or an ANIM chunk up front). Still WebP
-    images stay ``not_a_video``."""
-    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return False
-    return (head[12:16] == b"VP8X" and len(head) > 20 and bool(head[20] & 0x02)) or b"ANIM" in head[:64]
 
 
 def safe_display_name(filename: str | None) -> str | None:

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import av
 
+from deepfake.containers import header_duration_s
 from deepfake.uploads import UploadError
 from preprocessor.errors import HTTP_STATUS, VideoError
 from preprocessor.probe import scan_packets
 
 
 def video_duration_s(path: Path) -> float | None:
-    """Duration from the container header; raises UploadError when the file has no readable video."""
+    """Duration the header states (None: it states none); raises UploadError when the file has no
+    readable video."""
     try:
         with av.open(str(path), "r", metadata_errors="replace") as container:
             streams = container.streams.video
@@ -31,12 +33,7 @@ def video_duration_s(path: Path) -> float | None:
                 raise UploadError(
                     "no_video_stream", "the file has no video stream (audio only?); upload a video", 415
                 )
-            if container.duration is not None:
-                return container.duration / 1_000_000
-            stream = streams[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            return None
+            return header_duration_s(container, streams[0])
     except av.error.EOFError as exc:
         raise UploadError(
             "zero_frames", "the file ends right after its header: it holds no video frames", 422
@@ -101,7 +98,8 @@ def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Pat
     def check(path: Path, received_bytes: int) -> None:
         try:
             with av.open(str(path), "r", metadata_errors="replace") as container:
-                duration = container.duration / 1_000_000 if container.duration is not None else None
+                streams = container.streams.video
+                duration = header_duration_s(container, streams[0]) if streams else None
         except Exception:  # partial data: most files cannot be judged yet
             return
         if duration is not None and duration > max_duration_s:

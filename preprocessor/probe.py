@@ -24,6 +24,7 @@ from pathlib import Path
 
 import av
 
+from deepfake.containers import SNIFF_BYTES, header_duration_s, is_animated_webp, sniff_video_container
 from deepfake.schemas import VideoInfo
 from preprocessor.errors import VideoError
 from preprocessor.settings import (
@@ -33,10 +34,6 @@ from preprocessor.settings import (
     PipelineSettings,
 )
 
-# Leading bytes of containers we know: a file that starts like a video but cannot be opened is a broken
-# video (corrupt_video), anything else is not a video at all (not_a_video).
-_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
-_SIGNATURES = (b"\x1a\x45\xdf\xa3", b"RIFF", b"FLV", b"OggS", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")
 _NO_TIMESTAMPS = 0x80  # AVFMT_NOTIMESTAMPS: a raw elementary stream (Annex B H.264, HEVC, MPEG video)
 
 
@@ -64,15 +61,14 @@ def decoder_options(max_frame_pixels: int) -> dict[str, str]:
 
 
 def looks_like_video_container(path: Path) -> bool:
-    head = _read_head(path)
-    if head.startswith(b"RIFF"):  # RIFF also holds WAV audio and WebP images: only AVI is a video
-        return head[8:12] == b"AVI "
-    return head[4:8] in _MP4_BOXES or head.startswith(_SIGNATURES)
+    """Whether ``path`` starts like a container we know (the upload sniffing's table): a file that does
+    but cannot be opened is a broken video (corrupt_video), anything else not a video (not_a_video)."""
+    return sniff_video_container(_read_head(path)) is not None
 
 
 def _read_head(path: Path) -> bytes:
     with open(path, "rb") as handle:
-        return handle.read(16)
+        return handle.read(SNIFF_BYTES)
 
 
 def _open(path: Path, max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS) -> av.container.InputContainer:
@@ -184,12 +180,7 @@ def probe(
             fps = float(stream.guessed_rate or stream.average_rate or 0.0)
         elif container.format.flags & _NO_TIMESTAMPS:
             timing, seekable = "frame_rate", False
-        if stream.duration is not None and stream.duration > 0 and time_base:
-            duration = float(stream.duration * time_base)
-        elif container.duration is not None and container.duration > 0:
-            duration = container.duration / 1e6
-        else:
-            duration = 0.0
+        duration = header_duration_s(container, stream) or 0.0
         if duration > max_duration_s:
             raise _too_long(duration, max_duration_s)
         keyframes = (
@@ -279,7 +270,7 @@ def _refuse_image(path: Path, format_name: str, max_frame_pixels: int) -> None:
     """Still images are not videos. An animated WebP is one unless this FFmpeg can decode more than one
     of its frames (FFmpeg 8's WebP decoder refuses the animation chunks): then it gets its own code."""
     kind = format_name.removesuffix("_pipe")
-    if kind == "webp" and _is_animated_webp(path):
+    if kind == "webp" and is_animated_webp(_read_head(path)):
         if _decodes_frames(path, 2, max_frame_pixels) >= 2:
             return
         raise VideoError(
@@ -293,15 +284,6 @@ def _refuse_image(path: Path, format_name: str, max_frame_pixels: int) -> None:
         f"this is a still image ({kind}), not a video; provide a video file",
         format=format_name,
     )
-
-
-def _is_animated_webp(path: Path) -> bool:
-    """RIFF/WEBP with a VP8X header whose animation flag is set (or an ANIM chunk up front)."""
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return False
-    return (head[12:16] == b"VP8X" and bool(head[20] & 0x02)) or b"ANIM" in head
 
 
 def _decodes_frames(path: Path, wanted: int, max_frame_pixels: int) -> int:
