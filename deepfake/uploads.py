@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
@@ -319,6 +320,22 @@ async def receive_upload(
     receiver.close()
     assert receiver.container is not None
     return Upload(dest, receiver.filename, receiver.size, receiver.container, receiver.fields)
+
+
+class UploadSpoolSettings(BaseModel):
+    """The upload rules both services apply to the files they spool (read timeout, orphan sweep), with
+    the same variable names and defaults; each service's settings class inherits them."""
+
+    upload_read_timeout_s: float = Field(
+        20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."
+    )
+    upload_orphan_age_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Spooled upload files nothing references are deleted once this old (what a crash "
+        "left behind); longer than any analysis, queue wait included.",
+    )
+    upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
 
 
 def sweep_orphan_uploads(

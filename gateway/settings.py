@@ -11,10 +11,11 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deepfake.limits import DEFAULT_MAX_DURATION_S
+from deepfake.uploads import UploadSpoolSettings
 from gateway.auth import owner_of
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(BaseSettings, UploadSpoolSettings):
     model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
 
     api_keys: str = Field("", description="Accepted API keys, comma-separated (header X-API-Key).")
@@ -52,16 +53,6 @@ class GatewaySettings(BaseSettings):
         return self.evidence_dir or self.upload_dir.parent / "evidence"
 
     max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
-    upload_read_timeout_s: float = Field(
-        20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."
-    )
-    upload_orphan_age_s: float = Field(
-        3600.0,
-        gt=0,
-        description="Upload files no job references are deleted once this old (longer than any "
-        "synchronous analysis, preprocessor_timeout_s).",
-    )
-    upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
     max_duration_s: float = Field(
         DEFAULT_MAX_DURATION_S, gt=0, description="Longest accepted video in seconds (jobs)."
     )

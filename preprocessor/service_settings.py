@@ -29,10 +29,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from deepfake.uploads import UploadSpoolSettings
 from preprocessor.settings import PipelineSettings
 
 
-class ServiceSettings(PipelineSettings):
+class ServiceSettings(PipelineSettings, UploadSpoolSettings):
     model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
 
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
@@ -54,16 +55,6 @@ class ServiceSettings(PipelineSettings):
         description="Where uploads are spooled; None: <system temp dir>/deepfake-preprocessor. Not the "
         "gateway's upload folder: the sweep below would remove its queued jobs' files.",
     )
-    upload_read_timeout_s: float = Field(
-        20.0, gt=0, description="An upload whose body sends no bytes for this long ends with 408."
-    )
-    upload_orphan_age_s: float = Field(
-        3600.0,
-        gt=0,
-        description="Spooled uploads no analysis holds are deleted once this old (what a crash left "
-        "behind); longer than any analysis, queue wait included.",
-    )
-    upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
     memory_budget_mb: int = Field(
         3072,
         ge=64,
