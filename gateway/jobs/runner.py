@@ -236,9 +236,8 @@ class JobRunner:
             self.metrics.jobs_finished.labels("succeeded").inc()
             self.metrics.job_seconds.observe(time.perf_counter() - start)
             self._done(job)
-        elif self.store.get(job.id) is None:  # deleted while it ran: its evidence goes too
+        if self._release_upload(job, recorded):  # deleted while it ran: its evidence goes too
             self.evidence.delete(job.id)
-        self._release_upload(job, recorded)
 
     def _retry_later(self, job: JobRecord, reason: ErrorDetail) -> None:
         """Back to the queue, due after a backoff, while the retry budget lasts; else fail the job."""
@@ -279,13 +278,18 @@ class JobRunner:
             self._done(job)
         self._release_upload(job, recorded)
 
-    def _release_upload(self, job: JobRecord, recorded: bool) -> None:
+    def _release_upload(self, job: JobRecord, recorded: bool) -> bool:
         """Remove the job's upload once its outcome is recorded, or when the job was deleted; keep it
-        when another replica took the job over (this one lost its lease): that one still reads it."""
-        if not recorded and self.store.get(job.id) is not None:
-            log.warning("job %s: its lease ran out (it runs again); this outcome is dropped", job.id)
-            return
+        when another replica took the job over (this one lost its lease): that one still reads it.
+        Returns whether the job was deleted while it ran (one store read, only when not recorded)."""
+        deleted = False
+        if not recorded:
+            if self.store.get(job.id) is not None:
+                log.warning("job %s: its lease ran out (it runs again); this outcome is dropped", job.id)
+                return False
+            deleted = True
         remove_quietly(Path(job.upload_path) if job.upload_path else None)
+        return deleted
 
     def _done(self, job: JobRecord) -> None:
         if job.callback_url:
