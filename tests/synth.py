@@ -12,6 +12,7 @@ Main entry points (other packages' tests reuse them):
 - :func:`write_audio_only`, :func:`write_zero_frame_video`, :func:`write_truncated_copy`,
   :func:`write_jpeg_named_mp4`, :func:`write_random_bytes`, :func:`write_empty_file` - bad inputs.
 - :func:`encode_live_webm` - a WebM byte stream as a MediaRecorder sends it (no duration, no cues).
+- :func:`write_y4m` - raw frames as Y4M, the file Chromium's fake camera plays (browser tests).
 - :func:`write_tiny_video`, :func:`write_huge_declared_mjpeg`, :func:`write_streamed_mkv` - hostile inputs:
   degenerate frame sizes, a frame size that would take gigabytes to decode, no duration in the header.
 - :func:`write_indexed_video` - frames that carry their own number (:func:`read_frame_code`), in any
@@ -234,6 +235,18 @@ def _unrotate(frame: np.ndarray, rotation: int) -> np.ndarray:
     """Turn an upright frame so that displaying it with ``rotation`` (CCW degrees) makes it upright again."""
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(frame, k=-k)) if k else frame
+
+
+def write_y4m(path: Path, frames: Sequence[np.ndarray], fps: int = 25) -> Path:
+    """RGB frames as an uncompressed YUV4MPEG2 (4:2:0) file: what Chromium's fake camera
+    (``--use-file-for-fake-video-capture``) plays, in a loop, at ``fps``. Even width and height."""
+    height, width = frames[0].shape[:2]
+    with Path(path).open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return Path(path)
 
 
 def write_two_faces_video(

@@ -1,4 +1,5 @@
-// The gateway's web app: upload a video as a job, follow it, show the verdict and the evidence.
+// The gateway's web app: upload a video as a job, follow it, show the verdict and the evidence (the
+// "Analyse a file" tab; the "Live" tab is live.js, which uses the helpers here: $, element, apiKey, showError).
 // Plain browser JavaScript, no framework and nothing from a CDN: the page must work offline and behind
 // the same API key as the REST API (every request sends X-API-Key; images are fetched as blobs because an
 // <img src> cannot carry a header).
@@ -397,7 +398,34 @@ async function refreshJobs() {
   }
 }
 
+// Two tabs (ARIA tab pattern): the selected one is the only one in the Tab order, arrow keys move between.
+const TABS = { "tab-file": "file-panel", "tab-live": "live-panel" };
+
+function selectTab(tabId) {
+  for (const [id, panel] of Object.entries(TABS)) {
+    const selected = id === tabId;
+    $(id).setAttribute("aria-selected", String(selected));
+    $(id).tabIndex = selected ? 0 : -1;
+    $(panel).hidden = !selected;
+  }
+  clearError(); // an error belongs to the tab it came from
+}
+
+function setUpTabs() {
+  const ids = Object.keys(TABS);
+  for (const id of ids) {
+    $(id).addEventListener("click", () => selectTab(id));
+    $(id).addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+      const next = ids[(ids.indexOf(id) + (event.key === "ArrowRight" ? 1 : ids.length - 1)) % ids.length];
+      selectTab(next);
+      $(next).focus();
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setUpTabs();
   $("key").value = localStorage.getItem("deepfake-key") || "";
   $("form").addEventListener("submit", submit);
   $("report-link").addEventListener("click", downloadReport);

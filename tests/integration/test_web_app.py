@@ -52,14 +52,14 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def offline_context(browser, stack: LocalStack):
-    """A browser context that refuses (and records) every request to anywhere but the gateway: the app and
-    the docs must work on a machine without internet."""
+def offline_context(browser, gateway_url: str):
+    """A browser context that refuses (and records) every request to anywhere but the gateway at
+    `gateway_url`: the app and the docs must work on a machine without internet."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.outside = []
 
     def route(route) -> None:
-        if route.request.url.startswith(stack.urls["gateway"] + "/"):
+        if route.request.url.startswith(gateway_url + "/"):
             route.continue_()
         else:
             context.outside.append(route.request.url)
@@ -71,7 +71,7 @@ def offline_context(browser, stack: LocalStack):
 
 @pytest.fixture()
 def page(browser, stack: LocalStack) -> Page:
-    context = offline_context(browser, stack)
+    context = offline_context(browser, stack.urls["gateway"])
     page = context.new_page()
     page.goto(stack.urls["gateway"] + "/")
     yield page
@@ -178,7 +178,7 @@ def test_errors_replace_each_other_and_say_what_to_do(page, stack, tmp_path, scr
 
 
 def test_api_docs_render_without_internet(browser, stack, screenshots):
-    context = offline_context(browser, stack)
+    context = offline_context(browser, stack.urls["gateway"])
     page = context.new_page()
     page.goto(stack.urls["gateway"] + "/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Deepfake detector API", timeout=30_000)
