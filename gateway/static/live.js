@@ -119,10 +119,12 @@ async function startLive(file = null) {
     try {
       await video.play();
     } catch (err) {
+      if (live !== current) return; // closed meanwhile (a refusal): its message is the one to show
       showError("Could not play the video: " + err.message);
       stopLive();
       return;
     }
+    if (live !== current) return;
     $("live-status").textContent = "Streaming " + (file ? file.name : "the camera") + ": the first scores come after about a second";
     nextFrame(current);
   };
