@@ -106,7 +106,7 @@ async function startLive(file = null) {
     return;
   }
   const video = $("live-video");
-  $("live-video").closest(".live-stage").hidden = false;
+  video.closest(".live-stage").hidden = false;
   const ws = new WebSocket(streamUrl());
   live = {
     ws, file, ...media,
@@ -125,7 +125,7 @@ async function startLive(file = null) {
       return;
     }
     if (live !== current) return;
-    $("live-status").textContent = "Streaming " + (file ? file.name : "the camera") + ": the first scores come after about a second";
+    $("live-status").textContent = "Streaming " + (file ? file.name : "the camera") + ": the first scores come within a few seconds";
     nextFrame(current);
   };
   ws.onmessage = (event) => onLiveMessage(current, JSON.parse(event.data));
@@ -147,7 +147,8 @@ function onFrame(stream, now, meta) {
   if (now - stream.lastSentAt < 1000 / LIVE_MAX_FPS - 4) return; // the rate bound (4 ms of frame jitter)
   const video = $("live-video");
   const mediaTime = meta ? meta.mediaTime : video.currentTime;
-  const t = Math.round((stream.file ? mediaTime : (now - stream.started) / 1000) * 1e4) / 1e4;
+  // Milliseconds, as the results give it back (their `t`), so a result finds the frame it was sent with.
+  const t = Math.round((stream.file ? mediaTime : (now - stream.started) / 1000) * 1000) / 1000;
   if (t <= stream.lastT || !video.videoWidth) return; // the same frame again (or none yet)
   if (stream.encoding || stream.ws.bufferedAmount > LIVE_MAX_BUFFERED) {
     stream.skipped += 1;
@@ -227,8 +228,9 @@ function drawOverlay(stream, tracks) {
   const context = canvas.getContext("2d");
   context.clearRect(0, 0, canvas.width, canvas.height);
   const scale = canvas.width / (stream.capture.width || canvas.width);
-  const size = Math.max(14, Math.round(canvas.width / 45));
-  context.lineWidth = Math.max(2, canvas.width / 320);
+  const perCssPixel = canvas.width / (canvas.clientWidth || canvas.width); // labels readable on a phone too
+  const size = Math.round(Math.max(14 * perCssPixel, canvas.width / 45));
+  context.lineWidth = Math.max(2 * perCssPixel, canvas.width / 320);
   context.font = "bold " + size + "px system-ui, sans-serif";
   for (const track of tracks) {
     const [x1, y1, x2, y2] = track.box.map((v) => v * scale);

@@ -72,9 +72,18 @@ def live_page(camera_browser, live_gateway):  # noqa: ANN001, ANN201
     """The page on its Live tab; `page.received` collects every message the server sent on its sockets."""
     context = offline_context(camera_browser, live_gateway)
     page = context.new_page()
-    page.received = []
+    page.received, page.sent_times = [], []
     record = page.received.append
-    page.on("websocket", lambda ws: ws.on("framereceived", lambda data: record(json.loads(data))))
+
+    def sent(data: str | bytes) -> None:
+        if isinstance(data, str) and "t" in json.loads(data):
+            page.sent_times.append(json.loads(data)["t"])
+
+    def watch(ws) -> None:  # noqa: ANN001
+        ws.on("framereceived", lambda data: record(json.loads(data)))
+        ws.on("framesent", sent)
+
+    page.on("websocket", watch)
     page.goto(live_gateway + "/")
     page.get_by_test_id("tab-live").click()
     expect(page.get_by_test_id("live-camera")).to_be_visible()
@@ -124,12 +133,17 @@ def test_camera_stream_shows_scores_on_the_face_stats_and_the_summary(live_page,
     assert abs((box[1] + box[3]) / 2 - HEIGHT / 2) < 40, box
     assert 0.5 * FACE_PX < box[2] - box[0] < 2 * FACE_PX, box
 
+    # Each result's time is one the page sent with a frame (so the page can time its round trip).
+    assert {r["t"] for r in results} <= set(page.sent_times), (results, page.sent_times)
     expect(page.get_by_test_id("live-latency")).to_contain_text("ms in the analysis")
     expect(page.get_by_test_id("live-latency")).to_contain_text("from this page and back")
     expect(page.get_by_test_id("live-dropped")).to_contain_text("received frames")
     assert int(page.get_by_test_id("live-results").inner_text()) >= 1
     expect(page.get_by_test_id("live-face").first).to_contain_text("so far, smoothed score")
     page.screenshot(path=str(screenshots / "live-camera.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(screenshots / "live-phone.png"), full_page=True)
 
     page.get_by_test_id("live-stop").click()
     expect(page.get_by_test_id("live-final")).to_contain_text("Whole stream:", timeout=30_000)
