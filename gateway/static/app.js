@@ -409,6 +409,7 @@ function selectTab(tabId) {
     $(panel).hidden = !selected;
   }
   clearError(); // an error belongs to the tab it came from
+  document.dispatchEvent(new CustomEvent("tabchange", { detail: tabId })); // live.js stops a hidden stream
 }
 
 function setUpTabs() {

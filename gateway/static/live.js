@@ -308,4 +308,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (file) startLive(file);
   });
   $("live-stop").addEventListener("click", stopLive);
+  // A hidden video gets no frame callbacks: leaving the tab ends the stream (with its summary) rather than
+  // letting it idle out.
+  document.addEventListener("tabchange", (event) => { if (event.detail !== "tab-live") stopLive(); });
 });

@@ -196,3 +196,21 @@ def test_refusals_are_explained(live_page, live_gateway):  # noqa: ANN001
         expect(error).to_contain_text("Too many live streams are open for this API key", timeout=20_000)
         expect(error).to_contain_text("too_many_streams")
         expect(error).not_to_contain_text("API key was refused")  # replaced, not stacked
+
+
+def test_leaving_the_tab_ends_the_stream_with_its_summary(live_page):  # noqa: ANN001
+    page = live_page
+    page.get_by_test_id("api-key").fill(KEY)
+    page.get_by_test_id("live-camera").click()
+    wait_for_scored_overlay(page)
+    page.get_by_test_id("tab-live").focus()
+    page.keyboard.press("ArrowLeft")  # the tabs follow the arrow keys
+    expect(page.get_by_test_id("analyse")).to_be_visible()
+    expect(page.get_by_test_id("live-camera")).to_be_hidden()
+    ended = "() => document.getElementById('live-status').textContent.includes('Stream ended')"
+    page.wait_for_function(ended, timeout=30_000)
+    assert page.received[-1]["type"] == "final"
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_test_id("live-final")).to_contain_text("Whole stream:")
+    expect(page.get_by_test_id("live-camera")).to_be_enabled()
+    expect(page.get_by_test_id("error")).to_be_hidden()
