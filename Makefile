@@ -164,9 +164,9 @@ fuzz-api: setup
 		.venv/bin/pytest -q -s -p no:cacheprovider --timeout $$(( $(FUZZ_API_MAX_TIME_S) + 400 )) \
 		tests/test_schemathesis.py
 
-# Known vulnerabilities of the installed packages (scripts/audit.py: pip-audit --strict against OSV;
+# Known vulnerabilities of the installed packages (scripts/audit.py: pip-audit against OSV;
 # AUDIT_ARGS="--service pypi" for PyPI's JSON API, AUDIT_ARGS="-- --fix" to upgrade). It needs the
-# internet: on this network (and in CI) neither service answers, so it stops with exit 2 and says so;
+# internet: on this network (and in CI) neither service answers, so it stops with exit 3 and says so;
 # not part of `make lint` for that reason (RELIABILITY.md, pip-audit).
 .PHONY: audit
 AUDIT_ARGS ?=
