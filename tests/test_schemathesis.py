@@ -35,6 +35,7 @@ import random
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +128,8 @@ def test_the_gateway_keeps_its_openapi_contract(stack, tmp_path) -> None:
     for service in stack:  # alive, and nothing went wrong out of sight (a job, a background task)
         assert service.process.poll() is None, f"{service.name} died:\n{service.tail()}"
         assert "Traceback" not in service.log.read_text(errors="replace"), service.tail()
+    log = gateway.log.read_text(errors="replace")
+    answers = Counter(re.findall(r'HTTP/1\.1" (\d{3}) ', log))
+    print("gateway answers:", ", ".join(f"{status} x {n}" for status, n in sorted(answers.items())))
+    analysed = len(re.findall(r'"POST /v1/detections HTTP/1\.1" 200 ', log))
+    print(f"synchronous analyses answered 200: {analysed}")
