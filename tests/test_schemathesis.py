@@ -20,7 +20,7 @@ Settings of the gateway, and why:
   documented but testing nothing else (the limits have tests of their own, tests/test_gateway.py).
 
 Schemathesis' pytest plugin cannot run here (4.32 sets `request.node._nodeid`, which pytest 9 removed),
-so the test runs its command line, the same command `make fuzz-api` runs for longer.
+so the test runs its command line (`make fuzz-api` runs this same test, longer).
 
 Bounded: `DEEPFAKE_FUZZ_API_EXAMPLES` cases per operation and phase (default 10) from a fixed seed.
 `make fuzz-api` sets `DEEPFAKE_FUZZ_API_MAX_TIME_S`, a time budget that Schemathesis spends whole (its
