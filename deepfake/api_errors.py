@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from deepfake.schemas import ErrorBody, ErrorDetail, StreamError, stream_close_code
 
@@ -175,6 +176,23 @@ async def close_websocket(ws: WebSocket, error: ApiError) -> None:
         log.debug("websocket already closed when refusing it: %s", error.code)
 
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """The `Allow` value of a 405: every method some route serves at the request's path.
+
+    WHY: Starlette's 405 names only the methods of the first route whose path matched, so `DELETE
+    /v1/jobs` said `Allow: POST` while `GET /v1/jobs` exists too (found by schemathesis). Each method is
+    asked of the routes through `matches`, the one interface FastAPI's nested included routers share."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    )
+
+
 def install_error_handlers(app: FastAPI, *error_types: type[Exception]) -> None:
     """Answer ApiError, the given domain errors (with http_status + to_error_detail()), HTTP and
     validation errors, and anything unexpected, all in the one error shape."""
@@ -187,11 +205,13 @@ def install_error_handlers(app: FastAPI, *error_types: type[Exception]) -> None:
     for error_type in domain_types:
         app.add_exception_handler(error_type, domain_error)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         return error_response(exc.status_code, ErrorDetail(code=code, message=message), headers)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:

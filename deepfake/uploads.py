@@ -248,6 +248,10 @@ class _Receiver:
                 self._handle.close()
                 self._handle = None
         elif self._part_name is not None:
+            # Two values for one field (say two callback_url parts): which one counts would be a guess,
+            # and a guess that drops a callback silently (found by schemathesis).
+            if self._part_name in self.fields:
+                raise UploadError("bad_request", f"form field {self._part_name!r} sent more than once", 400)
             self.fields[self._part_name] = self._field_value.decode("utf-8", "replace")
 
     def close(self) -> None:

@@ -96,6 +96,18 @@ def test_no_key_or_a_wrong_key_is_401(gateway, synth_videos):
     assert "/static/app.js" in page.text and "/v1/jobs" in gateway.get("/static/app.js").text
 
 
+def test_a_405_allows_every_method_of_its_path(gateway):
+    # Starlette names only the first matching route's methods (`Allow: POST` for /v1/jobs; schemathesis).
+    for method, path, allowed in [
+        ("DELETE", "/v1/jobs", "GET, POST"),
+        ("OPTIONS", "/v1/jobs/abc", "DELETE, GET"),
+        ("PUT", "/v1/jobs/abc/evidence/x.jpg", "GET"),
+    ]:
+        response = gateway.request(method, path)
+        assert_error_shape(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allowed, (method, path)
+
+
 def test_auth_disabled_explicitly_lets_requests_through(tmp_path, random_model_path):
     with make_gateway(tmp_path, random_model_path, auth_disabled=True) as client:
         assert_error_shape(client.get("/v1/jobs/unknown"), 404, "job_not_found")

@@ -246,6 +246,15 @@ BODIES: dict[str, tuple[str | None, bytes, int, str]] = {
         400,
         "bad_request",
     ),
+    "a text field twice": (
+        MULTIPART,
+        part(FILE_HEADER, CLIP)
+        + part('Content-Disposition: form-data; name="callback_url"', b"")
+        + part('Content-Disposition: form-data; name="callback_url"', b"https://example.org/hook")
+        + END,
+        400,
+        "bad_request",
+    ),
     "body ends inside the file part": (
         MULTIPART,
         part(FILE_HEADER, b"").removesuffix(b"\r\n"),
