@@ -25,7 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.settings import REPO_ROOT
+
 SERVICES = ("triton", "preprocessor", "gateway")
 
 
@@ -227,9 +228,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    api_key = os.environ.get("DEEPFAKE_API_KEYS", "")
+    from gateway.settings import GatewaySettings  # the gateway's own reading of DEEPFAKE_API_KEYS
+
+    gateway_settings = GatewaySettings()
+    api_key = gateway_settings.api_keys
     key_file = run_dir / "api_key"
-    if not api_key and os.environ.get("DEEPFAKE_AUTH_DISABLED", "").lower() not in ("1", "true", "yes"):
+    if not api_key and not gateway_settings.auth_disabled:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not key_file.exists():
             key_file.write_text(secrets.token_urlsafe(24))

@@ -333,7 +333,8 @@ class UploadSpoolSettings(BaseModel):
         3600.0,
         gt=0,
         description="Spooled upload files nothing references are deleted once this old (what a crash "
-        "left behind); longer than any analysis, queue wait included.",
+        "left behind); longer than any analysis, queue wait included (the gateway: above "
+        "PREPROCESSOR_TIMEOUT_S).",
     )
     upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.settings import REPO_ROOT
+
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS_DIR = K8S_DIR / "overlays"
 MONITORING_DIR = K8S_DIR / "monitoring"

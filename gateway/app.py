@@ -70,7 +70,7 @@ def create_app(
         settings.preprocessor_url,
         settings.preprocessor_timeout_s,
         preprocessor_transport,
-        settings.service_token.get_secret_value() or None,
+        settings.token(),
     )
     callback_policy = CallbackPolicy.from_settings(
         settings.callback_http_hosts, settings.callback_allowed_hosts, callback_resolver

@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.settings import REPO_ROOT
+
 MODEL_NAME = "deepfake_detector"
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"
 TRT_REPOSITORY = REPO_ROOT / "build" / "trt_repository"

@@ -27,10 +27,9 @@ import cv2
 import httpx
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 from deepfake.local_stack import free_port, stop_pid  # noqa: E402
+from deepfake.settings import REPO_ROOT  # noqa: E402
 from tests import synth  # noqa: E402
 
 DEFAULT_MODEL = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"

@@ -16,7 +16,6 @@ random seed (``DEEPFAKE_FUZZ_RANDOM=1``), and Hypothesis prints the failing inpu
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,11 +32,13 @@ from preprocessor.errors import VideoError
 from preprocessor.probe import first_frame_format, probe
 from preprocessor.sampling import FrameSampler, plan_windows
 from tests import synth
+from tests.settings import SuiteSettings
 
-EXAMPLES = int(os.environ.get("DEEPFAKE_FUZZ_EXAMPLES", "1000"))
+SUITE = SuiteSettings()
+EXAMPLES = SUITE.fuzz_examples
 FUZZ = settings(
     max_examples=EXAMPLES,
-    derandomize=os.environ.get("DEEPFAKE_FUZZ_RANDOM") != "1",
+    derandomize=not SUITE.fuzz_random,
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -21,9 +21,9 @@ import httpx
 import psycopg
 
 from deepfake.local_stack import free_port, stop_pid
+from deepfake.settings import REPO_ROOT
 from tests import synth
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = "replica-test-key"
 LEASE_S = 3.0
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from deepfake.settings import REPO_ROOT
 from preprocessor.errors import HTTP_STATUS, VideoError
 from preprocessor.probe import probe
 from preprocessor.sampling import FrameSampler, plan_windows
 from preprocessor.settings import PipelineSettings
 from tests import synth
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = {"max_bytes": 10**9, "max_duration_s": 3600.0}
 DEGENERATE = [(1, 1), (4, 4), (90, 8000), (8000, 90)]
 
