@@ -17,15 +17,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
-from deepfake.uploads import UploadError
 from gateway import openapi
 from gateway.auth import parse_networks
 from gateway.callbacks import CallbackPolicy, Resolver
 from gateway.jobs.open_store import open_job_store
 from gateway.jobs.runner import JobRunner
-from gateway.jobs.store import JobStoreUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
+from gateway.preprocessor_client import PreprocessorClient
 from gateway.rate_limit import AuthFailureThrottle, RateLimiter
 from gateway.routers import detections, health, jobs, streams, web
 from gateway.settings import GatewaySettings
@@ -111,7 +109,7 @@ def create_app(
     app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
     app.state.open_streams = {}  # owner -> live streams open (/v1/streams)
-    install_error_handlers(app, UploadError, PreprocessorError, JobStoreUnavailable)
+    install_error_handlers(app)
     install_request_metrics(app, metrics.requests, metrics.latency)
     if settings.cors_origin_list():
         # Frontend apps on other origins call the API from browsers; the key travels in X-API-Key.

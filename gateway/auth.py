@@ -80,7 +80,7 @@ def authenticate(request: HTTPConnection, api_key: str | None) -> str:
         keys = request.app.state.api_keys
         if not api_key:
             metrics.rejected.labels("missing_key").inc()
-            raise ApiError(401, "unauthorized", "send your API key in the X-API-Key header")
+            raise ApiError("unauthorized", "send your API key in the X-API-Key header")
         throttle = request.app.state.auth_throttle
         address = client_address(request, request.app.state.trusted_proxies)
         wait_s = throttle.retry_after(address)
@@ -88,7 +88,6 @@ def authenticate(request: HTTPConnection, api_key: str | None) -> str:
             metrics.rejected.labels("auth_throttled").inc()
             retry_after = request.app.state.rate_limiter.retry_after_header(wait_s)
             raise ApiError(
-                429,
                 "too_many_auth_failures",
                 f"too many invalid API keys from your address; retry in {retry_after} s",
                 headers={"Retry-After": retry_after},
@@ -96,14 +95,13 @@ def authenticate(request: HTTPConnection, api_key: str | None) -> str:
         if not any(hmac.compare_digest(api_key.encode(), key.encode()) for key in keys):
             throttle.record_failure(address)
             metrics.rejected.labels("invalid_key").inc()
-            raise ApiError(401, "unauthorized", "the API key in X-API-Key is not valid")
+            raise ApiError("unauthorized", "the API key in X-API-Key is not valid")
         owner = owner_of(api_key)
     wait_s = request.app.state.rate_limiter.acquire(owner)
     if wait_s > 0:
         metrics.rejected.labels("rate_limited").inc()
         retry_after = request.app.state.rate_limiter.retry_after_header(wait_s)
         raise ApiError(
-            429,
             "rate_limited",
             f"over {settings.rate_limit_per_minute} requests per minute; retry in {retry_after} s",
             headers={"Retry-After": retry_after},

@@ -19,7 +19,7 @@ import av
 
 from deepfake.containers import header_duration_s
 from deepfake.uploads import UploadError
-from preprocessor.errors import HTTP_STATUS, VideoError
+from preprocessor.errors import VideoError
 from preprocessor.probe import scan_packets
 
 
@@ -31,12 +31,12 @@ def video_duration_s(path: Path) -> float | None:
             streams = container.streams.video
             if not streams:
                 raise UploadError(
-                    "no_video_stream", "the file has no video stream (audio only?); upload a video", 415
+                    "no_video_stream", "the file has no video stream (audio only?); upload a video"
                 )
             return header_duration_s(container, streams[0])
     except av.error.EOFError as exc:
         raise UploadError(
-            "zero_frames", "the file ends right after its header: it holds no video frames", 422
+            "zero_frames", "the file ends right after its header: it holds no video frames"
         ) from exc
     except av.error.FFmpegError as exc:
         # The reason without the file name: the client must never see server paths.
@@ -45,7 +45,6 @@ def video_duration_s(path: Path) -> float | None:
             "corrupt_video",
             "the file looks like a video container but cannot be read (truncated or damaged?); "
             "upload the complete file",
-            422,
             reason=reason,
         ) from exc
 
@@ -72,7 +71,7 @@ def measured_duration_s(path: Path, max_duration_s: float, hint: str = "") -> fl
             raise _too_long(measured, max_duration_s, hint, at_least=True, duration_from="packets") from exc
         # FFmpeg's reason names the file: the client must never see server paths.
         details = {k: v for k, v in exc.details.items() if k not in ("reason", "path")}
-        raise UploadError(exc.code, exc.message, HTTP_STATUS[exc.code], **details) from exc
+        raise UploadError(exc.code, exc.message, **details) from exc
     return scan.duration_s if scan.duration_s > 0 else None
 
 
@@ -83,7 +82,6 @@ def _too_long(
     return UploadError(
         "too_long",
         f"the video {lasts} {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
-        413,
         duration_s=round(duration, 2),
         max_duration_s=max_duration_s,
         **details,

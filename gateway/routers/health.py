@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> dict[str, str]:
     ready, reason = await request.app.state.preprocessor.readiness()
     if not ready:
-        raise ApiError(503, "not_ready", reason)
+        raise ApiError("not_ready", reason)
     return {"status": "ready"}
 
 

@@ -67,7 +67,6 @@ async def _check_callback(request: Request, url: str | None, owner: str) -> str 
         return None
     if request.app.state.settings.callback_secret_for(owner) is None:
         raise ApiError(
-            422,
             "callbacks_disabled",
             "this gateway sends no callbacks (no signing secret is configured); poll the job instead",
         )
@@ -85,9 +84,7 @@ def _base_url(request: Request) -> str:
 def _own_job(request: Request, job_id: str, owner: str) -> JobRecord:
     job = request.app.state.store.get(job_id)
     if job is None or job.owner != owner:
-        raise ApiError(
-            404, "job_not_found", f"no job {job_id!r} for this API key (deleted, or never created)"
-        )
+        raise ApiError("job_not_found", f"no job {job_id!r} for this API key (deleted, or never created)")
     return job
 
 
@@ -199,14 +196,12 @@ def _finished_result(request: Request, job_id: str, owner: str) -> str:
     job = _own_job(request, job_id, owner)
     if job.state == "failed" and job.error is not None:
         raise ApiError(
-            409,
             "job_failed",
             f"the job failed: {job.error.message}",
             {"job_error": job.error.model_dump()},
         )
     if job.state != "succeeded" or job.result_json is None:
         raise ApiError(
-            409,
             "job_not_finished",
             f"the job is {job.state} ({job.progress:.0%} done); poll /v1/jobs/{job_id}",
             {"state": job.state, "progress": job.progress},
@@ -235,7 +230,7 @@ async def get_job_evidence(
     _own_job(request, job_id, owner)
     path = request.app.state.evidence.path(job_id, name)
     if path is None:
-        raise ApiError(404, "evidence_not_found", f"job {job_id!r} has no evidence image {name!r}")
+        raise ApiError("evidence_not_found", f"job {job_id!r} has no evidence image {name!r}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 

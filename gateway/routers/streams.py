@@ -42,7 +42,7 @@ from preprocessor.images import check_image, is_container_start
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streams"])
-UNAVAILABLE = ApiError(503, "preprocessor_unavailable", "the analysis service is unavailable; retry later")
+UNAVAILABLE = ApiError("preprocessor_unavailable", "the analysis service is unavailable; retry later")
 
 
 @router.get(
@@ -81,7 +81,6 @@ async def stream(ws: WebSocket) -> None:
         await refuse(
             ws,
             ApiError(
-                429,
                 "too_many_streams",
                 f"this API key already has {settings.stream_max_per_key} live stream(s) open; close one",
             ),
@@ -131,7 +130,6 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                     await refuse(
                         ws,
                         ApiError(
-                            408,
                             "idle_timeout",
                             f"nothing received for {settings.stream_idle_timeout_s:g} s: stream closed",
                         ),
@@ -148,7 +146,6 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                     await refuse(
                         ws,
                         ApiError(
-                            400,
                             "bad_message",
                             'text messages are {"t": <seconds>} (the next frame\'s time) or {"type": "end"}',
                         ),
@@ -186,7 +183,6 @@ def frame_problem(data: bytes, settings: GatewaySettings, image: bool = True) ->
     pixel size, from the header only (a byte stream's chunks are checked by the preprocessor's decoder)."""
     if len(data) > settings.stream_max_frame_bytes:
         return ApiError(
-            413,
             "too_large",
             f"a message of {len(data)} bytes is over the {settings.stream_max_frame_bytes} byte limit",
         )
@@ -195,7 +191,7 @@ def frame_problem(data: bytes, settings: GatewaySettings, image: bool = True) ->
     try:
         check_image(data, settings.stream_max_frame_pixels, settings.stream_min_frame_side)
     except VideoError as exc:
-        return ApiError(exc.http_status, exc.code, exc.message, exc.details)
+        return ApiError(exc.code, exc.message, exc.details)
     return None
 
 

@@ -24,7 +24,7 @@ async def readyz(request: Request) -> dict[str, str]:
     # The check may block on gRPC for a moment; keep it off the event loop.
     ready, reason = await asyncio.to_thread(request.app.state.service.readiness)
     if not ready:
-        raise ApiError(503, "not_ready", reason)
+        raise ApiError("not_ready", reason)
     return {"status": "ready"}
 
 
