@@ -277,8 +277,10 @@ async def receive_upload(
             except TimeoutError:
                 raise UploadTimeout(read_timeout_s or 0.0, received) from None
             received += len(chunk)
-            parser.write(chunk)
-        parser.finalize()
+            # On a thread: the parser's callbacks write the file and may run the early duration check
+            # (PyAV reads the partial file), blocking I/O the event loop must not wait on.
+            await asyncio.to_thread(parser.write, chunk)
+        await asyncio.to_thread(parser.finalize)
         if not receiver.file_seen:
             raise UploadError("bad_request", "no file part named 'file' in the upload")
         if not receiver.file_complete:  # cut short: what arrived may be any prefix of the file

@@ -23,8 +23,10 @@ from deepfake.errors import ServiceError
 from deepfake.schemas import DetectionResult, ErrorBody
 from deepfake.uploads import UPLOAD_OPENAPI, Upload, receive_upload, remove_quietly
 from inference.triton_backend import TritonModelError, TritonUnavailableError
+from preprocessor.dependencies import Metrics, Service, Settings
 from preprocessor.service import AnalysisService, ServiceBusyError
 from preprocessor.service_metrics import ServiceMetrics
+from preprocessor.service_settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["analysis"])
@@ -62,8 +64,7 @@ def _without_server_path(error: ServiceError, upload: Upload) -> ServiceError:
     return error
 
 
-async def _receive(request: Request) -> Upload:
-    settings = request.app.state.settings
+async def _receive(request: Request, settings: ServiceSettings, metrics: ServiceMetrics) -> Upload:
     upload = await receive_upload(
         request.headers.get("content-type"),
         request.stream(),
@@ -71,7 +72,7 @@ async def _receive(request: Request) -> Upload:
         settings.max_bytes,
         read_timeout_s=settings.upload_read_timeout_s,
     )
-    request.app.state.metrics.upload_bytes.inc(upload.size)
+    metrics.upload_bytes.inc(upload.size)
     return upload
 
 
@@ -103,15 +104,16 @@ async def _analyze(
 )
 async def analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
     request: Request,
+    service: Service,
+    settings: Settings,
+    metrics: Metrics,
     evidence: Annotated[
         bool, Query(description="Add each track's thumbnail, heatmap and frame strip as data URIs.")
     ] = False,
 ):
-    service: AnalysisService = request.app.state.service
-    metrics: ServiceMetrics = request.app.state.metrics
     if service.admitted >= service.capacity:
-        raise ServiceBusyError(max(1, service.settings.queue_size))
-    upload = await _receive(request)
+        raise ServiceBusyError(max(1, settings.queue_size))
+    upload = await _receive(request, settings, metrics)
     if NDJSON not in request.headers.get("accept", ""):
         try:
             return await _analyze(service, metrics, upload, evidence=evidence)

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from deepfake.api_errors import ApiError, close_websocket
 from deepfake.errors import ServiceError
 from deepfake.schemas import StreamControl, StreamSummary
+from preprocessor.dependencies import Service, Settings
 from preprocessor.images import decode_image, is_container_start
 from preprocessor.live_source import ChunkPipe, LiveSource
 from preprocessor.routers.analyze import as_api_error
@@ -44,9 +45,7 @@ def as_stream_error(exc: BaseException) -> ServiceError:
 
 
 @router.websocket("/v1/streams")
-async def stream(ws: WebSocket) -> None:
-    service = ws.app.state.service
-    settings = ws.app.state.settings
+async def stream(ws: WebSocket, service: Service, settings: Settings) -> None:
     await ws.accept()
     if service.streams >= settings.max_streams:
         await close_websocket(
