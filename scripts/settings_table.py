@@ -47,7 +47,7 @@ def declaring_class(cls: type[BaseModel], name: str) -> type:
 
 
 def show_default(field: FieldInfo) -> str:
-    value: Any = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+    value: Any = field.get_default(call_default_factory=True)
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     if value is None:
