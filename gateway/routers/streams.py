@@ -36,7 +36,7 @@ from deepfake.api_errors import ApiError, close_websocket
 from deepfake.errors import ServiceError
 from deepfake.schemas import StreamControl
 from gateway.asyncapi import stream_asyncapi
-from gateway.auth import authenticate
+from gateway.auth import Auth
 from gateway.dependencies import Metrics, OpenStreams, Settings
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
@@ -71,10 +71,12 @@ def upstream_url(settings: GatewaySettings) -> str:
 
 
 @router.websocket("/v1/streams")
-async def stream(ws: WebSocket, settings: Settings, metrics: Metrics, open_streams: OpenStreams) -> None:
+async def stream(
+    ws: WebSocket, settings: Settings, metrics: Metrics, open_streams: OpenStreams, auth: Auth
+) -> None:
     await ws.accept()
     try:
-        owner = authenticate(ws, ws.headers.get("x-api-key") or ws.query_params.get("api_key"))
+        owner = auth.authenticate(ws, ws.headers.get("x-api-key") or ws.query_params.get("api_key"))
     except ApiError as exc:
         await refuse(ws, exc, metrics)
         return
