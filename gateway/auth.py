@@ -108,13 +108,7 @@ class Authenticator:
             address = client_address(conn, self.trusted_proxies)
             wait_s = self.throttle.retry_after(address)
             if wait_s > 0:
-                metrics.rejected.labels("auth_throttled").inc()
-                retry_after = self.rate_limiter.retry_after_header(wait_s)
-                raise ApiError(
-                    "too_many_auth_failures",
-                    f"too many invalid API keys from your address; retry in {retry_after} s",
-                    headers={"Retry-After": retry_after},
-                )
+                raise self._refusal("too_many_auth_failures", "auth_throttled", wait_s)
             if not any(hmac.compare_digest(api_key.encode(), key.encode()) for key in self.keys):
                 self.throttle.record_failure(address)
                 metrics.rejected.labels("invalid_key").inc()
@@ -122,14 +116,19 @@ class Authenticator:
             owner = owner_of(api_key)
         wait_s = self.rate_limiter.acquire(owner)
         if wait_s > 0:
-            metrics.rejected.labels("rate_limited").inc()
-            retry_after = self.rate_limiter.retry_after_header(wait_s)
-            raise ApiError(
-                "rate_limited",
-                f"over {settings.rate_limit_per_minute} requests per minute; retry in {retry_after} s",
-                headers={"Retry-After": retry_after},
-            )
+            raise self._refusal("rate_limited", "rate_limited", wait_s)
         return owner
+
+    def _refusal(self, code: str, metric_label: str, wait_s: float) -> ApiError:
+        """A 429 with Retry-After (whole seconds), counted under `metric_label`."""
+        self.metrics.rejected.labels(metric_label).inc()
+        retry_after = self.rate_limiter.retry_after_header(wait_s)
+        reason = (
+            "too many invalid API keys from your address"
+            if code == "too_many_auth_failures"
+            else f"over {self.settings.rate_limit_per_minute} requests per minute"
+        )
+        return ApiError(code, f"{reason}; retry in {retry_after} s", headers={"Retry-After": retry_after})
 
 
 Auth = Annotated[Authenticator, Depends(app_state("authenticator"))]
