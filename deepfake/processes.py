@@ -46,6 +46,8 @@ class ManagedProcess:
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
     poll_s: float = 0.25
+    # What wait_ready raises: a caller's own error type (e.g. TritonLaunchError) keeps its callers' handling.
+    not_ready: type[Exception] = ProcessNotReady
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
@@ -63,17 +65,17 @@ class ManagedProcess:
             )
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Return once `ready()` says so; raise ProcessNotReady when the process exits or time runs out."""
+        """Return once `ready()` says so; raise `not_ready` when the process exits or time runs out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:
-                raise ProcessNotReady(
+                raise self.not_ready(
                     f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}"
                 )
             if self.ready():
                 return
             time.sleep(self.poll_s)
-        raise ProcessNotReady(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        raise self.not_ready(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def start_and_wait(self, timeout_s: float) -> None:
         """start() and wait_ready(); a process that does not get ready is stopped before the error."""

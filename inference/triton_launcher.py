@@ -22,7 +22,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from deepfake.processes import ManagedProcess, ProcessNotReady, http_ready
+from deepfake.processes import ManagedProcess, http_ready
 from inference.metadata import METADATA_KEY
 
 MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
@@ -197,8 +197,9 @@ class TritonServer:
     def start(self) -> None:
         self.log_path = self.log_path or self.run_dir / "tritonserver.log"
         ready = http_ready(f"{self.http_url}/v2/health/ready", timeout_s=2.0)
+        command, env = self.command(), triton_environment()
         self.process = ManagedProcess(
-            "tritonserver", self.command(), self.log_path, ready, triton_environment()
+            "tritonserver", command, self.log_path, ready, env, not_ready=TritonLaunchError
         )
         self.process.start()
 
@@ -207,10 +208,7 @@ class TritonServer:
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         assert self.process is not None, "start() first"
-        try:
-            self.process.wait_ready(timeout_s)
-        except ProcessNotReady as exc:
-            raise TritonLaunchError(str(exc)) from exc
+        self.process.wait_ready(timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
         return self.process.log_tail(lines) if self.process is not None else "(no log)"

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-from deepfake.processes import ManagedProcess, ProcessNotReady, http_ready  # noqa: E402
+from deepfake.processes import ManagedProcess, http_ready  # noqa: E402
 from deepfake.settings import REPO_ROOT  # noqa: E402
 
 MODEL_NAME = "deepfake_detector"
@@ -275,7 +275,9 @@ class Triton:
             ]  # fmt: skip
         self.log_path.unlink(missing_ok=True)  # one run per log
         ready = http_ready(f"http://127.0.0.1:{self.http}/v2/models/{MODEL_NAME}/ready")
-        self.process = ManagedProcess("Triton", command, self.log_path, ready, poll_s=1.0)
+        self.process = ManagedProcess(
+            "Triton", command, self.log_path, ready, poll_s=1.0, not_ready=ServingError
+        )
         self.process.start()
 
     @property
@@ -284,10 +286,7 @@ class Triton:
 
     def wait_ready(self, timeout_s: float) -> None:
         assert self.process is not None, "start() first"
-        try:
-            self.process.wait_ready(timeout_s)
-        except ProcessNotReady as exc:
-            raise ServingError(str(exc)) from exc
+        self.process.wait_ready(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         return self.process.log_tail(lines) if self.process is not None else "(no log)"

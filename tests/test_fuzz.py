@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from deepfake.errors import ServiceError
 from deepfake.uploads import UploadError, receive_upload
 from gateway.video_check import check_duration, early_duration_check
 from preprocessor.errors import VideoError
@@ -139,7 +140,7 @@ def test_mutated_videos_get_a_refusal_or_an_analysis_never_a_crash(seed, mutatio
         payload = mutate(SEEDS[seed], mutations)
         try:
             upload = receive(multipart(payload, f"clip.{seed}"), folder)
-        except UploadError as exc:
+        except ServiceError as exc:  # an upload refusal, or the early duration check's too_long
             assert list(folder.iterdir()) == []  # a refused upload leaves nothing behind
             event(f"upload refused: {exc.code}")
             return
@@ -189,7 +190,7 @@ def test_malformed_multipart_bodies_are_refused_cleanly(parts, tail, chunk_size,
     try:
         try:
             upload = receive(body, folder, chunk_size, content_type)
-        except UploadError as exc:
+        except ServiceError as exc:  # an upload refusal, or the early duration check's too_long
             assert exc.http_status in (400, 413, 415, 422)
             assert list(folder.iterdir()) == []
             event(f"refused: {exc.code}")

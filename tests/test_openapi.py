@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deepfake.api_errors import ERROR_CATALOGUE
+from deepfake.errors import ERROR_CATALOGUE
 from deepfake.schemas import DetectionResult, ErrorBody, JobCreated, JobStatus
 from deepfake.settings import REPO_ROOT
 from gateway.openapi import offline_document

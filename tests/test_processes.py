@@ -74,3 +74,14 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_the_caller_chooses_the_error_type(tmp_path):
+    class LaunchError(RuntimeError):
+        pass
+
+    command = [sys.executable, "-c", "raise SystemExit(2)"]
+    log = tmp_path / "x.log"
+    process = ManagedProcess("x", command, log, lambda: False, poll_s=0.05, not_ready=LaunchError)
+    with pytest.raises(LaunchError, match="x exited with code 2"):
+        process.start_and_wait(30)
