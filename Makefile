@@ -51,6 +51,11 @@ postman: setup
 	npx --yes -p $(POSTMAN_CONVERTER) openapi2postmanv2 -s docs/api/openapi.json \
 		-o docs/api/postman_collection.json -p -O folderStrategy=Tags
 
+# README's settings table, generated from the settings classes (tests/test_settings.py fails when they differ).
+.PHONY: settings-table
+settings-table: setup
+	$(PY) scripts/settings_table.py --write README.md
+
 # Pipeline speed and memory on this machine: per stage, end to end, decode-only ratio, peak RSS
 # (FF++/DFDC videos from DATA_DIR plus synthetic 1080p / 10-minute clips cached in cache/bench/).
 bench: setup

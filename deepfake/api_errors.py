@@ -2,7 +2,8 @@
 
 WHY: FastAPI answers its own errors as ``{"detail": ...}`` and unexpected exceptions as a bare 500.
 Clients of both services must see one shape, ``{"error": {"code", "message", "details"}}``, and never a
-stack trace; installing these handlers on each app guarantees it.
+stack trace; installing these handlers on each app guarantees it. The errors themselves and their
+code -> status table are deepfake.errors (no FastAPI there, so the CLI shares them).
 """
 
 from __future__ import annotations
@@ -16,49 +17,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from deepfake.errors import ERROR_CATALOGUE, GENERIC_CODES, ServiceError
 from deepfake.schemas import ErrorBody, ErrorDetail, StreamError, stream_close_code
 
 log = logging.getLogger(__name__)
 
-STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "upload_timeout",
-    409: "conflict",
-    413: "too_large",
-    415: "not_a_video",
-    422: "invalid_request",
-    429: "rate_limited",
-    500: "internal_error",
-    502: "bad_gateway",
-    503: "unavailable",
-    504: "timeout",
-}
 
-
-class ApiError(Exception):
-    """Raise from any endpoint to answer with the error shape; `headers` e.g. Retry-After."""
-
-    def __init__(
-        self,
-        http_status: int,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.code = code
-        self.message = message
-        self.details = details or {}
-        self.headers = headers
-
-    def to_error_detail(self) -> ErrorDetail:
-        return ErrorDetail(code=self.code, message=self.message, details=self.details)
+class ApiError(ServiceError):
+    """Raise from any endpoint to answer with the error shape; its status is the code's
+    (deepfake.errors.ERROR_CATALOGUE); `headers` e.g. Retry-After."""
 
 
 def error_response(
@@ -67,48 +34,6 @@ def error_response(
     return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=http_status, headers=headers)
 
 
-# Every error code the services answer with: its HTTP status and a typical message. The OpenAPI lists, per
-# operation and status, which of these codes may come back, each with an example body.
-ERROR_CATALOGUE: dict[str, tuple[int, str]] = {
-    "bad_request": (400, "the upload must be multipart/form-data with a part named 'file'"),
-    "empty_file": (400, "the uploaded file is empty"),
-    "unauthorized": (401, "missing or invalid API key (header X-API-Key)"),
-    "job_not_found": (404, "no job '3f2a' for this API key (deleted, or never created)"),
-    "evidence_not_found": (404, "job '3f2a' has no evidence image 'track-9-strip.jpg'"),
-    "upload_timeout": (408, "the upload sent no data for 20 s; the connection was closed"),
-    "job_not_finished": (409, "the job is running (40% done); poll /v1/jobs/3f2a"),
-    "job_failed": (409, "the job failed: the video is corrupt or truncated"),
-    "too_large": (413, "the upload is larger than the limit of 524288000 bytes"),
-    "too_long": (413, "the video lasts 900.0 s, over the limit of 600 s; cut it or submit a shorter one"),
-    "too_large_frame": (413, "frames of 16000x16000 exceed the limit of 33177600 pixels"),
-    "not_a_video": (415, "not a video container we can read; the type is judged from the bytes"),
-    "no_video_stream": (415, "the file has no video stream"),
-    "unsupported_codec": (415, "the video codec is not supported"),
-    "animated_image": (415, "an animated image, not a video"),
-    "corrupt_video": (422, "the video is corrupt or truncated"),
-    "zero_frames": (422, "no frame could be decoded"),
-    "frame_too_small": (422, "frames of 1x1 are too small to hold a face"),
-    "invalid_request": (422, "the request is invalid; see details"),
-    "invalid_callback_url": (422, "callback_url must be an absolute https URL"),
-    "callback_url_forbidden": (422, "callback_url must use https (plain http is not accepted)"),
-    "callback_url_unresolvable": (422, "callback_url host 'hooks.example' does not resolve"),
-    "callbacks_disabled": (422, "this gateway sends no callbacks (no signing secret is configured)"),
-    "rate_limited": (429, "rate limit of 60 requests per minute exceeded; retry after 3 s"),
-    "too_many_auth_failures": (429, "too many wrong API keys from your address; retry after 120 s"),
-    "internal_error": (500, "internal error; the request was logged"),
-    "model_error": (500, "the model server failed on this request; it was logged"),
-    "bad_gateway": (502, "the analysis service refused this gateway"),
-    "preprocessor_unavailable": (503, "the analysis service is unreachable; retry later"),
-    "inference_unavailable": (503, "the inference server is unavailable; retry later"),
-    "busy": (503, "the analysis service is busy; retry later"),
-    "not_ready": (503, "the analysis service is not ready; retry later"),
-    "analysis_timeout": (504, "the analysis took too long"),
-    # live streams (/v1/streams): sent in the refusal message, the close code is 4000 + the status
-    "bad_message": (400, 'text messages are {"t": <seconds>} or {"type": "end"}'),
-    "idle_timeout": (408, "nothing received for 10 s: stream closed"),
-    "too_many_streams": (429, "this API key already has 2 live stream(s) open; close one"),
-    "invalid_frame": (415, "a frame must be one JPEG or PNG image (binary message); this is neither"),
-}
 # Statuses whose answers carry Retry-After (seconds to wait).
 RETRY_AFTER_STATUSES = frozenset({409, 429, 503})
 RETRY_AFTER_HEADER = {
@@ -148,7 +73,7 @@ def error_responses_doc(*items: int | str) -> dict[int | str, dict[str, Any]]:
             by_status.setdefault(ERROR_CATALOGUE[item][0], []).append(item)
     docs: dict[int | str, dict[str, Any]] = {}
     for status, codes in sorted(by_status.items()):
-        description = STATUS_CODES.get(status, "error").replace("_", " ")
+        description = GENERIC_CODES.get(status, "error").replace("_", " ")
         entry: dict[str, Any] = {"model": ErrorBody, "description": description}
         if codes:
             entry["description"] = "Error codes: " + ", ".join(f"`{code}`" for code in codes) + "."
@@ -166,7 +91,7 @@ def error_responses_doc(*items: int | str) -> dict[int | str, dict[str, Any]]:
     return docs
 
 
-async def close_websocket(ws: WebSocket, error: ApiError) -> None:
+async def close_websocket(ws: WebSocket, error: ServiceError) -> None:
     """A WebSocket's refusal: the StreamError message, then the close code of its HTTP status
     (deepfake.schemas.stream_close_code). The client may already be gone; that is not an error."""
     try:
@@ -193,21 +118,20 @@ def allowed_methods(request: Request) -> str:
     )
 
 
-def install_error_handlers(app: FastAPI, *error_types: type[Exception]) -> None:
-    """Answer ApiError, the given domain errors (with http_status + to_error_detail()), HTTP and
-    validation errors, and anything unexpected, all in the one error shape."""
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every ServiceError (the one root: uploads, videos, the preprocessor's answers, the job store,
+    ApiError), HTTP and validation errors, and anything unexpected, all in the one error shape."""
 
-    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
-        headers = getattr(exc, "headers", None)
-        return error_response(exc.http_status, exc.to_error_detail(), dict(headers) if headers else None)  # type: ignore[attr-defined]
+    async def service_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.http_status, exc.to_error_detail(), headers)
 
-    domain_types: tuple[type[Exception], ...] = (ApiError, *error_types)
-    for error_type in domain_types:
-        app.add_exception_handler(error_type, domain_error)
+    app.add_exception_handler(ServiceError, service_error)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = STATUS_CODES.get(exc.status_code, "error")
+        code = GENERIC_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:

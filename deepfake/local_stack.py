@@ -12,20 +12,16 @@ it so they all start the stack the same way, exactly as the service contract say
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.processes import ManagedProcess, http_ready, stop_pid
+from deepfake.settings import REPO_ROOT
+
 SERVICES = ("triton", "preprocessor", "gateway")
 
 
@@ -56,7 +52,7 @@ class LocalStack:
     ports: Ports = field(default_factory=Ports)
     api_key: str = ""
     env: dict[str, str] = field(default_factory=dict)  # extra DEEPFAKE_* settings for both services
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     @property
     def urls(self) -> dict[str, str]:
@@ -108,37 +104,21 @@ class LocalStack:
         ]  # fmt: skip
 
     def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
-        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
         env = self.service_env()
         if name == "preprocessor":  # its own spool: its orphan sweep must not see the gateway's queued files
             env["DEEPFAKE_UPLOAD_DIR"] = str((self.run_dir / "preprocessor-uploads").resolve())
         env.update(extra_env or {})
-        with self.log_path(name).open("ab") as log:
-            self.processes[name] = subprocess.Popen(
-                self.command(name), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        ready = http_ready(self.ready_urls[name], timeout_s=5.0)
+        process = ManagedProcess(name, self.command(name), self.log_path(name), ready, env, REPO_ROOT, 0.3)
+        process.start()
+        self.processes[name] = process
 
     def wait_ready(self, name: str, timeout_s: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        process = self.processes.get(name)
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.log_tail(name)}")
-            try:
-                with urllib.request.urlopen(self.ready_urls[name], timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{name} not ready after {timeout_s:.0f} s:\n{self.log_tail(name)}")
+        self.processes[name].wait_ready(timeout_s)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.log_path(name)
-        return (
-            "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-        )
+        process = self.processes.get(name)
+        return process.log_tail(lines) if process is not None else "(not started)"
 
     def up(self, timeout_s: float = 180.0) -> None:
         for name in SERVICES:
@@ -147,67 +127,19 @@ class LocalStack:
 
     def stop(self, name: str, timeout_s: float = 30.0) -> None:
         process = self.processes.pop(name, None)
-        if process is not None and process.poll() is None:
-            stop_pid(process.pid, timeout_s)
-            process.wait()
+        if process is not None:
+            process.stop(timeout_s)
 
     def kill(self, name: str) -> None:
-        """SIGKILL the service's process group and every process below it: a crash, for recovery tests.
-        The descendants too, because `deepfake serve triton` starts tritonserver in a session of its own:
-        killing only the launcher's group would leave the real server running, holding its ports."""
+        """SIGKILL the service and every process below it: a crash, for recovery tests (`deepfake serve
+        triton` starts tritonserver in a session of its own, so its group alone would leave it running)."""
         process = self.processes.pop(name, None)
-        if process is not None and process.poll() is None:
-            below = descendants(process.pid)
-            os.killpg(process.pid, signal.SIGKILL)
-            for pid in below:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            process.kill()
 
     def down(self) -> None:
         for name in reversed(SERVICES):
             self.stop(name)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children, their children, ...), from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended meanwhile
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
-    return found
-
-
-def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
-    """SIGTERM the process group we started (the service leader handles it), SIGKILL after the timeout."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _pid_dir(run_dir: Path) -> Path:
@@ -227,9 +159,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    api_key = os.environ.get("DEEPFAKE_API_KEYS", "")
+    from gateway.settings import GatewaySettings  # the gateway's own reading of DEEPFAKE_API_KEYS
+
+    gateway_settings = GatewaySettings()
+    api_key = gateway_settings.api_keys
     key_file = run_dir / "api_key"
-    if not api_key and os.environ.get("DEEPFAKE_AUTH_DISABLED", "").lower() not in ("1", "true", "yes"):
+    if not api_key and not gateway_settings.auth_disabled:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not key_file.exists():
             key_file.write_text(secrets.token_urlsafe(24))

@@ -34,7 +34,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from deepfake.containers import SNIFF_BYTES, is_animated_webp, sniff_video_container
-from deepfake.schemas import ErrorDetail
+from deepfake.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ EARLY_CHECK_BYTES = 1 << 20  # when the early check (if any) looks at the partia
 FILE_FIELD = "file"
 UPLOAD_SUFFIX = ".upload"  # every file receive_upload writes is <32 hex digits>.upload
 _UPLOAD_NAME = re.compile(r"[0-9a-f]{32}\.upload")
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; it is never delivered
 MAX_FIELD_BYTES = 4096
 # The request body schema for OpenAPI, so Swagger UI shows a file picker although the endpoint reads
 # the raw stream itself.
@@ -68,18 +67,12 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 EarlyCheck = Callable[[Path, int], None]
 
 
-class UploadError(Exception):
-    """A client-side upload problem with the HTTP status and the message that says what to fix."""
+class UploadError(ServiceError):
+    """A client-side upload problem: its code (the status from the catalogue) and the message that says
+    what to fix."""
 
-    def __init__(self, code: str, message: str, http_status: int, **details: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http_status = http_status
-        self.details = details
-
-    def to_error_detail(self) -> ErrorDetail:
-        return ErrorDetail(code=self.code, message=self.message, details=self.details)
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(code, message, details)
 
 
 class UploadTimeout(UploadError):
@@ -92,7 +85,6 @@ class UploadTimeout(UploadError):
             "upload_timeout",
             f"no bytes of the upload arrived for {read_timeout_s:g} s, so it was cancelled; "
             "send the file again",
-            408,
             read_timeout_s=read_timeout_s,
             received_bytes=received_bytes,
         )
@@ -106,7 +98,6 @@ class UploadDisconnected(UploadError):
         super().__init__(
             "client_disconnected",
             "the client disconnected before the upload was complete",
-            CLIENT_CLOSED_REQUEST,
             received_bytes=received_bytes,
         )
 
@@ -186,7 +177,7 @@ class _Receiver:
         self._part_is_file = self._part_name == FILE_FIELD
         if self._part_is_file:
             if self.file_seen:
-                raise UploadError("bad_request", "send exactly one file part named 'file'", 400)
+                raise UploadError("bad_request", "send exactly one file part named 'file'")
             self.file_seen = True
             raw = options.get(b"filename")
             self.filename = safe_display_name(raw.decode("utf-8", "replace") if raw is not None else None)
@@ -197,14 +188,13 @@ class _Receiver:
         if not self._part_is_file:
             self._field_value.extend(chunk)
             if len(self._field_value) > MAX_FIELD_BYTES:
-                raise UploadError("bad_request", f"form field {self._part_name!r} is too long", 400)
+                raise UploadError("bad_request", f"form field {self._part_name!r} is too long")
             return
         self.size += len(chunk)
         if self.size > self.max_bytes:
             raise UploadError(
                 "too_large",
                 f"the upload exceeds the limit of {self.max_bytes} bytes; send a shorter or smaller video",
-                413,
                 max_bytes=self.max_bytes,
             )
         if self.container is None:
@@ -227,14 +217,12 @@ class _Receiver:
                 "animated_image",
                 "this is an animated WebP image, and its frames cannot be decoded here as video; "
                 "export or convert it to a video file (MP4 or WebM) and provide that",
-                415,
             )
         if self.container is None:
             raise UploadError(
                 "not_a_video",
                 "not a video container we can read (MP4/MOV, MKV/WebM, AVI, FLV, Ogg, WMV, MPEG, "
                 "raw H.264/HEVC); the type is judged from the bytes, not the filename",
-                415,
             )
 
     def _part_end(self) -> None:
@@ -242,7 +230,7 @@ class _Receiver:
             self.file_complete = True
             if self.container is None:
                 if self.size == 0:
-                    raise UploadError("empty_file", "the uploaded file is empty", 400)
+                    raise UploadError("empty_file", "the uploaded file is empty")
                 self._decide_type()
             if self._handle is not None:
                 self._handle.close()
@@ -251,7 +239,7 @@ class _Receiver:
             # Two values for one field (say two callback_url parts): which one counts would be a guess,
             # and a guess that drops a callback silently (found by schemathesis).
             if self._part_name in self.fields:
-                raise UploadError("bad_request", f"form field {self._part_name!r} sent more than once", 400)
+                raise UploadError("bad_request", f"form field {self._part_name!r} sent more than once")
             self.fields[self._part_name] = self._field_value.decode("utf-8", "replace")
 
     def close(self) -> None:
@@ -277,7 +265,6 @@ async def receive_upload(
         raise UploadError(
             "bad_request",
             "send the video as multipart/form-data with a part named 'file' (curl -F file=@clip.mp4)",
-            400,
         )
     upload_dir.mkdir(parents=True, exist_ok=True)
     dest = upload_dir / f"{uuid.uuid4().hex}{UPLOAD_SUFFIX}"
@@ -294,18 +281,20 @@ async def receive_upload(
             except TimeoutError:
                 raise UploadTimeout(read_timeout_s or 0.0, received) from None
             received += len(chunk)
-            parser.write(chunk)
-        parser.finalize()
+            # On a thread: the parser's callbacks write the file and may run the early duration check
+            # (PyAV reads the partial file), blocking I/O the event loop must not wait on.
+            await asyncio.to_thread(parser.write, chunk)
+        await asyncio.to_thread(parser.finalize)
         if not receiver.file_seen:
-            raise UploadError("bad_request", "no file part named 'file' in the upload", 400)
+            raise UploadError("bad_request", "no file part named 'file' in the upload")
         if not receiver.file_complete:  # cut short: what arrived may be any prefix of the file
             raise UploadError(
-                "bad_request", "the body ended inside the file part (no closing boundary); send it whole", 400
+                "bad_request", "the body ended inside the file part (no closing boundary); send it whole"
             )
     except MultipartParseError as exc:
         receiver.close()
         dest.unlink(missing_ok=True)
-        raise UploadError("bad_request", f"malformed multipart body: {exc}", 400) from exc
+        raise UploadError("bad_request", f"malformed multipart body: {exc}") from exc
     except ClientDisconnect:
         receiver.close()
         dest.unlink(missing_ok=True)
@@ -337,7 +326,8 @@ class UploadSpoolSettings(BaseModel):
         3600.0,
         gt=0,
         description="Spooled upload files nothing references are deleted once this old (what a crash "
-        "left behind); longer than any analysis, queue wait included.",
+        "left behind); longer than any analysis, queue wait included (the gateway: above "
+        "PREPROCESSOR_TIMEOUT_S).",
     )
     upload_sweep_interval_s: float = Field(300.0, gt=0, description="How often orphaned uploads are swept.")
 

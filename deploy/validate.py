@@ -29,7 +29,9 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
+from deepfake.settings import REPO_ROOT  # noqa: E402
+
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS_DIR = K8S_DIR / "overlays"
 MONITORING_DIR = K8S_DIR / "monitoring"

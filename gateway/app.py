@@ -17,16 +17,13 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
-from deepfake.uploads import UploadError
 from gateway import openapi
-from gateway.auth import parse_networks
+from gateway.auth import Authenticator
 from gateway.callbacks import CallbackPolicy, Resolver
 from gateway.jobs.open_store import open_job_store
 from gateway.jobs.runner import JobRunner
-from gateway.jobs.store import JobStoreUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
-from gateway.rate_limit import AuthFailureThrottle, RateLimiter
+from gateway.preprocessor_client import PreprocessorClient
 from gateway.routers import detections, health, jobs, streams, web
 from gateway.settings import GatewaySettings
 
@@ -70,7 +67,7 @@ def create_app(
         settings.preprocessor_url,
         settings.preprocessor_timeout_s,
         preprocessor_transport,
-        settings.service_token.get_secret_value() or None,
+        settings.token(),
     )
     callback_policy = CallbackPolicy.from_settings(
         settings.callback_http_hosts, settings.callback_allowed_hosts, callback_resolver
@@ -100,18 +97,15 @@ def create_app(
     )
     openapi.install(app)
     app.state.settings = settings
-    app.state.api_keys = settings.api_key_set()
     app.state.store = store
     app.state.metrics = metrics
     app.state.preprocessor = preprocessor
     app.state.runner = runner
     app.state.evidence = runner.evidence
     app.state.callback_policy = callback_policy
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.auth_throttle = AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
-    app.state.trusted_proxies = parse_networks(settings.trusted_proxies)
+    app.state.authenticator = Authenticator.from_settings(settings, metrics)
     app.state.open_streams = {}  # owner -> live streams open (/v1/streams)
-    install_error_handlers(app, UploadError, PreprocessorError, JobStoreUnavailable)
+    install_error_handlers(app)
     install_request_metrics(app, metrics.requests, metrics.latency)
     if settings.cors_origin_list():
         # Frontend apps on other origins call the API from browsers; the key travels in X-API-Key.

@@ -14,12 +14,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
 from deepfake.api_errors import ApiError
+from deepfake.app_state import app_state
+from gateway.rate_limit import AuthFailureThrottle, RateLimiter
+
+if TYPE_CHECKING:  # gateway.settings imports owner_of from here
+    from gateway.metrics import GatewayMetrics
+    from gateway.settings import GatewaySettings
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key.")
 ANONYMOUS = "anonymous"
@@ -65,47 +73,67 @@ def owner_of(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def require_api_key(request: Request, api_key: str | None = Security(API_KEY_HEADER)) -> str:
-    """The caller's owner id; 401 without a valid key, 429 (Retry-After) over the rate limit."""
-    return authenticate(request, api_key)
+@dataclass(frozen=True)
+class Authenticator:
+    """What the key check needs, built once per app (gateway.app) and handed to routes as a dependency."""
 
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    rate_limiter: RateLimiter
+    throttle: AuthFailureThrottle
+    keys: frozenset[str]
+    trusted_proxies: tuple[Network, ...]
 
-def authenticate(request: HTTPConnection, api_key: str | None) -> str:
-    """:func:`require_api_key` for any connection, a WebSocket's too (its refusals become close codes)."""
-    settings = request.app.state.settings
-    metrics = request.app.state.metrics
-    if settings.auth_disabled:
-        owner = ANONYMOUS
-    else:
-        keys = request.app.state.api_keys
-        if not api_key:
-            metrics.rejected.labels("missing_key").inc()
-            raise ApiError(401, "unauthorized", "send your API key in the X-API-Key header")
-        throttle = request.app.state.auth_throttle
-        address = client_address(request, request.app.state.trusted_proxies)
-        wait_s = throttle.retry_after(address)
-        if wait_s > 0:
-            metrics.rejected.labels("auth_throttled").inc()
-            retry_after = request.app.state.rate_limiter.retry_after_header(wait_s)
-            raise ApiError(
-                429,
-                "too_many_auth_failures",
-                f"too many invalid API keys from your address; retry in {retry_after} s",
-                headers={"Retry-After": retry_after},
-            )
-        if not any(hmac.compare_digest(api_key.encode(), key.encode()) for key in keys):
-            throttle.record_failure(address)
-            metrics.rejected.labels("invalid_key").inc()
-            raise ApiError(401, "unauthorized", "the API key in X-API-Key is not valid")
-        owner = owner_of(api_key)
-    wait_s = request.app.state.rate_limiter.acquire(owner)
-    if wait_s > 0:
-        metrics.rejected.labels("rate_limited").inc()
-        retry_after = request.app.state.rate_limiter.retry_after_header(wait_s)
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"over {settings.rate_limit_per_minute} requests per minute; retry in {retry_after} s",
-            headers={"Retry-After": retry_after},
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> Authenticator:
+        return cls(
+            settings,
+            metrics,
+            RateLimiter(settings.rate_limit_per_minute),
+            AuthFailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s),
+            settings.api_key_set(),
+            parse_networks(settings.trusted_proxies),
         )
-    return owner
+
+    def authenticate(self, conn: HTTPConnection, api_key: str | None) -> str:
+        """The caller's owner id, for any connection, a WebSocket's too (its refusals become close codes):
+        401 without a valid key, 429 (Retry-After) over the rate limit or after too many wrong keys."""
+        settings, metrics = self.settings, self.metrics
+        if settings.auth_disabled:
+            owner = ANONYMOUS
+        else:
+            if not api_key:
+                metrics.rejected.labels("missing_key").inc()
+                raise ApiError("unauthorized", "send your API key in the X-API-Key header")
+            address = client_address(conn, self.trusted_proxies)
+            wait_s = self.throttle.retry_after(address)
+            if wait_s > 0:
+                raise self._refusal("too_many_auth_failures", "auth_throttled", wait_s)
+            if not any(hmac.compare_digest(api_key.encode(), key.encode()) for key in self.keys):
+                self.throttle.record_failure(address)
+                metrics.rejected.labels("invalid_key").inc()
+                raise ApiError("unauthorized", "the API key in X-API-Key is not valid")
+            owner = owner_of(api_key)
+        wait_s = self.rate_limiter.acquire(owner)
+        if wait_s > 0:
+            raise self._refusal("rate_limited", "rate_limited", wait_s)
+        return owner
+
+    def _refusal(self, code: str, metric_label: str, wait_s: float) -> ApiError:
+        """A 429 with Retry-After (whole seconds), counted under `metric_label`."""
+        self.metrics.rejected.labels(metric_label).inc()
+        retry_after = self.rate_limiter.retry_after_header(wait_s)
+        reason = (
+            "too many invalid API keys from your address"
+            if code == "too_many_auth_failures"
+            else f"over {self.settings.rate_limit_per_minute} requests per minute"
+        )
+        return ApiError(code, f"{reason}; retry in {retry_after} s", headers={"Retry-After": retry_after})
+
+
+Auth = Annotated[Authenticator, Depends(app_state("authenticator"))]
+
+
+def require_api_key(request: Request, auth: Auth, api_key: str | None = Security(API_KEY_HEADER)) -> str:
+    """The caller's owner id (Authenticator.authenticate): the Owner dependency of every API route."""
+    return auth.authenticate(request, api_key)

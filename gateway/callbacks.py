@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from deepfake.api_errors import ApiError
-from deepfake.retry import Backoff
+from deepfake.retry import Backoff, call_with_retries_async
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class CallbackRefused(Exception):
         self.message = message
 
     def to_api_error(self) -> ApiError:
-        return ApiError(422, self.code, self.message)
+        return ApiError(self.code, self.message)
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,8 @@ class CallbackSender:
             return "refused"
         body = json.dumps(payload, separators=(",", ":")).encode()
         host_header = checked.url.netloc.decode("ascii")
-        for attempt in range(self.attempts):
+
+        async def post(attempt: int) -> str:
             address = checked.addresses[attempt % len(checked.addresses)]
             target = checked.url.copy_with(host=address)
             extensions = {"sni_hostname": checked.host} if checked.url.scheme == "https" else {}
@@ -333,17 +334,38 @@ class CallbackSender:
                 "User-Agent": "deepfake-gateway-callback/1",
                 SIGNATURE_HEADER: sign(secret, body),
             }
-            try:
-                request = self._client.build_request(
-                    "POST", target, content=body, headers=headers, extensions=extensions
-                )
-                response = await self._client.send(request, stream=True)  # the body is never read
-                await response.aclose()
-                if response.status_code < 500:
-                    return "delivered" if response.is_success else "rejected"
-                log.warning("job %s: callback answered %d", job_id, response.status_code)
-            except httpx.HTTPError as exc:
-                log.warning("job %s: callback to %s failed: %s", job_id, checked.host, exc)
-            if attempt + 1 < self.attempts:
-                await asyncio.sleep(Backoff(self.backoff_s, max_s=30.0).delay(attempt + 1))
-        return "failed"
+            request = self._client.build_request(
+                "POST", target, content=body, headers=headers, extensions=extensions
+            )
+            response = await self._client.send(request, stream=True)  # the body is never read
+            await response.aclose()
+            if response.status_code >= 500:
+                raise _ServerError(response.status_code)
+            return "delivered" if response.is_success else "rejected"
+
+        def log_failure(exc: Exception, _: int) -> None:
+            log.warning("job %s: callback to %s failed: %s", job_id, checked.host, exc)
+
+        try:
+            return await call_with_retries_async(
+                post,
+                attempts=self.attempts,
+                backoff=Backoff(self.backoff_s, max_s=30.0),
+                retry_on=_worth_retrying,
+                on_retry=log_failure,
+            )
+        except (httpx.HTTPError, _ServerError) as exc:
+            log_failure(exc, self.attempts)
+            return "failed"
+
+
+class _ServerError(Exception):
+    """A callback receiver answered 5xx: worth another attempt."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"answered {status}")
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """No answer (any httpx transport error, by type) or a 5xx answer; a 3xx/4xx is final."""
+    return isinstance(exc, httpx.HTTPError | _ServerError)

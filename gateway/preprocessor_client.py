@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from deepfake.errors import ERROR_CATALOGUE, ServiceError
 from deepfake.schemas import ErrorDetail
 
 log = logging.getLogger(__name__)
@@ -27,29 +28,21 @@ NDJSON = "application/x-ndjson"
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 
 
-class PreprocessorError(Exception):
-    """The analysis did not produce a result; `http_status` and `detail` are what the client gets.
+class PreprocessorError(ServiceError):
+    """The analysis did not produce a result; its code (and so its status) is what the client gets."""
 
-    `transient`: the failure is the service's state, not the request's (an outage, a full queue, a
-    timeout); decided from the transport error or the upstream HTTP status, never from message text.
-    By default a 503 or 504 is transient and everything else final.
-    """
+    _transient: bool | None = None
 
-    def __init__(
-        self,
-        http_status: int,
-        detail: ErrorDetail,
-        headers: dict[str, str] | None = None,
-        transient: bool | None = None,
-    ) -> None:
-        super().__init__(detail.message)
-        self.http_status = http_status
-        self.detail = detail
-        self.headers = headers
-        self.transient = http_status in (503, 504) if transient is None else transient
+    @property
+    def transient(self) -> bool:
+        """The failure is the service's state, not the request's (an outage, a full queue, a timeout);
+        decided from the transport error's type or the upstream HTTP status, never from message text. By
+        default a 503 or 504 is transient and everything else final."""
+        return self.http_status in (503, 504) if self._transient is None else self._transient
 
-    def to_error_detail(self) -> ErrorDetail:
-        return self.detail
+    def marked(self, transient: bool) -> PreprocessorError:
+        self._transient = transient
+        return self
 
 
 # What public clients read for the analysis service's own failures (5xx): the code stays, the text is
@@ -68,50 +61,42 @@ GENERIC_MESSAGE = "the analysis service failed; retry later"
 
 def _unavailable(base_url: str, exc: Exception) -> PreprocessorError:
     log.warning("preprocessor at %s unreachable: %s: %s", base_url, type(exc).__name__, exc)
-    return PreprocessorError(
-        503,
-        ErrorDetail(code="preprocessor_unavailable", message=PUBLIC_MESSAGES["preprocessor_unavailable"]),
-        {"Retry-After": "5"},
-    )
+    code = "preprocessor_unavailable"
+    return PreprocessorError(code, PUBLIC_MESSAGES[code], headers={"Retry-After": "5"})
 
 
 def _public(error: PreprocessorError) -> PreprocessorError:
     """The error as a public client may see it: 4xx (the client's video) pass unchanged, 5xx get our
     text for their code and no details."""
-    detail = error.detail
     if error.http_status in (401, 403):
         # The preprocessor refused the gateway's DEEPFAKE_SERVICE_TOKEN: our misconfiguration.
-        log.error("the analysis service refused the gateway's service token: %s", detail.message)
-        return PreprocessorError(
-            502,
-            ErrorDetail(code="bad_gateway", message="the analysis service refused this gateway"),
-            transient=False,  # a configuration error: retrying cannot fix it
-        )
+        log.error("the analysis service refused the gateway's service token: %s", error.message)
+        # a configuration error: retrying cannot fix it
+        return PreprocessorError("bad_gateway", "the analysis service refused this gateway").marked(False)
     if error.http_status < 500:
         return error
     log.warning(
-        "analysis service error %d %s: %s %s", error.http_status, detail.code, detail.message, detail.details
+        "analysis service error %d %s: %s %s", error.http_status, error.code, error.message, error.details
     )
-    message = PUBLIC_MESSAGES.get(detail.code, GENERIC_MESSAGE)
-    error.detail = ErrorDetail(code=detail.code, message=message)
+    error.message = PUBLIC_MESSAGES.get(error.code, GENERIC_MESSAGE)
+    error.details = {}
     return error
 
 
 def _error_from_body(status: int, body: Any) -> PreprocessorError:
+    """The preprocessor's error answer as a PreprocessorError; an answer that is not one of its own
+    (no error body, a code the catalogue gives another status) is a bad_gateway."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         try:
-            return _public(PreprocessorError(status, ErrorDetail.model_validate(body["error"])))
+            detail = ErrorDetail.model_validate(body["error"])
         except ValueError:
-            pass
-    # No error body: not the preprocessor's own answer (a proxy in between, a service without endpoints
-    # during a restart?); its status still tells whether it is worth another try.
-    return PreprocessorError(
-        502,
-        ErrorDetail(
-            code="bad_gateway", message=f"the analysis service answered {status} without an error body"
-        ),
-        transient=status in TRANSIENT_STATUSES,
-    )
+            detail = None
+        if detail is not None and ERROR_CATALOGUE.get(detail.code, (None,))[0] == status:
+            return _public(PreprocessorError(detail.code, detail.message, detail.details))
+    # Not the preprocessor's own answer (a proxy in between, a service without endpoints during a
+    # restart?); its status still tells whether it is worth another try.
+    message = f"the analysis service answered {status} without an error body of its own"
+    return PreprocessorError("bad_gateway", message).marked(status in TRANSIENT_STATUSES)
 
 
 class PreprocessorClient:
@@ -173,9 +158,7 @@ class PreprocessorClient:
             raise _unavailable(self.base_url, exc) from exc  # never reached the service
         except httpx.TimeoutException as exc:
             log.warning("analysis at %s timed out: %s: %s", self.base_url, type(exc).__name__, exc)
-            raise PreprocessorError(
-                504, ErrorDetail(code="analysis_timeout", message="the analysis took too long")
-            ) from exc
+            raise PreprocessorError("analysis_timeout", "the analysis took too long") from exc
         except httpx.HTTPError as exc:
             raise _unavailable(self.base_url, exc) from exc
 
@@ -204,9 +187,7 @@ class PreprocessorClient:
                 return message["result"]
             elif "error" in message:
                 raise _error_from_body(int(message.get("status", 500)), message)
-        raise PreprocessorError(
-            502, ErrorDetail(code="bad_gateway", message="the analysis stream ended without a result")
-        )
+        raise PreprocessorError("bad_gateway", "the analysis stream ended without a result")
 
     async def aclose(self) -> None:
         await self._client.aclose()

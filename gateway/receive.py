@@ -13,11 +13,18 @@ import asyncio
 from fastapi import Request
 
 from deepfake.uploads import Upload, receive_upload, remove_quietly
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
 from gateway.video_check import check_duration, early_duration_check
 
 
-async def receive_video(request: Request, max_duration_s: float, hint: str = "") -> Upload:
-    settings = request.app.state.settings
+async def receive_video(
+    request: Request,
+    settings: GatewaySettings,
+    metrics: GatewayMetrics,
+    max_duration_s: float,
+    hint: str = "",
+) -> Upload:
     upload = await receive_upload(
         request.headers.get("content-type"),
         request.stream(),
@@ -32,7 +39,6 @@ async def receive_video(request: Request, max_duration_s: float, hint: str = "")
     except BaseException:
         remove_quietly(upload.path)
         raise
-    metrics = request.app.state.metrics
     metrics.upload_bytes.inc(upload.size)
     metrics.upload_size.observe(upload.size)
     return upload

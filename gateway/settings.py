@@ -1,6 +1,8 @@
 """The gateway's settings, one place, environment variables with the ``DEEPFAKE_`` prefix.
 
 The names are the service contract the Compose and Kubernetes manifests rely on; do not rename them.
+Built on deepfake.settings: the service token, the duration limit and the upload rules are declared
+once there (or in deepfake.uploads) for the gateway and the preprocessor alike.
 """
 
 from __future__ import annotations
@@ -8,23 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deepfake.limits import DEFAULT_MAX_DURATION_S
+from deepfake.settings import MaxDurationSettings, ServiceTokenSettings
 from deepfake.uploads import UploadSpoolSettings
 from gateway.auth import owner_of
 
 
-class GatewaySettings(BaseSettings, UploadSpoolSettings):
-    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
-
+class GatewaySettings(MaxDurationSettings, ServiceTokenSettings, UploadSpoolSettings):
     api_keys: str = Field("", description="Accepted API keys, comma-separated (header X-API-Key).")
-    auth_disabled: bool = Field(False, description="Accept requests without a key: local use only.")
-    preprocessor_url: str = Field("http://127.0.0.1:8081", description="Preprocessor base URL.")
-    service_token: SecretStr = Field(
-        SecretStr(""),
-        description="The preprocessor's shared token, sent to it as Authorization: Bearer.",
+    auth_disabled: bool = Field(
+        False,
+        description="Accept requests without a key: local use only (off: without keys every request gets "
+        "401).",
     )
+    preprocessor_url: str = Field("http://127.0.0.1:8081", description="Preprocessor base URL.")
     preprocessor_timeout_s: float = Field(900.0, gt=0, description="Longest wait for one analysis.")
     job_store_url: str = Field(
         "sqlite:///./.run/jobs.sqlite",
@@ -53,13 +52,12 @@ class GatewaySettings(BaseSettings, UploadSpoolSettings):
         return self.evidence_dir or self.upload_dir.parent / "evidence"
 
     max_upload_bytes: int = Field(500 * 1024**2, ge=1, description="Largest accepted upload in bytes.")
-    max_duration_s: float = Field(
-        DEFAULT_MAX_DURATION_S, gt=0, description="Longest accepted video in seconds (jobs)."
-    )
     sync_max_duration_s: float = Field(
         120.0, gt=0, description="Longest video POST /v1/detections analyses synchronously; use jobs beyond."
     )
-    rate_limit_per_minute: int = Field(60, ge=0, description="Requests per minute per API key; 0: no limit.")
+    rate_limit_per_minute: int = Field(
+        60, ge=0, description="Requests per minute per API key (per replica); 0: no limit."
+    )
     auth_failure_limit: int = Field(
         10,
         ge=0,

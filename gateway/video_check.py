@@ -8,6 +8,9 @@ A file written live (streamed MKV/WebM, e.g. a browser's MediaRecorder) states n
 Then the packets are scanned (preprocessor.probe.scan_packets: demuxed, never decoded), stopping with
 ``too_long`` as soon as the span passes the limit, so the synchronous endpoint's shorter limit holds for
 such files too (the preprocessor only knows the job limit).
+
+Refusals are ServiceErrors (deepfake.errors): UploadError for a file that cannot be read, and the
+pipeline's own ``too_long`` (preprocessor.probe.too_long, a VideoError) with the gateway's advice.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import av
 
 from deepfake.containers import header_duration_s
 from deepfake.uploads import UploadError
-from preprocessor.errors import HTTP_STATUS, VideoError
-from preprocessor.probe import scan_packets
+from preprocessor.errors import VideoError
+from preprocessor.probe import scan_packets, too_long
 
 
 def video_duration_s(path: Path) -> float | None:
@@ -31,12 +34,12 @@ def video_duration_s(path: Path) -> float | None:
             streams = container.streams.video
             if not streams:
                 raise UploadError(
-                    "no_video_stream", "the file has no video stream (audio only?); upload a video", 415
+                    "no_video_stream", "the file has no video stream (audio only?); upload a video"
                 )
             return header_duration_s(container, streams[0])
     except av.error.EOFError as exc:
         raise UploadError(
-            "zero_frames", "the file ends right after its header: it holds no video frames", 422
+            "zero_frames", "the file ends right after its header: it holds no video frames"
         ) from exc
     except av.error.FFmpegError as exc:
         # The reason without the file name: the client must never see server paths.
@@ -45,7 +48,6 @@ def video_duration_s(path: Path) -> float | None:
             "corrupt_video",
             "the file looks like a video container but cannot be read (truncated or damaged?); "
             "upload the complete file",
-            422,
             reason=reason,
         ) from exc
 
@@ -57,7 +59,7 @@ def check_duration(path: Path, max_duration_s: float, hint: str = "") -> float |
     if duration is None:
         duration = measured_duration_s(path, max_duration_s, hint)
     if duration is not None and duration > max_duration_s:
-        raise _too_long(duration, max_duration_s, hint)
+        raise too_long(duration, max_duration_s, hint=hint)
     return duration
 
 
@@ -69,25 +71,11 @@ def measured_duration_s(path: Path, max_duration_s: float, hint: str = "") -> fl
     except VideoError as exc:
         if exc.code == "too_long":
             measured = float(exc.details.get("duration_s", max_duration_s))
-            raise _too_long(measured, max_duration_s, hint, at_least=True, duration_from="packets") from exc
+            raise too_long(measured, max_duration_s, True, hint, duration_from="packets") from exc
         # FFmpeg's reason names the file: the client must never see server paths.
         details = {k: v for k, v in exc.details.items() if k not in ("reason", "path")}
-        raise UploadError(exc.code, exc.message, HTTP_STATUS[exc.code], **details) from exc
+        raise UploadError(exc.code, exc.message, **details) from exc
     return scan.duration_s if scan.duration_s > 0 else None
-
-
-def _too_long(
-    duration: float, max_duration_s: float, hint: str, at_least: bool = False, **details: object
-) -> UploadError:
-    lasts = "lasts more than" if at_least else "lasts"
-    return UploadError(
-        "too_long",
-        f"the video {lasts} {duration:.1f} s, longer than the limit of {max_duration_s:.0f} s{hint}",
-        413,
-        duration_s=round(duration, 2),
-        max_duration_s=max_duration_s,
-        **details,
-    )
 
 
 def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Path, int], None]:
@@ -103,6 +91,6 @@ def early_duration_check(max_duration_s: float, hint: str = "") -> Callable[[Pat
         except Exception:  # partial data: most files cannot be judged yet
             return
         if duration is not None and duration > max_duration_s:
-            raise _too_long(duration, max_duration_s, hint, refused_after_bytes=received_bytes)
+            raise too_long(duration, max_duration_s, hint=hint, refused_after_bytes=received_bytes)
 
     return check

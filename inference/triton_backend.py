@@ -6,30 +6,40 @@ WHY these choices:
   never carries its own copy of those numbers.
 - uint8 clips go over the wire (ARCHITECTURE.md: float32 is four times the bytes and measurably slower).
 - Every call has an explicit timeout, and only failures that mean "Triton is not reachable right now"
-  are retried (a few times, with backoff: deepfake.retry). When it stays unreachable the caller gets
+  are retried (a few times, with backoff: deepfake.retry); failures are told apart by their gRPC status
+  code, never by their message. When it stays unreachable the caller gets
   ``TritonUnavailableError`` quickly and the service answers 503, instead of hanging.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from deepfake.retry import Backoff
+from deepfake.retry import Backoff, call_with_retries
 from deepfake.schemas import ModelInfo
 from inference.backend import ClipOutputs
 from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
 
 log = logging.getLogger(__name__)
 SHA256_PARAMETER = "model_sha256"  # written by inference.triton_launcher; optional on other deployments
-# gRPC status codes that mean "not reachable / not ready now", worth a retry; anything else is final.
-RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED")
+# Triton failures classified by their gRPC status code (tritonclient's InferenceServerException carries
+# str(grpc.StatusCode)), never by message text:
+# - not reachable / not ready now: retried, then TritonUnavailableError (503);
+OUTAGE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+# - an answer, but not from a Triton serving this model (an unknown model; a server without Triton's gRPC
+#   service, e.g. an HTTP/2 endpoint answering 404): TritonUnavailableError at once, a retry cannot help;
+NOT_SERVING = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED})
+# - anything else (INVALID_ARGUMENT, INTERNAL, ..., or no status: a client-side failure): TritonModelError.
+_STATUS_BY_NAME = {str(code): code for code in grpc.StatusCode}
 T = TypeVar("T")
 
 
@@ -41,9 +51,13 @@ class TritonModelError(RuntimeError):
     """Triton answered, but the model or its config breaks the model contract; a 500, our fault."""
 
 
-def _is_retryable(exc: InferenceServerException) -> bool:
-    status = str(exc.status() or "")
-    return status in RETRYABLE or "failed to connect" in str(exc).lower()
+def grpc_status(exc: InferenceServerException) -> grpc.StatusCode | None:
+    """The gRPC status code of a tritonclient failure; None when it has none (raised client-side)."""
+    return _STATUS_BY_NAME.get(str(exc.status() or ""))
+
+
+def _is_outage(exc: Exception) -> bool:
+    return isinstance(exc, InferenceServerException) and grpc_status(exc) in OUTAGE
 
 
 class TritonBackend:
@@ -94,30 +108,37 @@ class TritonBackend:
         )
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one Triton call, retrying only outages; raise TritonUnavailableError when they persist."""
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except InferenceServerException as exc:
-                if not _is_retryable(exc):
-                    if "unknown model" in str(exc).lower() or "not found" in str(exc).lower():
-                        raise TritonUnavailableError(
-                            f"Triton at {self.url} does not serve model {self.model_name!r}: {exc.message()}"
-                        ) from exc
-                    raise TritonModelError(f"Triton failed to {what}: {exc.message()}") from exc
-                # gRPC's own reconnect backoff grows to minutes; a fresh channel finds Triton as soon
-                # as it is back.
+        """Run one Triton call, retrying only outages (deepfake.retry); raise TritonUnavailableError when
+        they persist or Triton does not serve the model, TritonModelError for any other failure."""
+
+        def reconnect_and_log(exc: Exception, retry: int) -> None:
+            # gRPC's own reconnect backoff grows to minutes; a fresh channel finds Triton as soon as it is
+            # back.
+            self._reconnect()
+            log.warning("Triton %s failed (%s); retry %d/%d", what, exc, retry, self.retries)
+
+        try:
+            return call_with_retries(
+                lambda _: fn(),
+                attempts=self.retries + 1,
+                backoff=Backoff(self.retry_backoff_s, max_s=10.0),
+                retry_on=_is_outage,
+                on_retry=reconnect_and_log,
+            )
+        except InferenceServerException as exc:
+            status = grpc_status(exc)
+            if status in OUTAGE:
                 self._reconnect()
-                if attempt == self.retries:
-                    raise TritonUnavailableError(
-                        f"Triton at {self.url} is unavailable (could not {what} after {self.retries + 1} "
-                        f"attempts, {self.timeout_s:.0f} s timeout each): {exc.message()}"
-                    ) from exc
-                log.warning(
-                    "Triton %s failed (%s); retry %d/%d", what, exc.message(), attempt + 1, self.retries
-                )
-                time.sleep(Backoff(self.retry_backoff_s, max_s=10.0).delay(attempt + 1))
-        raise AssertionError("unreachable")
+                raise TritonUnavailableError(
+                    f"Triton at {self.url} is unavailable (could not {what} after {self.retries + 1} "
+                    f"attempts, {self.timeout_s:.0f} s timeout each): {exc.message()}"
+                ) from exc
+            if status in NOT_SERVING:
+                raise TritonUnavailableError(
+                    f"Triton at {self.url} does not serve model {self.model_name!r} ({status}): "
+                    f"{exc.message()}"
+                ) from exc
+            raise TritonModelError(f"Triton failed to {what} ({status}): {exc.message()}") from exc
 
     def _reconnect(self) -> None:
         # The old client is not closed here: another worker thread may be mid-call on it; it is

@@ -14,18 +14,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from deepfake.processes import ManagedProcess, http_ready
 from inference.metadata import METADATA_KEY
 
 MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
@@ -161,7 +158,7 @@ class TritonServer:
     intra_op_threads: int = 1
     instances: int = 1
     log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    process: ManagedProcess | None = field(default=None, init=False)
 
     @property
     def http_url(self) -> str:
@@ -198,51 +195,27 @@ class TritonServer:
         ]
 
     def start(self) -> None:
-        command = self.command()
-        log_path = self.log_path or self.run_dir / "tritonserver.log"
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=triton_environment(),
-                start_new_session=True,
-            )
-        self.log_path = log_path
+        self.log_path = self.log_path or self.run_dir / "tritonserver.log"
+        ready = http_ready(f"{self.http_url}/v2/health/ready", timeout_s=2.0)
+        command, env = self.command(), triton_environment()
+        self.process = ManagedProcess(
+            "tritonserver", command, self.log_path, ready, env, not_ready=TritonLaunchError
+        )
+        self.process.start()
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return self.process is not None and self.process.ready()
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise TritonLaunchError(
-                    f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}"
-                )
-            if self.is_ready():
-                return
-            time.sleep(0.25)
-        raise TritonLaunchError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        assert self.process is not None, "start() first"
+        self.process.wait_ready(timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.process.log_tail(lines) if self.process is not None else "(no log)"
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            self.process.stop(timeout_s)
 
     def __enter__(self) -> TritonServer:
         self.start()

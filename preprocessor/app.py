@@ -23,9 +23,8 @@ from fastapi import FastAPI
 
 from deepfake.api_errors import install_error_handlers
 from deepfake.http_metrics import install_request_metrics
-from deepfake.uploads import UploadError, sweep_orphan_uploads
+from deepfake.uploads import sweep_orphan_uploads
 from preprocessor.auth import ServiceTokenMiddleware
-from preprocessor.errors import VideoError
 from preprocessor.routers import analyze, health, streams
 from preprocessor.service import AnalysisService, BackendFactory
 from preprocessor.service_metrics import ServiceMetrics
@@ -85,7 +84,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = ServiceMetrics()
-    install_error_handlers(app, UploadError, VideoError)
+    install_error_handlers(app)
     install_request_metrics(app, app.state.metrics.requests, app.state.metrics.latency)
     app.include_router(health.router)
     app.include_router(analyze.router)

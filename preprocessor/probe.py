@@ -182,7 +182,7 @@ def probe(
             timing, seekable = "frame_rate", False
         duration = header_duration_s(container, stream) or 0.0
         if duration > max_duration_s:
-            raise _too_long(duration, max_duration_s)
+            raise too_long(duration, max_duration_s)
         keyframes = (
             [e.timestamp * time_base for e in stream.index_entries if e.is_keyframe] if time_base else []
         )
@@ -221,7 +221,7 @@ def probe(
         duration = frame_count / fps
         duration_from = "frame_count"
     if duration > max_duration_s:
-        raise _too_long(duration, max_duration_s)
+        raise too_long(duration, max_duration_s)
     info = VideoInfo(
         container=format_name,
         codec=codec,
@@ -397,7 +397,7 @@ def scan_packets(
                 if packet.is_keyframe:
                     keyframes.append(t)
                 if end - start > max_duration_s:
-                    raise _too_long(end - start, max_duration_s, at_least=True)
+                    raise too_long(end - start, max_duration_s, at_least=True)
         except av.error.FFmpegError:
             pass  # a damaged tail: the span up to it is what the sampler will find as well
     if start is None or end is None:
@@ -405,13 +405,18 @@ def scan_packets(
     return PacketScan(start, end - start, packets, sorted(keyframes))
 
 
-def _too_long(duration: float, max_duration_s: float, at_least: bool = False) -> VideoError:
+def too_long(
+    duration: float, max_duration_s: float, at_least: bool = False, hint: str = "", **details: object
+) -> VideoError:
+    """The one ``too_long`` refusal (the pipeline's and the gateway's); `hint` replaces the advice."""
     lasts = "lasts more than" if at_least else "lasts"
+    advice = hint or "; cut it shorter"
     return VideoError(
         "too_long",
-        f"the video {lasts} {duration:.0f} s, over the {max_duration_s:.0f} s limit; cut it shorter",
+        f"the video {lasts} {duration:.0f} s, over the {max_duration_s:.0f} s limit{advice}",
         duration_s=round(duration, 3),
         max_duration_s=max_duration_s,
+        **details,
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deepfake.errors import ServiceError
 from deepfake.schemas import DetectionResult
 from inference.backend import InferenceBackend
 from inference.triton_backend import TritonBackend, TritonModelError, TritonUnavailableError
@@ -39,11 +40,15 @@ ProgressCallback = Callable[[float], None]
 STAGE_SHARES = {"detect": (0.0, 0.85), "infer": (0.85, 0.15), "done": (1.0, 0.0)}
 
 
-class ServiceBusyError(Exception):
-    """All workers are busy and the waiting queue is full."""
+class ServiceBusyError(ServiceError):
+    """All workers are busy and the waiting queue is full: 503 ``busy`` with Retry-After."""
 
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__("all analysis workers are busy and the queue is full; retry later")
+        super().__init__(
+            "busy",
+            "all analysis workers are busy and the queue is full; retry later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
         self.retry_after_s = retry_after_s
 
 

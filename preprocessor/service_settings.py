@@ -6,14 +6,14 @@ the same variables, so the service's settings *are* the pipeline settings (``DEE
 has: where Triton is, how many analyses run at once, where uploads spool, and the service token.
 Earlier the service kept its own copies of the limits and silently ignored the pipeline's names.
 
-``DEEPFAKE_THREADS_PER_WORKER`` and ``DEEPFAKE_MAX_UPLOAD_BYTES`` (the old service-only names) are still
-read as aliases of ``DEEPFAKE_THREADS`` and ``DEEPFAKE_MAX_BYTES``; when both names are set, the
-pipeline's name wins.
+The old service-only names ``DEEPFAKE_THREADS_PER_WORKER`` and ``DEEPFAKE_MAX_UPLOAD_BYTES`` are no
+longer read: the second is the gateway's upload limit, so one environment gave one variable two meanings.
 
-Service token (``DEEPFAKE_SERVICE_TOKEN``): every endpoint but ``/healthz`` and ``/readyz`` requires
-``Authorization: Bearer <token>``. Without a token configured the service answers only loopback peers
-(127.0.0.0/8, ::1), so a development run on one machine needs nothing and a pod or container reachable
-over a network refuses everyone until a token is set (preprocessor.auth).
+Service token (``DEEPFAKE_SERVICE_TOKEN``, declared once in deepfake.settings for both services): every
+endpoint but ``/healthz`` and ``/readyz`` requires ``Authorization: Bearer <token>``. Without a token
+configured the service answers only loopback peers (127.0.0.0/8, ::1), so a development run on one
+machine needs nothing and a pod or container reachable over a network refuses everyone until a token is
+set (preprocessor.auth).
 
 Uploads: the same names as the gateway's for the same rules: ``DEEPFAKE_UPLOAD_READ_TIMEOUT_S`` (a body
 that stalls ends with 408 ``upload_timeout``), ``DEEPFAKE_UPLOAD_ORPHAN_AGE_S`` and
@@ -26,16 +26,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field
 
+from deepfake.settings import ServiceTokenSettings
 from deepfake.uploads import UploadSpoolSettings
 from preprocessor.settings import PipelineSettings
 
 
-class ServiceSettings(PipelineSettings, UploadSpoolSettings):
-    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
-
+class ServiceSettings(PipelineSettings, ServiceTokenSettings, UploadSpoolSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
     model_name: str = Field("deepfake_detector", description="Model name on Triton.")
     triton_timeout_s: float = Field(30.0, gt=0, description="Timeout of each Triton call.")
@@ -63,25 +61,7 @@ class ServiceSettings(PipelineSettings, UploadSpoolSettings):
         "one that cannot fit alone is refused with too_large_frame). Keep it about 1 GiB under the memory "
         "limit (the process itself, its models and upload buffers take the rest).",
     )
-    service_token: SecretStr = Field(
-        SecretStr(""),
-        description="Shared token callers must send (Authorization: Bearer); empty: loopback callers only.",
-    )
-    # Old names, read as aliases (see the module docstring).
-    threads_per_worker: int | None = Field(None, ge=1, description="Old name of DEEPFAKE_THREADS.")
-    max_upload_bytes: int | None = Field(None, ge=1, description="Old name of DEEPFAKE_MAX_BYTES.")
-
-    @model_validator(mode="after")
-    def _apply_old_names(self) -> ServiceSettings:
-        if self.threads_per_worker is not None and "threads" not in self.model_fields_set:
-            self.threads = self.threads_per_worker
-        if self.max_upload_bytes is not None and "max_bytes" not in self.model_fields_set:
-            self.max_bytes = self.max_upload_bytes
-        return self
 
     def spool_dir(self) -> Path:
         """Where uploads are spooled (and swept)."""
         return self.upload_dir or Path(tempfile.gettempdir()) / "deepfake-preprocessor"
-
-    def token(self) -> str | None:
-        return self.service_token.get_secret_value() or None

@@ -1,9 +1,10 @@
 """Pipeline settings, one place, environment variables with the ``DEEPFAKE_`` prefix.
 
-The CLI, the preprocessor service and the evaluation scripts all build a PipelineSettings, so a setting
-means the same thing everywhere (e.g. ``DEEPFAKE_FRAMES=64`` changes the service and the CLI alike).
-Paths default relative to the repository (found from this file), never the working directory, so the
-command works from anywhere.
+The CLI, the preprocessor service and the evaluation scripts all build a PipelineSettings (the service's
+ServiceSettings is a subclass), so a setting means the same thing everywhere (e.g. ``DEEPFAKE_FRAMES=64``
+changes the service and the CLI alike). Built on deepfake.settings (one base for every deployable); the
+detector's variables come from DetectorSettings and the duration limit from MaxDurationSettings, each
+declared once.
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deepfake.limits import DEFAULT_MAX_DURATION_S
-from preprocessor.detectors.base import DEFAULT_DETECTOR
+from deepfake.settings import REPO_ROOT, DataSettings, MaxDurationSettings
+from preprocessor.detectors.settings import DetectorSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_PATH = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
 # Frame-size limits (also probe()'s defaults): 8K UHD's pixel count (7680x4320, 33.2 MP; a decoded 8K frame
 # is ~50 MB in YUV and ~100 MB in RGB), and the shortest side a frame may have, both as stored and in the
@@ -26,15 +25,8 @@ DEFAULT_MIN_FRAME_SIDE = 32
 DEFAULT_DETECT_MAX_SIDE = 640
 
 
-class PipelineSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEEPFAKE_", extra="ignore")
-
-    data_dir: Path = Field(REPO_ROOT.parent / "shared" / "data", description="Development/evaluation data.")
-    weights_dir: Path | None = Field(
-        None, description="Face-detector weights (e.g. RetinaFace); None: each backend's own default."
-    )
+class PipelineSettings(DataSettings, DetectorSettings, MaxDurationSettings):
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX model for the in-process backend.")
-    detector: str = Field(DEFAULT_DETECTOR, description="Face detector registry name.")
 
     # Sampling: ~`frames` frames in clips of the model's clip_len, taken every `frame_stride`-th frame.
     frames: int = Field(32, ge=1, le=1024, description="Frames to sample per video (rounded to whole clips).")
@@ -48,11 +40,6 @@ class PipelineSettings(BaseSettings):
 
     # Input limits (refused with too_large / too_long / too_large_frame / frame_too_small).
     max_bytes: int = Field(2 * 1024**3, ge=1, description="Largest accepted file in bytes.")
-    max_duration_s: float = Field(
-        DEFAULT_MAX_DURATION_S,
-        gt=0,
-        description="Longest accepted video in seconds; measured from the packets when the header is silent.",
-    )
     max_frame_pixels: int = Field(
         DEFAULT_MAX_FRAME_PIXELS,
         ge=1,

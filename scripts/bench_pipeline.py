@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
+from deepfake.settings import REPO_ROOT  # noqa: E402
 from preprocessor.pipeline import Pipeline  # noqa: E402
 from preprocessor.probe import probe  # noqa: E402
 from preprocessor.sampling import FrameSampler, plan_windows  # noqa: E402

@@ -24,12 +24,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 import httpx  # noqa: E402
 
 from deepfake.local_stack import LocalStack, Ports  # noqa: E402
+from deepfake.settings import REPO_ROOT, data_dir  # noqa: E402
 
 MODEL_NAME = "deepfake_detector"
 
@@ -130,8 +129,7 @@ def main() -> int:
     if not model_path.exists():
         print(f"no model at {model_path}; export one or pass --random-model", file=sys.stderr)
         return 1
-    data_dir = Path(os.environ.get("DEEPFAKE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-    videos = real_videos(data_dir, args.videos) if args.real else synthetic_videos(work, args.videos)
+    videos = real_videos(data_dir(), args.videos) if args.real else synthetic_videos(work, args.videos)
 
     print(
         f"{len(videos)} videos, model {model_path}, threads {args.threads}, load {os.getloadavg()}",
@@ -157,7 +155,7 @@ def main() -> int:
             env={
                 "DEEPFAKE_WORKERS": str(workers),
                 "DEEPFAKE_QUEUE_SIZE": "64",
-                "DEEPFAKE_THREADS_PER_WORKER": str(args.threads),
+                "DEEPFAKE_THREADS": str(args.threads),
                 "DEEPFAKE_RATE_LIMIT_PER_MINUTE": "0",
             },
         )

@@ -35,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 
 from deepfake.schemas import StreamResult, StreamSummary  # noqa: E402
 from inference.onnx_backend import OnnxBackend  # noqa: E402

@@ -36,14 +36,15 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
+from deepfake.processes import ManagedProcess, http_ready  # noqa: E402
+from deepfake.settings import REPO_ROOT  # noqa: E402
+
 MODEL_NAME = "deepfake_detector"
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"
 TRT_REPOSITORY = REPO_ROOT / "build" / "trt_repository"
@@ -254,7 +255,7 @@ class Triton:
         self.image, self.binary, self.log_path = image, binary, log_path
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         self.container = f"deepfake-bench-{os.getpid()}-{self.http}"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
 
     def start(self) -> None:
         flags = ["--strict-readiness=true", "--log-verbose=0"]
@@ -272,47 +273,30 @@ class Triton:
                 "-v", f"{self.repository}:/models:ro", self.image,
                 "tritonserver", "--model-repository=/models", *flags,
             ]  # fmt: skip
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.log_path.unlink(missing_ok=True)  # one run per log
+        ready = http_ready(f"http://127.0.0.1:{self.http}/v2/models/{MODEL_NAME}/ready")
+        self.process = ManagedProcess(
+            "Triton", command, self.log_path, ready, poll_s=1.0, not_ready=ServingError
+        )
+        self.process.start()
 
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc}"
 
     def wait_ready(self, timeout_s: float) -> None:
-        url = f"http://127.0.0.1:{self.http}/v2/models/{MODEL_NAME}/ready"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServingError(f"Triton exited with code {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(1.0)
-        raise ServingError(f"model not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        assert self.process is not None, "start() first"
+        self.process.wait_ready(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return self.process.log_tail(lines) if self.process is not None else "(no log)"
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        if not self.binary:
+        if not self.binary:  # the container's own stop first: killing the docker client leaves it running
             subprocess.run(["docker", "stop", "-t", "30", self.container], capture_output=True)
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.process.stop(timeout_s=60)
 
 
 def variant_repository(source: Path, dest: Path, instances: int, queue_delay_us: int) -> Path:

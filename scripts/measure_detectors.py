@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import defaultdict
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deepfake.settings import data_dir  # noqa: E402
 from preprocessor.detectors import FaceDetector, create_detector  # noqa: E402
 from preprocessor.settings import PipelineSettings  # noqa: E402
 
@@ -86,14 +86,13 @@ def shrink(frame: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def main() -> int:
-    repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("DEEPFAKE_DATA_DIR", repo.parent / "shared" / "data")),
+        default=data_dir(),
     )
     parser.add_argument("--frames", type=int, default=8, help="frames sampled per video")
     parser.add_argument("--backends", nargs="+", default=["blazeface", "retinaface"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +26,10 @@ import cv2
 import httpx
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from deepfake.local_stack import free_port, stop_pid  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
+from deepfake.local_stack import free_port  # noqa: E402
+from deepfake.processes import ManagedProcess, http_ready  # noqa: E402
+from deepfake.settings import REPO_ROOT  # noqa: E402
 from tests import synth  # noqa: E402
 
 DEFAULT_MODEL = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
@@ -76,18 +75,13 @@ def run(video: Path, concurrent: int, env: dict[str, str], spool: Path) -> dict:
     full_env.update(env, PYTHONPATH=str(REPO_ROOT), DEEPFAKE_UPLOAD_DIR=str(spool))
     command = [sys.executable, "-m", "uvicorn", "--factory", "tests.onnx_preprocessor:create_app",
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            raise RuntimeError("the preprocessor did not get ready in 120 s")
+    log = spool.with_name(spool.name + ".log")
+    process = ManagedProcess(
+        "preprocessor", command, log, http_ready(f"{url}/readyz"), full_env, REPO_ROOT, 0.3
+    )
+    with process:
+        process.start_and_wait(120)
         idle = status_mb(process.pid, "VmRSS")
 
         def post(_: int) -> list:
@@ -105,9 +99,6 @@ def run(video: Path, concurrent: int, env: dict[str, str], spool: Path) -> dict:
             "peak_rss_mib": round(status_mb(process.pid, "VmHWM")),
             "results": results,
         }
-    finally:
-        stop_pid(process.pid, 15)
-        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

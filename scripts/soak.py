@@ -30,8 +30,7 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 
 from deepfake.local_stack import LocalStack, Ports  # noqa: E402
 from tests import synth  # noqa: E402

@@ -6,20 +6,18 @@ so the always-on suite stays fast on two cores.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from deepfake.settings import data_dir as configured_data_dir
 from tests import synth
 from tests.random_model import default_test_meta, write_random_model
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def data_dir_path() -> Path:
     """DEEPFAKE_DATA_DIR, else ../shared/data next to the repository."""
-    return Path(os.environ.get("DEEPFAKE_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+    return configured_data_dir().resolve()
 
 
 @pytest.fixture(scope="session")

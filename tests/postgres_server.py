@@ -19,8 +19,9 @@ import uuid
 from pathlib import Path
 
 from deepfake.local_stack import free_port
+from tests.settings import SuiteSettings
 
-BIN_DIR = Path(os.environ.get("DEEPFAKE_PG_BIN", "/usr/local/bin"))
+BIN_DIR = SuiteSettings().pg_bin
 BINARIES = ("initdb", "pg_ctl", "postgres")
 SERVICE_USER = "postgres"
 

@@ -12,8 +12,7 @@ import pytest
 
 from deepfake.cli import COMMANDS, main
 from deepfake.schemas import DetectionResult, FileError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.settings import REPO_ROOT
 
 
 def deepfake(*args: str) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from preprocessor.errors import HTTP_STATUS, VideoError
+from deepfake.errors import http_status
+from preprocessor.errors import VideoError
 from preprocessor.probe import probe
 from preprocessor.sampling import FrameSampler, plan_windows, to_display_rgb
 from preprocessor.settings import PipelineSettings
@@ -158,7 +159,7 @@ def test_animated_webp_has_its_own_refusal(tmp_path):
         info = probe(path, **LIMITS).info  # an FFmpeg that decodes animated WebP: a video
     except VideoError as error:
         assert error.code == "animated_image", error
-        assert error.http_status == 415 == HTTP_STATUS["animated_image"]
+        assert error.http_status == 415 == http_status("animated_image")
         assert "animated WebP" in error.message
     else:
         assert info.frame_count is None or info.frame_count > 1

@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.settings import REPO_ROOT
 
 
 def _load(name: str, path: Path) -> ModuleType:

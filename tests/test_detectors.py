@@ -6,7 +6,6 @@ The astronaut's face (Eileen Collins, forehead to chin) sits at about x 175-275,
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+from deepfake.settings import REPO_ROOT, data_dir
 from preprocessor.detectors import available_detectors, create_detector, retinaface
 from preprocessor.detectors.base import DEFAULT_DETECTOR
 from preprocessor.detectors.blazeface import BlazeFaceDetector, square_views
@@ -180,12 +180,9 @@ def test_detector_threads_follow_the_environment(monkeypatch):
 
 # ---------------------------------------------------------------- RetinaFace (design's choice)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def shared_checkpoint() -> Path:
-    data_dir = Path(os.environ.get("DEEPFAKE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-    return data_dir / "weights" / "mobilenet0.25_Final.pth"
+    return data_dir() / "weights" / "mobilenet0.25_Final.pth"
 
 
 def retinaface_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -22,9 +22,8 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
+from deepfake.settings import REPO_ROOT
 from training import metrics
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # -- metrics, hand-computed --------------------------------------------------------------------------
 

@@ -19,14 +19,13 @@ import pytest
 from deepfake.evidence_files import NAME_PATTERN, decode_data_uri, externalise, inline
 from deepfake.report import render_report
 from deepfake.schemas import DetectionResult
+from deepfake.settings import REPO_ROOT
 from inference.onnx_backend import OnnxBackend, file_sha256
 from preprocessor.evidence import BOX_COLOUR, SmallFrame, heatmap_overlay, strip_image
 from preprocessor.pipeline import Pipeline
 from preprocessor.settings import PipelineSettings
 from preprocessor.tracking import Detection, FaceTrack
 from tests.random_model import default_test_meta, write_random_model
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def jpeg(ref: str) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from deepfake.uploads import UploadError
+from deepfake.errors import ServiceError
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from inference.onnx_backend import OnnxBackend
@@ -204,7 +204,7 @@ def test_an_over_long_video_with_its_index_first_is_refused_while_streaming(tmp_
             early_duration_check(5.0),
         )  # fmt: skip
 
-    with pytest.raises(UploadError) as refused:
+    with pytest.raises(ServiceError) as refused:  # the one root: too_long is the pipeline's refusal
         asyncio.run(receive())
     assert refused.value.code == "too_long" and refused.value.http_status == 413
     assert sent[0] < len(body) / 2  # refused from the first megabyte, not after the whole upload

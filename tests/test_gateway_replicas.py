@@ -11,8 +11,6 @@ shared folder and finish every job, A's included, each exactly once more.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,54 +18,34 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from deepfake.local_stack import free_port, stop_pid
+from deepfake.local_stack import free_port
+from deepfake.processes import ManagedProcess, http_ready
+from deepfake.settings import REPO_ROOT
 from tests import synth
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = "replica-test-key"
 LEASE_S = 3.0
 
 
-class Service:
-    """One service process (its own session, so SIGKILL reaches it all), logs in a file."""
+class Service(ManagedProcess):
+    """One uvicorn service process (deepfake.processes: its own session, so SIGKILL reaches it all)."""
 
     def __init__(self, name: str, factory: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_dir / f"{name}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPFAKE_")}
         full_env.update(env, PYTHONPATH=str(REPO_ROOT))
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "info"],
-                cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        command = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "info"]  # fmt: skip
+        ready = http_ready(f"{self.url}/readyz")
+        super().__init__(name, command, log_dir / f"{name}.log", ready, full_env, REPO_ROOT, poll_s=0.2)
+        self.start()
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name} not ready after {timeout_s} s:\n{self.tail()}")
+        super().wait_ready(timeout_s)
 
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            stop_pid(self.process.pid, timeout_s=15)
-            self.process.wait(timeout=15)
+    def stop(self, timeout_s: float = 15) -> None:
+        super().stop(timeout_s)
 
 
 def running_jobs_of(url: str, pid: int) -> set[str]:
@@ -132,10 +110,10 @@ def test_a_replica_killed_mid_job_leaves_its_jobs_to_the_other(
             jobs = [submit(to_a if i % 2 == 0 else to_b, video) for i in range(6)]
 
             deadline = time.monotonic() + 60
-            while not running_jobs_of(postgres_url, a.process.pid) and time.monotonic() < deadline:
+            while not running_jobs_of(postgres_url, a.pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             a.kill()
-            orphaned = running_jobs_of(postgres_url, a.process.pid)
+            orphaned = running_jobs_of(postgres_url, a.pid)
             assert orphaned, "gateway A was killed holding no job: nothing was tested"
 
             finished = {}
@@ -156,7 +134,7 @@ def test_a_replica_killed_mid_job_leaves_its_jobs_to_the_other(
                 job_id: 1 for job_id in set(jobs) - orphaned
             }
         assert list(uploads.iterdir()) == []  # every upload read by whoever finished it, then removed
-        assert f"re-queued {len(orphaned)} job(s) whose gateway replica stopped" in b.log.read_text()
+        assert f"re-queued {len(orphaned)} job(s) whose gateway replica stopped" in b.log_path.read_text()
     finally:
         for service in reversed(services):
             service.stop()

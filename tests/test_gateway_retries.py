@@ -10,7 +10,6 @@ which this 2-core machine could not spare (tests/integration restarts a real tri
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
 import threading
@@ -20,7 +19,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -32,7 +30,6 @@ from deepfake.schemas import ErrorDetail
 from gateway.app import create_app
 from gateway.jobs.sqlite_store import SqliteJobStore
 from gateway.jobs.store import JobRecord
-from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from gateway.settings import GatewaySettings
 from inference.onnx_backend import OnnxBackend
 from inference.triton_backend import TritonBackend
@@ -265,49 +262,8 @@ def test_a_store_file_of_an_older_gateway_gets_the_retry_columns(tmp_path):
     store.close()
 
 
-def analysis_error(tmp_path: Path, status: int, body: dict | None) -> PreprocessorError:
-    """What the client raises when the preprocessor answers `status` with `body` (no connection made)."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
-
-    video = tmp_path / "v.mp4"
-    video.write_bytes(b"x")
-
-    async def run() -> PreprocessorError:
-        client = PreprocessorClient("http://pp.invalid", 5.0, transport=httpx.MockTransport(handler))
-        try:
-            await client.analyze(video, "v.mp4")
-        except PreprocessorError as exc:
-            return exc
-        finally:
-            await client.aclose()
-        raise AssertionError("no error raised")
-
-    return asyncio.run(run())
-
-
-@pytest.mark.parametrize(
-    ("status", "code", "transient"),
-    [
-        (503, "inference_unavailable", True),
-        (503, "busy", True),
-        (503, "not_ready", True),
-        (500, "model_error", False),  # our fault, and the same video would fail the same way
-        (413, "too_long", False),
-        (422, "corrupt_video", False),
-        (401, "unauthorized", False),  # the service token: a misconfiguration
-    ],
-)
-def test_transient_failures_are_told_from_final_ones(tmp_path, status, code, transient):
-    error = analysis_error(tmp_path, status, {"error": {"code": code, "message": "at http://10.0.0.5:8001"}})
-    assert error.transient is transient
-
-
-@pytest.mark.parametrize(("status", "transient"), [(502, True), (503, True), (504, True), (500, False)])
-def test_an_answer_without_an_error_body_is_transient_by_its_status(tmp_path, status, transient):
-    error = analysis_error(tmp_path, status, None)
-    assert error.detail.code == "bad_gateway" and error.transient is transient
+# How the gateway classifies the preprocessor's answers and transport failures: tests/test_transport_errors.py
+# (a real server on loopback).
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_its_cap():

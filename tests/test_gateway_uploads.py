@@ -29,8 +29,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from deepfake.errors import ServiceError
 from deepfake.local_stack import free_port
-from deepfake.uploads import UploadError, sweep_orphan_uploads
+from deepfake.uploads import sweep_orphan_uploads
 from gateway.app import create_app
 from gateway.jobs.sqlite_store import SqliteJobStore
 from gateway.jobs.store import JobRecord
@@ -56,7 +57,7 @@ def streamed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_streamed_mkv_duration_is_measured_from_its_packets(streamed):
     assert check_duration(streamed["short"], 5.0) == pytest.approx(3.0, abs=0.1)
-    with pytest.raises(UploadError) as refused:
+    with pytest.raises(ServiceError) as refused:  # the one root: too_long is the pipeline's refusal
         check_duration(streamed["long"], 5.0, hint="; submit longer videos as a job")
     error = refused.value
     assert error.code == "too_long" and error.http_status == 413

@@ -19,9 +19,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from deepfake.settings import REPO_ROOT
 from tests.random_model import default_test_meta, write_random_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "gpu_serving.py"
 _spec = importlib.util.spec_from_file_location("gpu_serving", SCRIPT)
 assert _spec and _spec.loader

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepfake.settings import REPO_ROOT
 from tests import synth
 from tests.test_gateway import KEY, make_gateway
 
 MAX_UPLOAD_BYTES = 3 * 1024**2
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from preprocessor.errors import HTTP_STATUS, VideoError
+from deepfake.errors import http_status
+from deepfake.settings import REPO_ROOT
+from preprocessor.errors import VideoError
 from preprocessor.probe import probe
 from preprocessor.sampling import FrameSampler, plan_windows
 from preprocessor.settings import PipelineSettings
 from tests import synth
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = {"max_bytes": 10**9, "max_duration_s": 3600.0}
 DEGENERATE = [(1, 1), (4, 4), (90, 8000), (8000, 90)]
 
@@ -50,7 +51,7 @@ def test_tiny_or_degenerate_frames_are_frame_too_small(hostile, size):
     with pytest.raises(VideoError) as caught:
         probe(hostile[size], **LIMITS)
     error = caught.value
-    assert error.code == "frame_too_small" and error.http_status == 422 == HTTP_STATUS["frame_too_small"]
+    assert error.code == "frame_too_small" and error.http_status == 422 == http_status("frame_too_small")
     width, height = map(int, size.split("x"))
     assert (error.details["width"], error.details["height"]) == (width, height)
     assert size in error.message
@@ -109,7 +110,7 @@ def test_huge_declared_frames_are_too_large_frame(hostile):
     with pytest.raises(VideoError) as caught:
         probe(hostile["huge"], **LIMITS)
     error = caught.value
-    assert error.code == "too_large_frame" and error.http_status == 413 == HTTP_STATUS["too_large_frame"]
+    assert error.code == "too_large_frame" and error.http_status == 413 == http_status("too_large_frame")
     assert (error.details["width"], error.details["height"]) == (16000, 16000)
     assert error.details["max_frame_pixels"] == 7680 * 4320
 

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
+from deepfake.settings import REPO_ROOT
 from tests import synth
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "training" / "notebooks" / "train.ipynb"
 FIELDS = ["path", "label", "kind", "split", "dataset", "method", "group", "source_repo", "licence"]
 

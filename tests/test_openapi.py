@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from deepfake.api_errors import ERROR_CATALOGUE
+from deepfake.errors import ERROR_CATALOGUE
 from deepfake.schemas import DetectionResult, ErrorBody, JobCreated, JobStatus
+from deepfake.settings import REPO_ROOT
 from gateway.openapi import offline_document
 from tests.test_gateway import KEY, assert_error_shape, make_gateway, post_video
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 API_DOCS = REPO_ROOT / "docs" / "api"
 MODELS = {"JobCreated": JobCreated, "JobStatus": JobStatus, "DetectionResult": DetectionResult}
 

@@ -202,18 +202,21 @@ def test_the_service_reads_the_pipeline_settings_from_the_environment(
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
 
 
-def test_the_old_service_names_are_aliases_and_the_pipeline_names_win(monkeypatch):
+def test_the_old_service_names_are_not_read(monkeypatch):
+    """DEEPFAKE_MAX_UPLOAD_BYTES is the gateway's upload limit: one environment must not give it a second
+    meaning in the preprocessor (it used to be an alias of MAX_BYTES there)."""
     _clear_deepfake_env(monkeypatch)
     monkeypatch.setenv("DEEPFAKE_THREADS_PER_WORKER", "4")
     monkeypatch.setenv("DEEPFAKE_MAX_UPLOAD_BYTES", "5000")
-    assert (ServiceSettings().threads, ServiceSettings().max_bytes) == (4, 5000)
-    monkeypatch.setenv("DEEPFAKE_THREADS", "2")
-    monkeypatch.setenv("DEEPFAKE_MAX_BYTES", "6000")
-    assert (ServiceSettings().threads, ServiceSettings().max_bytes) == (2, 6000)
+    assert (ServiceSettings().threads, ServiceSettings().max_bytes) == (
+        PipelineSettings().threads,
+        PipelineSettings().max_bytes,
+    )
 
 
 def test_one_max_duration_default_for_the_cli_and_both_services(monkeypatch):
     from deepfake.limits import DEFAULT_MAX_DURATION_S
+
     from gateway.settings import GatewaySettings
 
     _clear_deepfake_env(monkeypatch)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from preprocessor.errors import HTTP_STATUS, VideoError
+from deepfake.errors import http_status
+from preprocessor.errors import VideoError
 from preprocessor.probe import probe
 
 LIMITS = {"max_bytes": 10**9, "max_duration_s": 3600.0}
@@ -48,7 +49,7 @@ def test_bad_inputs_are_refused_with_a_specific_code(bad_inputs, name, code):
         probe(bad_inputs[name], **LIMITS)
     error = caught.value
     assert error.code == code
-    assert error.http_status == HTTP_STATUS[code]
+    assert error.http_status == http_status(code)
     detail = error.to_error_detail()
     assert detail.code == code and len(detail.message) > 20
 

@@ -12,15 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from deepfake.settings import REPO_ROOT
+from deepfake.settings import data_dir as default_data_dir
 
-
-def default_data_dir() -> Path:
-    """DEEPFAKE_DATA_DIR, else ../shared/data next to the repo (the layout of this machine)."""
-    import os
-
-    env = os.environ.get("DEEPFAKE_DATA_DIR")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data")
+__all__ = ["REPO_ROOT", "TrainConfig", "default_data_dir", "get_config"]
 
 
 @dataclass

@@ -27,14 +27,25 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, frames: bool = True)
     """The flags every analysing command takes; ``frames=False`` for a stream (it analyses every frame)."""
     if frames:
         parser.add_argument(
-            "--frames", type=int, help="frames to sample per video (default 32, env DEEPFAKE_FRAMES)"
+            "--frames",
+            type=int,
+            help=f"frames to sample per video (default {_default('frames')}, env DEEPFAKE_FRAMES)",
         )
     parser.add_argument("--detector", help="face detector: blazeface (embedded default) or retinaface")
     parser.add_argument("--weights-dir", type=Path, help="face-detector weights directory (RetinaFace)")
     parser.add_argument(
         "--model", type=Path, help="ONNX model file (default: the trained model in model_repository/)"
     )
-    parser.add_argument("--threads", type=int, help="decoder and model threads (default 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help=f"decoder and model threads (default {_default('threads')}, env DEEPFAKE_THREADS)",
+    )
+
+
+def _default(field: str) -> object:
+    """A pipeline setting's declared default, so the help text cannot drift from the settings class."""
+    return PipelineSettings.model_fields[field].default
 
 
 def settings_from_args(args: argparse.Namespace, **extra: object) -> PipelineSettings:

@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from deepfake.settings import REPO_ROOT
+
 HELP = "Run a service: triton (CPU tritonserver), preprocessor (:8081) or gateway (:8080)."
-REPO_ROOT = Path(__file__).resolve().parents[2]
 APPS = {"preprocessor": ("preprocessor.app:create_app", 8081), "gateway": ("gateway.app:create_app", 8080)}
 
 

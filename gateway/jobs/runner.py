@@ -226,9 +226,9 @@ class JobRunner:
             result = await self.client.analyze(path, job.filename, progress, evidence=True)
         except PreprocessorError as exc:
             if exc.transient:
-                self._retry_later(job, exc.detail)
+                self._retry_later(job, exc.to_error_detail())
             else:
-                self._fail(job, exc.detail)
+                self._fail(job, exc.to_error_detail())
             return
         result_json = await asyncio.to_thread(self.evidence.keep, job.id, result)
         recorded = self.store.finish(job.id, result_json)

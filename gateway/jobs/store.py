@@ -25,6 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
+from deepfake.errors import ServiceError
 from deepfake.schemas import ErrorDetail, JobState
 
 
@@ -113,16 +114,19 @@ class JobStoreConfigError(ValueError):
     """DEEPFAKE_JOB_STORE_URL names a store this build cannot open."""
 
 
-class JobStoreUnavailable(Exception):
+class JobStoreUnavailable(ServiceError):
     """The job store cannot be reached right now (a database restart, a network cut). API requests get
     503 with Retry-After; workers wait and try again, and the jobs they held are re-claimed once their
-    leases run out. The message names no address: it reaches public clients."""
+    leases run out. ``reason`` (for the log) may name the database; the public message names nothing."""
 
-    http_status = 503
-    headers = {"Retry-After": "5"}
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "job_store_unavailable", "the job store is unavailable; retry later", headers={"Retry-After": "5"}
+        )
+        self.reason = reason
 
-    def to_error_detail(self) -> ErrorDetail:
-        return ErrorDetail(code="job_store_unavailable", message="the job store is unavailable; retry later")
+    def __str__(self) -> str:
+        return self.reason
 
 
 def new_replica_id() -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from deepfake.api_errors import ANALYSIS_ERRORS, AUTH_ERRORS, UPLOAD_ERRORS, error_responses_doc
 from deepfake.schemas import DetectionResult
 from deepfake.uploads import UPLOAD_OPENAPI, remove_quietly
-from gateway.auth import require_api_key
+from gateway.dependencies import Metrics, Owner, Preprocessor, Settings
 from gateway.receive import receive_video
 
 router = APIRouter(tags=["detections"])
@@ -25,11 +25,13 @@ router = APIRouter(tags=["detections"])
     openapi_extra=UPLOAD_OPENAPI,
     responses=error_responses_doc(*AUTH_ERRORS, *UPLOAD_ERRORS, *ANALYSIS_ERRORS),
 )
-async def create_detection(request: Request, owner: str = Depends(require_api_key)) -> dict:
-    settings = request.app.state.settings
+async def create_detection(
+    request: Request, owner: Owner, settings: Settings, metrics: Metrics, preprocessor: Preprocessor
+) -> dict:
     limit = min(settings.sync_max_duration_s, settings.max_duration_s)
-    upload = await receive_video(request, limit, hint="; submit longer videos as a job (POST /v1/jobs)")
+    hint = "; submit longer videos as a job (POST /v1/jobs)"
+    upload = await receive_video(request, settings, metrics, limit, hint)
     try:
-        return await request.app.state.preprocessor.analyze(upload.path, upload.filename)
+        return await preprocessor.analyze(upload.path, upload.filename)
     finally:
         remove_quietly(upload.path)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deepfake.api_errors import ApiError, error_responses_doc
+from gateway.dependencies import Metrics, Preprocessor
 
 router = APIRouter(tags=["health"])
 
@@ -20,13 +21,13 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: the preprocessor (and so Triton) is ready",
     responses=error_responses_doc("not_ready"),
 )
-async def readyz(request: Request) -> dict[str, str]:
-    ready, reason = await request.app.state.preprocessor.readiness()
+async def readyz(preprocessor: Preprocessor) -> dict[str, str]:
+    ready, reason = await preprocessor.readiness()
     if not ready:
-        raise ApiError(503, "not_ready", reason)
+        raise ApiError("not_ready", reason)
     return {"status": "ready"}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(gateway_metrics: Metrics) -> Response:
+    return Response(generate_latest(gateway_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,16 +1,22 @@
 """Asynchronous jobs: submit (202 + Location), poll status with progress, fetch the result, its evidence
-images and its HTML report, delete."""
+images and its HTML report, delete.
+
+What a route needs comes in as typed dependencies (gateway.dependencies). The job store (SQLite or
+PostgreSQL) and the evidence files are blocking I/O: the routes that only read or delete are plain
+``def`` (FastAPI runs them on its thread pool), and the one ``async def`` (it streams the upload) hands
+its store write to a thread.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse
 
 from deepfake.api_errors import (
@@ -26,11 +32,12 @@ from deepfake.evidence_files import inline
 from deepfake.report import render_pdf, render_report
 from deepfake.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.uploads import remove_quietly
-from gateway.auth import require_api_key
-from gateway.callbacks import CallbackRefused
+from gateway.callbacks import CallbackPolicy, CallbackRefused
+from gateway.dependencies import BaseUrl, Callbacks, Evidence, Metrics, Owner, Runner, Settings, Store
 from gateway.jobs.runner import job_status, job_url
-from gateway.jobs.store import JobRecord
+from gateway.jobs.store import JobRecord, JobStore
 from gateway.receive import receive_video
+from gateway.settings import GatewaySettings
 
 router = APIRouter(tags=["jobs"])
 LOCATION_SCHEMA = {"type": "string", "format": "uri"}
@@ -60,34 +67,29 @@ JOB_UPLOAD_OPENAPI = {
 }
 
 
-async def _check_callback(request: Request, url: str | None, owner: str) -> str | None:
+async def _check_callback(
+    url: str | None, owner: str, settings: GatewaySettings, policy: CallbackPolicy
+) -> str | None:
     """The callback URL if the policy accepts it (gateway.callbacks); 422 naming the problem otherwise.
     Resolves the host (once) but connects nowhere."""
     if not url:
         return None
-    if request.app.state.settings.callback_secret_for(owner) is None:
+    if settings.callback_secret_for(owner) is None:
         raise ApiError(
-            422,
             "callbacks_disabled",
             "this gateway sends no callbacks (no signing secret is configured); poll the job instead",
         )
     try:
-        await request.app.state.callback_policy.check_async(url)
+        await policy.check_async(url)
     except CallbackRefused as exc:
         raise exc.to_api_error() from None
     return url
 
 
-def _base_url(request: Request) -> str:
-    return request.app.state.settings.base_url_for(str(request.base_url))
-
-
-def _own_job(request: Request, job_id: str, owner: str) -> JobRecord:
-    job = request.app.state.store.get(job_id)
+def _own_job(store: JobStore, job_id: str, owner: str) -> JobRecord:
+    job = store.get(job_id)
     if job is None or job.owner != owner:
-        raise ApiError(
-            404, "job_not_found", f"no job {job_id!r} for this API key (deleted, or never created)"
-        )
+        raise ApiError("job_not_found", f"no job {job_id!r} for this API key (deleted, or never created)")
     return job
 
 
@@ -110,12 +112,19 @@ def _own_job(request: Request, job_id: str, owner: str) -> JobRecord:
     },
 )
 async def create_job(
-    request: Request, response: Response, owner: str = Depends(require_api_key)
+    request: Request,
+    response: Response,
+    owner: Owner,
+    settings: Settings,
+    metrics: Metrics,
+    store: Store,
+    runner: Runner,
+    policy: Callbacks,
+    base_url: BaseUrl,
 ) -> JobCreated:
-    settings = request.app.state.settings
-    upload = await receive_video(request, settings.max_duration_s)
+    upload = await receive_video(request, settings, metrics, settings.max_duration_s)
     try:
-        callback_url = await _check_callback(request, upload.fields.get("callback_url"), owner)
+        callback_url = await _check_callback(upload.fields.get("callback_url"), owner, settings, policy)
         now = time.time()
         job = JobRecord(
             id=uuid.uuid4().hex,
@@ -127,12 +136,12 @@ async def create_job(
             created_at=now,
             updated_at=now,
         )
-        request.app.state.store.create(job)
+        await run_in_threadpool(store.create, job)
     except BaseException:
         remove_quietly(upload.path)
         raise
-    request.app.state.runner.notify()
-    status_url = job_url(_base_url(request), job.id)
+    runner.notify()
+    status_url = job_url(base_url, job.id)
     response.headers["Location"] = status_url
     return JobCreated(id=job.id, state=job.state, status_url=status_url, result_url=f"{status_url}/result")
 
@@ -154,18 +163,18 @@ NEXT_PAGE_HEADER = {
     response_model=list[JobStatus],
     responses={200: {"headers": NEXT_PAGE_HEADER}, **error_responses_doc(*AUTH_ERRORS, "invalid_request")},
 )
-async def list_jobs(
-    request: Request,
+def list_jobs(
     response: Response,
+    owner: Owner,
+    store: Store,
+    base: BaseUrl,
     state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Jobs per page.")] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Jobs to skip (newest first).")] = 0,
-    owner: str = Depends(require_api_key),
 ) -> list[JobStatus]:
     # One more than the page tells whether a next page exists; the store interface stays a plain "newest N".
-    jobs = request.app.state.store.list(owner, state, offset + limit + 1)
+    jobs = store.list(owner, state, offset + limit + 1)
     page, more = jobs[offset : offset + limit], len(jobs) > offset + limit
-    base = _base_url(request)
     if more and offset + limit <= MAX_OFFSET:
         query = {"offset": offset + limit, "limit": limit, **({"state": state} if state else {})}
         response.headers["Link"] = f'<{base}/v1/jobs?{urlencode(query)}>; rel="next"'
@@ -178,8 +187,8 @@ async def list_jobs(
     response_model=JobStatus,
     responses=error_responses_doc(*AUTH_ERRORS, "job_not_found"),
 )
-async def get_job(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> JobStatus:
-    return job_status(_own_job(request, job_id, owner), _base_url(request))
+def get_job(job_id: str, owner: Owner, store: Store, base_url: BaseUrl) -> JobStatus:
+    return job_status(_own_job(store, job_id, owner), base_url)
 
 
 @router.get(
@@ -188,25 +197,24 @@ async def get_job(job_id: str, request: Request, owner: str = Depends(require_ap
     response_model=DetectionResult,
     responses=error_responses_doc(*AUTH_ERRORS, *JOB_RESULT_ERRORS),
 )
-async def get_job_result(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> Response:
-    result_json = _finished_result(request, job_id, owner)
-    absolute = request.app.state.evidence.absolute(result_json, job_id, _base_url(request))
-    return Response(absolute, media_type="application/json")
+def get_job_result(
+    job_id: str, owner: Owner, store: Store, evidence: Evidence, base_url: BaseUrl
+) -> Response:
+    result_json = _finished_result(store, job_id, owner)
+    return Response(evidence.absolute(result_json, job_id, base_url), media_type="application/json")
 
 
-def _finished_result(request: Request, job_id: str, owner: str) -> str:
+def _finished_result(store: JobStore, job_id: str, owner: str) -> str:
     """The result JSON of the key's finished job; 404 unknown, 409 failed or not finished yet."""
-    job = _own_job(request, job_id, owner)
+    job = _own_job(store, job_id, owner)
     if job.state == "failed" and job.error is not None:
         raise ApiError(
-            409,
             "job_failed",
             f"the job failed: {job.error.message}",
             {"job_error": job.error.model_dump()},
         )
     if job.state != "succeeded" or job.result_json is None:
         raise ApiError(
-            409,
             "job_not_finished",
             f"the job is {job.state} ({job.progress:.0%} done); poll /v1/jobs/{job_id}",
             {"state": job.state, "progress": job.progress},
@@ -229,13 +237,11 @@ EVIDENCE_NAME_DOC = "`track-<track id>-thumbnail.jpg`, `-heatmap.jpg` or `-strip
         **error_responses_doc(*AUTH_ERRORS, "job_not_found", "evidence_not_found"),
     },
 )
-async def get_job_evidence(
-    job_id: str, name: str, request: Request, owner: str = Depends(require_api_key)
-) -> FileResponse:
-    _own_job(request, job_id, owner)
-    path = request.app.state.evidence.path(job_id, name)
+def get_job_evidence(job_id: str, name: str, owner: Owner, store: Store, evidence: Evidence) -> FileResponse:
+    _own_job(store, job_id, owner)
+    path = evidence.path(job_id, name)
     if path is None:
-        raise ApiError(404, "evidence_not_found", f"job {job_id!r} has no evidence image {name!r}")
+        raise ApiError("evidence_not_found", f"job {job_id!r} has no evidence image {name!r}")
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -257,23 +263,23 @@ async def get_job_evidence(
         **error_responses_doc(*AUTH_ERRORS, *JOB_RESULT_ERRORS, "invalid_request"),
     },
 )
-async def get_job_report(
+def get_job_report(
     job_id: str,
-    request: Request,
+    owner: Owner,
+    store: Store,
+    evidence: Evidence,
     report_format: Annotated[
         Literal["html", "pdf"], Query(alias="format", description="`html` (default) or `pdf`.")
     ] = "html",
-    owner: str = Depends(require_api_key),
 ) -> Response:
-    result = DetectionResult.model_validate_json(_finished_result(request, job_id, owner))
-    evidence = request.app.state.evidence
+    result = DetectionResult.model_validate_json(_finished_result(store, job_id, owner))
     html = render_report(inline(result, lambda name: evidence.read(job_id, name)))
     name = f"deepfake-report-{job_id}.{report_format}"
     headers = {"Content-Disposition": f'inline; filename="{name}"'}
     if report_format == "pdf":
-        # 0.13-0.17 s of CPU for a one-face report on the development machine: off the event loop.
-        pdf = await asyncio.to_thread(render_pdf, html)
-        return Response(pdf, media_type="application/pdf", headers=headers)
+        # 0.13-0.17 s of CPU for a one-face report on the development machine: on the thread pool, as
+        # the whole route is.
+        return Response(render_pdf(html), media_type="application/pdf", headers=headers)
     return HTMLResponse(html, headers=headers)
 
 
@@ -283,10 +289,10 @@ async def get_job_report(
     summary="Delete a job and its upload (a running analysis finishes but its result is discarded)",
     responses=error_responses_doc(*AUTH_ERRORS, "job_not_found"),
 )
-async def delete_job(job_id: str, request: Request, owner: str = Depends(require_api_key)) -> Response:
-    _own_job(request, job_id, owner)
-    removed = request.app.state.store.delete(job_id)
+def delete_job(job_id: str, owner: Owner, store: Store, evidence: Evidence) -> Response:
+    _own_job(store, job_id, owner)
+    removed = store.delete(job_id)
     if removed is not None and removed.state == "queued" and removed.upload_path:
         remove_quietly(Path(removed.upload_path))
-    request.app.state.evidence.delete(job_id)
+    evidence.delete(job_id)
     return Response(status_code=204)

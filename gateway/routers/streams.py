@@ -33,16 +33,19 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from deepfake.api_errors import ApiError, close_websocket
+from deepfake.errors import ServiceError
 from deepfake.schemas import StreamControl
 from gateway.asyncapi import stream_asyncapi
-from gateway.auth import authenticate
+from gateway.auth import Auth
+from gateway.dependencies import Metrics, OpenStreams, Settings
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from preprocessor.errors import VideoError
 from preprocessor.images import check_image, is_container_start
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streams"])
-UNAVAILABLE = ApiError(503, "preprocessor_unavailable", "the analysis service is unavailable; retry later")
+UNAVAILABLE = ApiError("preprocessor_unavailable", "the analysis service is unavailable; retry later")
 
 
 @router.get(
@@ -55,9 +58,9 @@ def asyncapi() -> dict:
     return stream_asyncapi()
 
 
-async def refuse(ws: WebSocket, error: ApiError) -> None:
+async def refuse(ws: WebSocket, error: ServiceError, metrics: GatewayMetrics) -> None:
     """Close with the refusal's message and code, counted by its code."""
-    ws.app.state.metrics.stream_ends.labels(error.code).inc()
+    metrics.stream_ends.labels(error.code).inc()
     await close_websocket(ws, error)
 
 
@@ -68,27 +71,27 @@ def upstream_url(settings: GatewaySettings) -> str:
 
 
 @router.websocket("/v1/streams")
-async def stream(ws: WebSocket) -> None:
-    settings: GatewaySettings = ws.app.state.settings
+async def stream(
+    ws: WebSocket, settings: Settings, metrics: Metrics, open_streams: OpenStreams, auth: Auth
+) -> None:
     await ws.accept()
     try:
-        owner = authenticate(ws, ws.headers.get("x-api-key") or ws.query_params.get("api_key"))
+        owner = auth.authenticate(ws, ws.headers.get("x-api-key") or ws.query_params.get("api_key"))
     except ApiError as exc:
-        await refuse(ws, exc)
+        await refuse(ws, exc, metrics)
         return
-    open_streams: dict[str, int] = ws.app.state.open_streams
     if open_streams.get(owner, 0) >= settings.stream_max_per_key:
         await refuse(
             ws,
             ApiError(
-                429,
                 "too_many_streams",
                 f"this API key already has {settings.stream_max_per_key} live stream(s) open; close one",
             ),
+            metrics,
         )
         return
     open_streams[owner] = open_streams.get(owner, 0) + 1
-    ws.app.state.metrics.streams_open.inc()
+    metrics.streams_open.inc()
     try:
         token = settings.service_token.get_secret_value()
         try:
@@ -99,21 +102,23 @@ async def stream(ws: WebSocket) -> None:
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             log.warning("stream: preprocessor unreachable: %s", exc)
-            await refuse(ws, UNAVAILABLE)
+            await refuse(ws, UNAVAILABLE, metrics)
             return
         async with upstream:
-            await relay(ws, upstream, settings)
+            await relay(ws, upstream, settings, metrics)
     finally:
-        ws.app.state.metrics.streams_open.dec()
+        metrics.streams_open.dec()
         open_streams[owner] -= 1
         if not open_streams[owner]:
             del open_streams[owner]
 
 
-async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySettings) -> None:
+async def relay(
+    ws: WebSocket, upstream: ClientConnection, settings: GatewaySettings, metrics: GatewayMetrics
+) -> None:
     """Client -> preprocessor with the public checks, preprocessor -> client as it comes, until either
     side closes; leaving closes the upstream (the preprocessor then ends its session)."""
-    down = asyncio.create_task(_downstream(upstream, ws))
+    down = asyncio.create_task(_downstream(upstream, ws, metrics))
     first_arrival: float | None = None
     timed = False  # the client gave the next frame's time
     byte_stream = False
@@ -131,15 +136,15 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                     await refuse(
                         ws,
                         ApiError(
-                            408,
                             "idle_timeout",
                             f"nothing received for {settings.stream_idle_timeout_s:g} s: stream closed",
                         ),
+                        metrics,
                     )
                 return
             message = receive.result()
             if message["type"] == "websocket.disconnect":
-                ws.app.state.metrics.stream_ends.labels("disconnected").inc()
+                metrics.stream_ends.labels("disconnected").inc()
                 return
             if message.get("text") is not None:
                 try:
@@ -148,10 +153,10 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                     await refuse(
                         ws,
                         ApiError(
-                            400,
                             "bad_message",
                             'text messages are {"t": <seconds>} (the next frame\'s time) or {"type": "end"}',
                         ),
+                        metrics,
                     )
                     return
                 timed = control.type == "time" and control.t is not None
@@ -162,7 +167,7 @@ async def relay(ws: WebSocket, upstream: ClientConnection, settings: GatewaySett
                 byte_stream = True  # a WebM/MP4 byte stream: every binary message is its next chunk
             problem = frame_problem(data, settings, image=not byte_stream)
             if problem is not None:
-                await refuse(ws, problem)
+                await refuse(ws, problem, metrics)
                 return
             now = time.perf_counter()
             first_arrival = now if first_arrival is None else first_arrival
@@ -186,7 +191,6 @@ def frame_problem(data: bytes, settings: GatewaySettings, image: bool = True) ->
     pixel size, from the header only (a byte stream's chunks are checked by the preprocessor's decoder)."""
     if len(data) > settings.stream_max_frame_bytes:
         return ApiError(
-            413,
             "too_large",
             f"a message of {len(data)} bytes is over the {settings.stream_max_frame_bytes} byte limit",
         )
@@ -195,11 +199,11 @@ def frame_problem(data: bytes, settings: GatewaySettings, image: bool = True) ->
     try:
         check_image(data, settings.stream_max_frame_pixels, settings.stream_min_frame_side)
     except VideoError as exc:
-        return ApiError(exc.http_status, exc.code, exc.message, exc.details)
+        return ApiError(exc.code, exc.message, exc.details)
     return None
 
 
-async def _downstream(upstream: ClientConnection, ws: WebSocket) -> None:
+async def _downstream(upstream: ClientConnection, ws: WebSocket, metrics: GatewayMetrics) -> None:
     """Every preprocessor message to the client, then its close code (1000 after the summary; an upstream
     that dropped without one is the service being unavailable)."""
     try:
@@ -209,9 +213,9 @@ async def _downstream(upstream: ClientConnection, ws: WebSocket) -> None:
         pass
     received = upstream.close_code
     if received is None or received == 1006:
-        await refuse(ws, UNAVAILABLE)
+        await refuse(ws, UNAVAILABLE, metrics)
         return
     reason = "completed" if received == 1000 else (upstream.close_reason or str(received))
-    ws.app.state.metrics.stream_ends.labels(reason).inc()
+    metrics.stream_ends.labels(reason).inc()
     with contextlib.suppress(Exception):
         await ws.close(received, upstream.close_reason or "")

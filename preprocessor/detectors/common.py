@@ -5,21 +5,18 @@ Kept in numpy + OpenCV + onnxruntime only, because the services ship without tor
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
-# Where `make weights` puts converted weights when DEEPFAKE_WEIGHTS_DIR is not set: weights/ in the repo root.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from preprocessor.detectors.settings import DetectorSettings
 
 
 def default_weights_dir() -> Path:
-    """The configured weights directory (env DEEPFAKE_WEIGHTS_DIR, else weights/ in the repository root)."""
-    env = os.environ.get("DEEPFAKE_WEIGHTS_DIR")
-    return Path(env) if env else REPO_ROOT / "weights"
+    """The configured weights directory (DEEPFAKE_WEIGHTS_DIR, else weights/ in the repository root)."""
+    return DetectorSettings().weights_dir
 
 
 def as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
@@ -113,11 +110,11 @@ def weighted_nms(
 def onnx_session(path: Path) -> ort.InferenceSession:
     """A CPU onnxruntime session with few threads: the machine is shared and detection runs per frame.
 
-    DEEPFAKE_DETECTOR_THREADS overrides the intra-op thread count (default 1: on small models more
-    threads mostly add synchronisation cost, and the pipeline may run other stages alongside).
+    DEEPFAKE_DETECTOR_THREADS sets the intra-op thread count (default 1: on small models more threads
+    mostly add synchronisation cost, and the pipeline may run other stages alongside).
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(os.environ.get("DEEPFAKE_DETECTOR_THREADS", "1"))
+    options.intra_op_num_threads = DetectorSettings().detector_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = (
         3  # the BlazeFace export carries unused initialisers; their warnings are noise

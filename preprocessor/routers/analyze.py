@@ -19,40 +19,40 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from deepfake.api_errors import UPLOAD_ERRORS, ApiError, error_responses_doc
+from deepfake.errors import ServiceError
 from deepfake.schemas import DetectionResult, ErrorBody
 from deepfake.uploads import UPLOAD_OPENAPI, Upload, receive_upload, remove_quietly
 from inference.triton_backend import TritonModelError, TritonUnavailableError
-from preprocessor.errors import VideoError
+from preprocessor.dependencies import Metrics, Service, Settings
 from preprocessor.service import AnalysisService, ServiceBusyError
 from preprocessor.service_metrics import ServiceMetrics
+from preprocessor.service_settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["analysis"])
 NDJSON = "application/x-ndjson"
 
 
-def as_api_error(exc: Exception) -> ApiError | None:
-    """The service's failures as HTTP errors; None for anything unexpected (a 500)."""
-    if isinstance(exc, VideoError):
-        return ApiError(exc.http_status, exc.code, exc.message, exc.details)
-    if isinstance(exc, ServiceBusyError):
-        return ApiError(503, "busy", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+def as_api_error(exc: Exception) -> ServiceError | None:
+    """The service's failures as HTTP errors; None for anything unexpected (a 500). Its own errors
+    (VideoError, ServiceBusyError) already are; the Triton backend's are translated by type."""
+    if isinstance(exc, ServiceError):
+        return exc
     # Triton's errors name its address and model: logged here, never shown to callers.
     if isinstance(exc, TritonUnavailableError):
         log.warning("inference unavailable: %s", exc)
         return ApiError(
-            503,
             "inference_unavailable",
             "the inference server is unavailable; retry later",
             headers={"Retry-After": "5"},
         )
     if isinstance(exc, TritonModelError):
         log.error("model error: %s", exc)
-        return ApiError(500, "model_error", "the model server failed on this request; it was logged")
+        return ApiError("model_error", "the model server failed on this request; it was logged")
     return None
 
 
-def _without_server_path(error: ApiError, upload: Upload) -> ApiError:
+def _without_server_path(error: ServiceError, upload: Upload) -> ServiceError:
     """Error texts name the spooled file; the client must see its own filename, never our paths."""
     name = upload.filename or "the upload"
 
@@ -64,8 +64,7 @@ def _without_server_path(error: ApiError, upload: Upload) -> ApiError:
     return error
 
 
-async def _receive(request: Request) -> Upload:
-    settings = request.app.state.settings
+async def _receive(request: Request, settings: ServiceSettings, metrics: ServiceMetrics) -> Upload:
     upload = await receive_upload(
         request.headers.get("content-type"),
         request.stream(),
@@ -73,7 +72,7 @@ async def _receive(request: Request) -> Upload:
         settings.max_bytes,
         read_timeout_s=settings.upload_read_timeout_s,
     )
-    request.app.state.metrics.upload_bytes.inc(upload.size)
+    metrics.upload_bytes.inc(upload.size)
     return upload
 
 
@@ -105,15 +104,16 @@ async def _analyze(
 )
 async def analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
     request: Request,
+    service: Service,
+    settings: Settings,
+    metrics: Metrics,
     evidence: Annotated[
         bool, Query(description="Add each track's thumbnail, heatmap and frame strip as data URIs.")
     ] = False,
 ):
-    service: AnalysisService = request.app.state.service
-    metrics: ServiceMetrics = request.app.state.metrics
     if service.admitted >= service.capacity:
-        raise as_api_error(ServiceBusyError(max(1, service.settings.queue_size)))  # type: ignore[misc]
-    upload = await _receive(request)
+        raise ServiceBusyError(max(1, settings.queue_size))
+    upload = await _receive(request, settings, metrics)
     if NDJSON not in request.headers.get("accept", ""):
         try:
             return await _analyze(service, metrics, upload, evidence=evidence)
@@ -147,7 +147,7 @@ async def _progress_stream(
         try:
             result = task.result()
             yield (json.dumps({"result": result.model_dump(mode="json")}) + "\n").encode()
-        except ApiError as exc:
+        except ServiceError as exc:
             body = ErrorBody(error=exc.to_error_detail()).model_dump(mode="json")
             yield (json.dumps({**body, "status": exc.http_status}) + "\n").encode()
         except Exception:

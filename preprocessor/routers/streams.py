@@ -23,7 +23,9 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 
 from deepfake.api_errors import ApiError, close_websocket
-from deepfake.schemas import ErrorDetail, StreamControl, StreamSummary
+from deepfake.errors import ServiceError
+from deepfake.schemas import StreamControl, StreamSummary
+from preprocessor.dependencies import Service, Settings
 from preprocessor.images import decode_image, is_container_start
 from preprocessor.live_source import ChunkPipe, LiveSource
 from preprocessor.routers.analyze import as_api_error
@@ -34,22 +36,20 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["streams"])
 
 
-def as_stream_error(exc: BaseException) -> ApiError:
+def as_stream_error(exc: BaseException) -> ServiceError:
     known = as_api_error(exc) if isinstance(exc, Exception) else None
     if known is not None:
         return known
     log.error("stream analysis failed", exc_info=exc)
-    return ApiError(500, "internal_error", "the stream analysis failed; it was logged")
+    return ApiError("internal_error", "the stream analysis failed; it was logged")
 
 
 @router.websocket("/v1/streams")
-async def stream(ws: WebSocket) -> None:
-    service = ws.app.state.service
-    settings = ws.app.state.settings
+async def stream(ws: WebSocket, service: Service, settings: Settings) -> None:
     await ws.accept()
     if service.streams >= settings.max_streams:
         await close_websocket(
-            ws, ApiError(503, "busy", f"this service analyses {settings.max_streams} streams at once")
+            ws, ApiError("busy", f"this service analyses {settings.max_streams} streams at once")
         )
         return
     service.streams += 1
@@ -117,8 +117,8 @@ async def _receive_frames(
                 try:
                     control = StreamControl.model_validate(json.loads(message["text"]))
                 except (ValueError, ValidationError) as exc:
-                    detail = ErrorDetail(code="bad_message", message=f"not a stream control message: {exc}")
-                    await close_websocket(ws, ApiError(400, detail.code, detail.message))
+                    refusal = ApiError("bad_message", f"not a stream control message: {exc}")
+                    await close_websocket(ws, refusal)
                     return
                 if control.type == "end":
                     if pipe is not None and decoder is not None:

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from deepfake.local_stack import LocalStack, Ports
+from deepfake.settings import REPO_ROOT
 from inference.metadata import ModelMeta
 from tests import synth
 from tests.random_model import default_test_meta, write_random_model
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "deepfake_detector"
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepfake.local_stack import LocalStack, descendants
+from deepfake.local_stack import LocalStack
+from deepfake.processes import descendants
 from tests import synth
 from tests.integration.conftest import MODEL_NAME, cli_result
 

@@ -8,7 +8,6 @@ test run's temporary folder (``screenshots*`` under pytest's basetemp) for a per
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from deepfake.local_stack import LocalStack
 from tests import synth
+from tests.settings import SuiteSettings
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,10 +44,9 @@ def browser():
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DEEPFAKE_SCREENSHOT_DIR when set (pytest keeps only its last few temporary folders), else one under
     the test run's basetemp."""
-    chosen = os.environ.get("DEEPFAKE_SCREENSHOT_DIR")
-    if not chosen:
+    folder = SuiteSettings().screenshot_dir
+    if folder is None:
         return tmp_path_factory.mktemp("screenshots")
-    folder = Path(chosen)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
