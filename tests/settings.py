@@ -22,3 +22,9 @@ class SuiteSettings(DataSettings):
     fuzz_random: bool = Field(
         False, description="Draw new fuzz examples each run; default: the same derandomised examples."
     )
+    fuzz_api_examples: int = Field(
+        10, ge=1, description="Schemathesis cases per API operation and phase (tests/test_schemathesis.py)."
+    )
+    fuzz_api_max_time_s: float | None = Field(
+        None, gt=0, description="Schemathesis time budget in s (make fuzz-api); none: the examples bound it."
+    )

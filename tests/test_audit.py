@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from deepfake.settings import REPO_ROOT
+
 ADVISORY = {
     "id": "TEST-2026-0001",
     "summary": "made up for the test",

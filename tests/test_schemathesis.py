@@ -42,14 +42,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deepfake.settings import REPO_ROOT
+from tests.settings import SuiteSettings
 from tests.test_gateway_replicas import Service
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "tests" / "schemathesis.toml"
 KEY = "schemathesis-key"
-EXAMPLES = int(os.environ.get("DEEPFAKE_FUZZ_API_EXAMPLES", "10"))
-MAX_TIME_S = os.environ.get("DEEPFAKE_FUZZ_API_MAX_TIME_S")  # None: no budget, EXAMPLES bound the run
-SEED = random.randrange(2**31) if os.environ.get("DEEPFAKE_FUZZ_RANDOM") == "1" else 20261201
+SUITE = SuiteSettings()
+EXAMPLES = SUITE.fuzz_api_examples
+MAX_TIME_S = SUITE.fuzz_api_max_time_s  # None: no budget, EXAMPLES bound the run
+SEED = random.randrange(2**31) if SUITE.fuzz_random else 20261201
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def run_schemathesis(url: str, report_dir: Path) -> subprocess.CompletedProcess[
         "--report", "junit", "--report-dir", str(report_dir),
     ]  # fmt: skip
     if MAX_TIME_S:
-        command += ["--max-time", MAX_TIME_S]
+        command += ["--max-time", f"{MAX_TIME_S:g}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
     env["PYTHONPATH"] = str(REPO_ROOT)  # the hooks module (tests.schemathesis_hooks)
     timeout_s = int(MAX_TIME_S) + 300 if MAX_TIME_S else 400
@@ -126,9 +128,9 @@ def test_the_gateway_keeps_its_openapi_contract(stack, tmp_path) -> None:
     print(f"\nschemathesis, seed {SEED}, {EXAMPLES} per operation: {counts[0]}")
     print(output[output.rfind("Test Phases:") :])
     for service in stack:  # alive, and nothing went wrong out of sight (a job, a background task)
-        assert service.process.poll() is None, f"{service.name} died:\n{service.tail()}"
-        assert "Traceback" not in service.log.read_text(errors="replace"), service.tail()
-    log = gateway.log.read_text(errors="replace")
+        assert service.poll() is None, f"{service.name} died:\n{service.log_tail()}"
+        assert "Traceback" not in service.log_path.read_text(errors="replace"), service.log_tail()
+    log = gateway.log_path.read_text(errors="replace")
     answers = Counter(re.findall(r'HTTP/1\.1" (\d{3}) ', log))
     print("gateway answers:", ", ".join(f"{status} x {n}" for status, n in sorted(answers.items())))
     analysed = len(re.findall(r'"POST /v1/detections HTTP/1\.1" 200 ', log))
