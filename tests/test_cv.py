@@ -13,7 +13,7 @@ from training.cv import report, video_probs, window_clips
 from training.data import CropSet, concat_crops
 from training.evaluate import Item, Scored, build_report
 from training.folds import assign_folds, fake_family, fold_unit
-from training.samples import KIND_SBI, KIND_VIDEO_FAKE, KIND_VIDEO_REAL, make_batch
+from training.samples import KIND_SBI, KIND_VIDEO_FAKE, KIND_VIDEO_REAL, BatchMix, SampleSpec, make_batch
 from training.video_crops import sampling_weights
 
 
@@ -97,14 +97,8 @@ def test_batches_draw_video_items_by_weight() -> None:
     kw = dict(
         n=16,
         t=1,
-        out=64,
-        mask_out=8,
-        frac_real=0.25,
-        frac_fake=0.125,
-        scale_range=(0.8, 1.0),
-        shift=0.05,
-        frac_video_real=0.25,
-        frac_video_fake=0.25,
+        spec=SampleSpec(out=64, mask_out=8, scale_range=(0.8, 1.0), shift=0.05, aug_policy="v1"),
+        mix=BatchMix(frac_real=0.25, frac_fake=0.125, frac_video_real=0.25, frac_video_fake=0.25),
     )
     b = make_batch(crops, 3, 1, 0, **kw)
     kinds = b["kind"].numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.data import CropSet, concat_crops
-from training.samples import KIND_SBI, make_sample
+from training.samples import KIND_SBI, Pools, SampleSpec, make_sample
 from training.sbi import face_mask, sample_params, self_blend
 
 
@@ -46,10 +46,9 @@ def test_training_sample_uses_the_landmarks_of_its_crop() -> None:
     imgs = rng.integers(0, 256, (2, 72, 72, 3), dtype=np.uint8)
     left = np.stack([face_points(20, 36, 14), face_points(20, 36, 14)])
     crops = CropSet(imgs, np.zeros(2, np.int64), np.zeros(2, np.int32), ["a", "b"], landmarks=left)
-    kw = dict(t=1, out=64, mask_out=64, scale_range=(1.0, 1.0), shift=0.0)
-    _, masks, has_mask = make_sample(
-        np.random.default_rng(5), crops, np.arange(2), np.zeros(0, int), KIND_SBI, **kw
-    )
+    spec = SampleSpec(out=64, mask_out=64, scale_range=(1.0, 1.0), shift=0.0, aug_policy="v1")
+    pools = Pools(np.arange(2), np.zeros(0, int))
+    _, masks, has_mask = make_sample(np.random.default_rng(5), crops, pools, KIND_SBI, 1, spec)
     halves = sorted([masks[0][:, :32].sum(), masks[0][:, 32:].sum()])  # augmentation may mirror it
     assert has_mask and halves[1] > 5 * halves[0]
 

@@ -27,7 +27,7 @@ from training.data import (
     scan_faceforensics,
 )
 from training.model import DeepfakeDetector
-from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, make_batch
+from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, SampleSpec, make_batch
 from training.sbi import face_mask, sample_params, self_blend
 from training.train import lr_at, train
 
@@ -171,7 +171,12 @@ def synthetic_cropset(n: int = 12, size: int = 96) -> CropSet:
 
 def test_batches_are_balanced_seeded_and_masked() -> None:
     crops = synthetic_cropset()
-    kw = dict(n=8, t=3, out=64, mask_out=8, frac_real=0.5, frac_fake=0.25, scale_range=(0.8, 1.0), shift=0.05)
+    kw = dict(
+        n=8,
+        t=3,
+        spec=SampleSpec(out=64, mask_out=8, scale_range=(0.8, 1.0), shift=0.05, aug_policy="v1"),
+        mix=BatchMix(frac_real=0.5, frac_fake=0.25),
+    )
     b1 = make_batch(crops, 7, 1, 11, **kw)
     b2 = make_batch(crops, 7, 1, 11, **kw)
     b3 = make_batch(crops, 7, 1, 12, **kw)

@@ -6,6 +6,7 @@ and Celeb-DF layouts, so this runs without ../shared/data in a few seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -17,7 +18,16 @@ from tests import synth
 from tests.test_model import synthetic_cropset, write_synthetic_dataset
 from training.config import get_config
 from training.data import CropSet, concat_crops, scan_celebdf
-from training.samples import KIND_REAL, KIND_SBI, make_batch, make_sample, track_clip
+from training.samples import (
+    KIND_REAL,
+    KIND_SBI,
+    BatchMix,
+    Pools,
+    SampleSpec,
+    make_batch,
+    make_sample,
+    track_clip,
+)
 from training.train import train
 from training.video_crops import load_video_crops, parse_video_specs
 
@@ -136,34 +146,22 @@ def test_clips_from_a_track_are_consecutive_frames() -> None:
     assert np.array_equal(short, [0, 1, 2, 3, 4, 5, 5, 5, 5])
     # a real clip from make_sample: whole-crop view, no jitter, so each frame shows its source level
     real_idx = np.flatnonzero(crops.labels == 0)
+    spec = SampleSpec(out=32, mask_out=4, scale_range=(1.0, 1.0), shift=0.0, aug_policy="v1", strong=False)
     for seed in range(10):
         frames, _, _ = make_sample(
-            np.random.default_rng(seed),
-            crops,
-            real_idx,
-            real_idx,
-            KIND_REAL,
-            4,
-            32,
-            4,
-            (1.0, 1.0),
-            0.0,
-            strong=False,
+            np.random.default_rng(seed), crops, Pools(real_idx, real_idx), KIND_REAL, 4, spec
         )
         levels = frames.reshape(4, -1).mean(axis=1)
         assert np.allclose(np.diff(levels), 4, atol=0.6), levels
     # self-blended track clips hold one parameter set: identical frames give identical blends
     one = np.zeros(6, np.int64)
     same = CropSet(np.repeat(crops.images[:1], 6, axis=0), one, np.full(6, 100), ["s"] * 6, one)
-    pool = np.arange(6)
-    frames, masks, has_mask = make_sample(
-        np.random.default_rng(1), same, pool, pool, KIND_SBI, 4, 32, 4, (1, 1), 0.0, strong=False
-    )
+    pools = Pools(np.arange(6), np.arange(6))
+    frames, masks, has_mask = make_sample(np.random.default_rng(1), same, pools, KIND_SBI, 4, spec)
     assert has_mask and all(np.array_equal(frames[0], f) for f in frames)
     assert all(np.array_equal(masks[0], m) for m in masks) and masks.max() > 0.1
-    flicker, _, _ = make_sample(
-        np.random.default_rng(1), same, pool, pool, KIND_SBI, 4, 32, 4, (1, 1), 0.0, 1.0, strong=False
-    )
+    flickering = dataclasses.replace(spec, flicker_prob=1.0)
+    flicker, _, _ = make_sample(np.random.default_rng(1), same, pools, KIND_SBI, 4, flickering)
     assert not all(np.array_equal(flicker[0], f) for f in flicker)  # the flicker variant changes per frame
 
 
@@ -175,9 +173,10 @@ GOLDEN_BATCHES = "eb65dd60844f4232273043ec0eed2e42e7f93e06853857313af190007f22f7
 
 def batches_digest(crops: CropSet) -> str:
     h = hashlib.sha256()
-    kw = dict(n=8, out=64, mask_out=8, frac_real=0.5, frac_fake=0.25, scale_range=(0.8, 1.04), shift=0.06)
+    mix = BatchMix(frac_real=0.5, frac_fake=0.25)
     for phase, step, t, flicker in ((1, 0, 1, 0.0), (1, 5, 1, 0.0), (2, 3, 4, 0.5), (2, 9, 3, 0.5)):
-        b = make_batch(crops, 1337, phase, step, t=t, flicker_prob=flicker, **kw)
+        spec = SampleSpec(64, 8, (0.8, 1.04), 0.06, aug_policy="v1", flicker_prob=flicker)
+        b = make_batch(crops, 1337, phase, step, 8, t, spec, mix)
         for k in ("clips", "mask", "has_mask", "kind", "label"):
             h.update(b[k].numpy().tobytes())
     return h.hexdigest()

@@ -10,6 +10,9 @@ swapped is unknown, so they do not train the localisation head).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -25,17 +28,49 @@ UNMASKED_KINDS = (KIND_FAKE, KIND_VIDEO_FAKE)  # fakes whose manipulated region 
 VideoPools = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def batch_kinds(
-    rng: np.random.Generator,
-    n: int,
-    frac_real: float,
-    frac_fake: float,
-    frac_video_real: float = 0.0,
-    frac_video_fake: float = 0.0,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class SampleSpec:
+    """How every sample of a batch is cut and augmented (the config's crop-policy match and augmentation,
+    the phase's output sizes and flicker): one object instead of a dozen positional arguments."""
+
+    out: int  # side of the model input
+    mask_out: int  # side of the blend-mask target (model output resolution)
+    scale_range: tuple[float, float]  # side of the cut, as a fraction of the stored crop
+    shift: float  # max centre shift, fraction of the side
+    aug_policy: str  # named policy in training/augment.py POLICIES (the config's default is the one default)
+    flicker_prob: float = 0.0  # SBI clips whose blend parameters change every frame
+    strong: bool = True  # the policy's full strength (False: the mild variant of tests and eval views)
+
+
+@dataclass(frozen=True)
+class BatchMix:
+    """Shares of a batch by kind; self-blended fakes fill what the others leave."""
+
+    frac_real: float
+    frac_fake: float
+    frac_video_real: float = 0.0
+    frac_video_fake: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Where each kind draws its item: still reals, DFDC fakes, and the weighted video pools (if any)."""
+
+    real: np.ndarray
+    fake: np.ndarray
+    videos: VideoPools | None = None
+
+    @staticmethod
+    def of(crops: CropSet, mix: BatchMix) -> Pools:
+        videos = video_pools(crops) if mix.frac_video_real or mix.frac_video_fake else None
+        return Pools(np.flatnonzero(crops.labels == 0), np.flatnonzero(crops.labels == 1), videos)
+
+
+def batch_kinds(rng: np.random.Generator, n: int, mix: BatchMix) -> np.ndarray:
     """Exact proportions per batch (rounded), shuffled: steadier gradients than sampling each item.
     Self-blended fakes fill what the other shares leave."""
-    counts = [int(round(n * f)) for f in (frac_real, frac_fake, frac_video_real, frac_video_fake)]
+    shares = (mix.frac_real, mix.frac_fake, mix.frac_video_real, mix.frac_video_fake)
+    counts = [int(round(n * f)) for f in shares]
     n_sbi = n - sum(counts)
     if n_sbi < 0:
         raise ValueError(f"batch shares add up to more than the batch of {n}")
@@ -68,20 +103,7 @@ def draw_weighted(rng: np.random.Generator, pool: tuple[np.ndarray, np.ndarray])
 
 
 def make_sample(
-    rng: np.random.Generator,
-    crops: CropSet,
-    real_idx: np.ndarray,
-    fake_idx: np.ndarray,
-    kind: int,
-    t: int,
-    out: int,
-    mask_out: int,
-    scale_range: tuple[float, float],
-    shift: float,
-    flicker_prob: float = 0.0,
-    strong: bool = True,
-    aug_policy: str = "v1",
-    videos: VideoPools | None = None,
+    rng: np.random.Generator, crops: CropSet, pools: Pools, kind: int, t: int, spec: SampleSpec
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """One clip of ``t`` frames (t = 1 for frames): uint8 [t, out, out, 3], mask [t, m, m], has_mask.
 
@@ -89,21 +111,22 @@ def make_sample(
     ``t`` consecutive real frames of its track, with no added jitter (the motion is real). Either way one
     augmentation and, unless it flickers, one set of blend parameters hold over the whole clip. Stills
     draw exactly the random numbers they drew before tracks existed, so DFDC-only runs are unchanged.
-    Video kinds draw their item from ``videos`` by weight and are otherwise a real or an unmasked fake.
+    Video kinds draw their item from ``pools.videos`` by weight and are otherwise a real or an unmasked fake.
     """
     if kind in (KIND_VIDEO_REAL, KIND_VIDEO_FAKE):
-        assert videos is not None, "video kinds need video pools"
-        item = draw_weighted(rng, videos[kind == KIND_VIDEO_FAKE])
+        assert pools.videos is not None, "video kinds need video pools"
+        item = draw_weighted(rng, pools.videos[kind == KIND_VIDEO_FAKE])
     else:
-        pool = fake_idx if kind == KIND_FAKE else real_idx
+        pool = pools.fake if kind == KIND_FAKE else pools.real
         item = pool[rng.integers(len(pool))]
     seq = track_clip(crops, item, t, rng)
     base = crops.images[item]
-    aug = sample_aug(rng, scale_range, shift, strong=strong, policy=aug_policy)
+    aug = sample_aug(rng, spec.scale_range, spec.shift, strong=spec.strong, policy=spec.aug_policy)
+    out, mask_out = spec.out, spec.mask_out
     frames = np.empty((t, out, out, 3), np.uint8)
     masks = np.zeros((t, mask_out, mask_out), np.float32)
     blended, blend_mask = None, None
-    flicker = kind == KIND_SBI and t > 1 and rng.random() < flicker_prob
+    flicker = kind == KIND_SBI and t > 1 and rng.random() < spec.flicker_prob
     params = sample_params(rng) if kind == KIND_SBI and not flicker else None
     for i in range(t):
         if seq is None:
@@ -136,48 +159,17 @@ def track_clip(crops: CropSet, item: int, t: int, rng: np.random.Generator) -> n
 
 
 def make_batch(
-    crops: CropSet,
-    seed: int,
-    phase: int,
-    step: int,
-    n: int,
-    t: int,
-    out: int,
-    mask_out: int,
-    frac_real: float,
-    frac_fake: float,
-    scale_range: tuple[float, float],
-    shift: float,
-    flicker_prob: float = 0.0,
-    aug_policy: str = "v1",
-    frac_video_real: float = 0.0,
-    frac_video_fake: float = 0.0,
+    crops: CropSet, seed: int, phase: int, step: int, n: int, t: int, spec: SampleSpec, mix: BatchMix
 ) -> dict[str, torch.Tensor]:
     """A training batch: clips uint8 [n, t, out, out, 3], label float [n], mask [n, t, m, m], has_mask [n]."""
     rng = np.random.default_rng([seed, phase, step])
-    real_idx = np.flatnonzero(crops.labels == 0)
-    fake_idx = np.flatnonzero(crops.labels == 1)
-    kinds = batch_kinds(rng, n, frac_real, frac_fake, frac_video_real, frac_video_fake)
-    videos = video_pools(crops) if frac_video_real or frac_video_fake else None
-    clips = np.empty((n, t, out, out, 3), np.uint8)
-    masks = np.empty((n, t, mask_out, mask_out), np.float32)
+    kinds = batch_kinds(rng, n, mix)
+    pools = Pools.of(crops, mix)
+    clips = np.empty((n, t, spec.out, spec.out, 3), np.uint8)
+    masks = np.empty((n, t, spec.mask_out, spec.mask_out), np.float32)
     has_mask = np.empty(n, bool)
     for j, kind in enumerate(kinds):
-        clips[j], masks[j], has_mask[j] = make_sample(
-            rng,
-            crops,
-            real_idx,
-            fake_idx,
-            int(kind),
-            t,
-            out,
-            mask_out,
-            scale_range,
-            shift,
-            flicker_prob,
-            aug_policy=aug_policy,
-            videos=videos,
-        )
+        clips[j], masks[j], has_mask[j] = make_sample(rng, crops, pools, int(kind), t, spec)
     return {
         "clips": torch.from_numpy(clips),
         "label": torch.from_numpy((~np.isin(kinds, REAL_KINDS)).astype(np.float32)),
@@ -188,11 +180,23 @@ def make_batch(
 
 
 class BatchStream(torch.utils.data.IterableDataset):
-    """Endless, seeded batches from ``start_step`` on (resume continues the same sequence)."""
+    """Endless, seeded batches from ``start_step`` on (resume continues the same sequence); the clip
+    length of each batch is ``clip_len(step)``, drawn from the step so it is reproducible."""
 
-    def __init__(self, crops: CropSet, seed: int, phase: int, start_step: int, **kw):
+    def __init__(
+        self,
+        crops: CropSet,
+        seed: int,
+        phase: int,
+        start_step: int,
+        n: int,
+        clip_len: Callable[[int], int],
+        spec: SampleSpec,
+        mix: BatchMix,
+    ):
         super().__init__()
-        self.crops, self.seed, self.phase, self.start_step, self.kw = crops, seed, phase, start_step, kw
+        self.crops, self.seed, self.phase, self.start_step = crops, seed, phase, start_step
+        self.n, self.clip_len, self.spec, self.mix = n, clip_len, spec, mix
 
     def __iter__(self):
         import cv2
@@ -200,10 +204,9 @@ class BatchStream(torch.utils.data.IterableDataset):
         cv2.setNumThreads(1)
         step = self.start_step
         while True:
-            t = self.kw["t"]
-            if callable(t):  # variable clip length, drawn from the step so it is reproducible
-                t = t(step)
-            yield make_batch(self.crops, self.seed, self.phase, step, **{**self.kw, "t": t})
+            yield make_batch(
+                self.crops, self.seed, self.phase, step, self.n, self.clip_len(step), self.spec, self.mix
+            )
             step += 1
 
 

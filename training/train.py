@@ -26,6 +26,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,9 +37,9 @@ import torch.nn.functional as F
 
 from training.config import TrainConfig, get_config
 from training.data import CropSet, concat_crops, load_crops
-from training.metrics import roc_auc
+from training.metrics import log_loss, roc_auc
 from training.model import DeepfakeDetector, build_model, loc_target_size
-from training.samples import BatchStream, eval_view
+from training.samples import BatchMix, BatchStream, SampleSpec, eval_view
 
 LOG_FIELDS = [
     "phase",
@@ -61,11 +63,6 @@ def lr_at(step: int, total: int, base: float, warmup: int, floor: float = 0.05) 
         return base * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
-    t = torch.from_numpy(logits.astype(np.float32))
-    return float(F.binary_cross_entropy_with_logits(t, torch.from_numpy(labels.astype(np.float32))))
 
 
 @torch.no_grad()
@@ -106,7 +103,7 @@ class Validator:
         real_logits = logits[self.real_idx]
         res = {
             "val_auc": roc_auc(self.labels, logits),
-            "val_log_loss": log_loss(self.labels, logits),
+            "val_log_loss": log_loss(self.labels, 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))),
             "val_sbi_auc": roc_auc(
                 np.r_[np.zeros(len(real_logits)), np.ones(len(sbi_logits))], np.r_[real_logits, sbi_logits]
             ),
@@ -215,54 +212,138 @@ def temporal_parameters(model: DeepfakeDetector) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if n.startswith(names)]
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One training phase, read off the config: what it trains, on which batches, for how long."""
+
+    number: int
+    steps: int
+    batch_size: int
+    clip_len: Callable[[int], int]  # clip length of the batch at a step (seeded: resume draws the same)
+    flicker_prob: float
+    lr: float
+    warmup: int
+    eval_every: int  # 0: validate only at the end of the phase
+    eval_clips: bool  # validation includes the clip subset (the temporal part's own check)
+    grad_clip: float | None
+    with_loc: bool  # the blend-mask loss trains (the CNN's localisation head)
+
+
+def phases(cfg: TrainConfig) -> list[Phase]:
+    """Phase 1: the whole network on frames (T = 1). Phase 2: the temporal part alone on clips of
+    ``phase2_min_t..clip_len`` frames, drawn per step."""
+
+    def clip_len_at(s: int) -> int:
+        return int(np.random.default_rng([cfg.seed, 2, s, 7]).integers(cfg.phase2_min_t, cfg.clip_len + 1))
+
+    return [
+        Phase(
+            1,
+            cfg.phase1_steps,
+            cfg.batch_size,
+            lambda s: 1,
+            0.0,
+            cfg.lr,
+            cfg.warmup_steps,
+            cfg.eval_every,
+            False,
+            2.0,
+            True,
+        ),
+        Phase(
+            2,
+            cfg.phase2_steps,
+            cfg.phase2_batch_size,
+            clip_len_at,
+            cfg.flicker_prob,
+            cfg.phase2_lr,
+            max(1, cfg.phase2_steps // 10),
+            0,
+            True,
+            None,
+            False,
+        ),
+    ]
+
+
+def optimizer_for(model: DeepfakeDetector, phase: Phase, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Phase 1: every unfrozen weight, the backbone at ``backbone_lr_mult``. Phase 2: the CNN frozen,
+    only the temporal parameters learn."""
+    if phase.number == 1:
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for n, p in trainable if n.startswith("backbone.")],
+                "lr_mult": cfg.backbone_lr_mult,
+            },
+            {"params": [p for n, p in trainable if not n.startswith("backbone.")], "lr_mult": 1.0},
+        ]
+    else:
+        for param in model.parameters():
+            param.requires_grad_(False)
+        params = temporal_parameters(model)
+        for param in params:
+            param.requires_grad_(True)
+        groups = [{"params": params, "lr_mult": 1.0}]
+    return torch.optim.AdamW(groups, lr=phase.lr, weight_decay=cfg.weight_decay)
+
+
+def forward(
+    model: DeepfakeDetector, batch: dict[str, torch.Tensor], phase: Phase, cfg: TrainConfig, step: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Model outputs for a batch and the frame validity mask (None: every frame is real).
+
+    Phase 2 runs the frozen CNN in eval mode (BatchNorm statistics stay as phase 1 left them) and trains
+    the temporal part with practice at padding: some clips pretend to be shorter tracks."""
+    clips = batch["clips"]
+    if phase.number == 1:
+        model.train()
+        with torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=cfg.amp):
+            outs = model(clips)
+        return {k: v.float() for k, v in outs.items()}, None
+    b, t = clips.shape[:2]
+    rng = np.random.default_rng([cfg.seed, 2, step, 11])
+    lengths = np.where(rng.random(b) < 0.3, rng.integers(1, t + 1, b), t)
+    valid = torch.from_numpy(np.arange(t)[None, :] < lengths[:, None]).to(cfg.device)
+    model.eval()
+    with torch.no_grad():
+        emb, _ = model.frame_features(model.normalise(clips))
+    model.embed.train()
+    model.blocks.train()
+    model.frame_drop.train()
+    clip_logit, frame_logits = model.temporal(emb.reshape(b, t, -1), valid)
+    return {"clip_logit": clip_logit, "frame_logits": frame_logits}, valid
+
+
 def batch_loader(
-    cfg: TrainConfig, train_set: CropSet, phase: int, step: int, **stream_args
+    cfg: TrainConfig, train_set: CropSet, phase: Phase, step: int
 ) -> torch.utils.data.DataLoader:
     """Seeded batches for one phase from ``step`` on (the config's mix, crop jitter and image size),
     made in ``cfg.workers`` processes beside the training step."""
-    stream = BatchStream(
-        train_set,
-        cfg.seed,
-        phase,
-        step,
+    spec = SampleSpec(
         out=cfg.image_size,
-        frac_real=cfg.frac_real,
-        frac_fake=cfg.frac_dfdc_fake,
-        frac_video_real=cfg.frac_video_real,
-        frac_video_fake=cfg.frac_video_fake,
+        mask_out=loc_target_size(cfg.image_size),
         scale_range=cfg.crop_scale_range,
         shift=cfg.crop_shift,
         aug_policy=cfg.aug_policy,
-        **stream_args,
+        flicker_prob=phase.flicker_prob,
     )
+    mix = BatchMix(cfg.frac_real, cfg.frac_dfdc_fake, cfg.frac_video_real, cfg.frac_video_fake)
+    stream = BatchStream(train_set, cfg.seed, phase.number, step, phase.batch_size, phase.clip_len, spec, mix)
     return torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=cfg.workers, prefetch_factor=4 if cfg.workers else None
     )
 
 
-def train(cfg: TrainConfig, fresh: bool = False) -> Path:
-    """Run (or resume) both phases; returns the path of ``final.pt``."""
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used a
-    # threaded cv2 call hangs forever on its first one. One cv2 thread everywhere (augmentation is
-    # per-sample work in its own process anyway).
-    cv2.setNumThreads(1)
-    out = cfg.resolved_out_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, final_path = out / "ckpt.pt", out / "final.pt"
-    if fresh:
-        for p in (ckpt_path, final_path, out / "log.csv"):
-            p.unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-
+def load_training_data(cfg: TrainConfig) -> tuple[CropSet, CropSet]:
+    """(train, val) crops: DFDC train crops plus the videos' main face tracks (cut by the serving pipeline,
+    cached), with landmarks for landmark SBI masks; DFDC val crops."""
     t0 = time.time()
     data_dir, cache = cfg.resolved_data_dir(), cfg.resolved_cache_dir()
     train_set = load_crops(
         data_dir, "train", cfg.store_size, cache, max_items=cfg.max_train_items, seed=cfg.seed
     )
-    if cfg.videos:  # plus the main face track of each video, cut by the serving pipeline (cached)
+    if cfg.videos:
         from training.video_crops import load_video_crops
 
         video_set = load_video_crops(cfg)
@@ -279,189 +360,120 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
     elif cfg.sbi_mask != "ellipse":
         raise ValueError(f"sbi_mask must be 'landmarks' or 'ellipse', got {cfg.sbi_mask!r}")
     val_set = load_crops(data_dir, "val", cfg.store_size, cache, max_items=cfg.max_val_items, seed=cfg.seed)
-    validator = Validator(cfg, val_set)
     print(f"data: {len(train_set)} train / {len(val_set)} val crops in {time.time() - t0:.1f}s", flush=True)
+    return train_set, val_set
+
+
+def train(cfg: TrainConfig, fresh: bool = False) -> Path:
+    """Run (or resume) the phases of :func:`phases` in one loop; returns the path of ``final.pt``."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent used a
+    # threaded cv2 call hangs forever on its first one. One cv2 thread everywhere (augmentation is
+    # per-sample work in its own process anyway).
+    cv2.setNumThreads(1)
+    out = cfg.resolved_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, final_path = out / "ckpt.pt", out / "final.pt"
+    if fresh:
+        for p in (ckpt_path, final_path, out / "log.csv"):
+            p.unlink(missing_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    train_set, val_set = load_training_data(cfg)
+    validator = Validator(cfg, val_set)
 
     model = build_model(cfg).to(cfg.device)
     if cfg.channels_last:  # the uint8 NHWC input is already channels-last once permuted in normalise()
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
     model.freeze_prefix(cfg.freeze_blocks)
-    phase, step = 1, 0
-    state = None
+    start_phase, start_step, state = 1, 0, None
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
         model.load_state_dict(state["model"])
-        phase, step = state["phase"], state["step"]
-        print(f"resumed from {ckpt_path}: phase {phase} step {step}", flush=True)
+        start_phase, start_step = state["phase"], state["step"]
+        print(f"resumed from {ckpt_path}: phase {start_phase} step {start_step}", flush=True)
     elif cfg.init_from:
         init = torch.load(cfg.init_from, map_location=cfg.device, weights_only=False)
         model.load_state_dict(init["model"])
         print(f"phase 1 starts from the weights of {cfg.init_from}", flush=True)
     log = RunLog(out)
-    mask_out = loc_target_size(cfg.image_size)
     elapsed0 = state["elapsed_s"] if state else 0.0
     t_start = time.time()
 
     def elapsed() -> float:
         return elapsed0 + time.time() - t_start
 
-    def checkpoint(opt: torch.optim.Optimizer, phase: int, step: int) -> None:
-        save_atomic(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "phase": phase,
-                "step": step,
-                "elapsed_s": elapsed(),
-                "config": dataclasses.asdict(cfg),
-            },
-            ckpt_path,
-        )
-
-    # ---------------- phase 1: frames
-    if phase == 1:
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        backbone = [p for n, p in trainable if n.startswith("backbone.")]
-        rest = [p for n, p in trainable if not n.startswith("backbone.")]
-        opt = torch.optim.AdamW(
-            [{"params": backbone, "lr_mult": cfg.backbone_lr_mult}, {"params": rest, "lr_mult": 1.0}],
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-        )
-        if state and state["phase"] == 1:
+    for phase in phases(cfg):
+        if phase.number < start_phase:
+            continue
+        step = start_step if phase.number == start_phase else 0
+        opt = optimizer_for(model, phase, cfg)
+        if state and state["phase"] == phase.number:
             opt.load_state_dict(state["opt"])
-        loader = batch_loader(cfg, train_set, 1, step, n=cfg.batch_size, t=1, mask_out=mask_out)
-        model.train()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        loader = batch_loader(cfg, train_set, phase, step)
         it = iter(loader)
-        acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0}, time.time()
-        while step < cfg.phase1_steps:
-            batch = next(it)
-            lr = lr_at(step, cfg.phase1_steps, cfg.lr, cfg.warmup_steps)
+        acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0, "items": 0}, time.time()
+        while step < phase.steps:
+            batch = {k: v.to(cfg.device) for k, v in next(it).items()}
+            lr = lr_at(step, phase.steps, phase.lr, phase.warmup)
             for g in opt.param_groups:
-                g["lr"] = lr * g["lr_mult"]
-            with torch.autocast(cfg.device, dtype=torch.bfloat16, enabled=cfg.amp):
-                outs = model(batch["clips"].to(cfg.device))
-            outs = {k: v.float() for k, v in outs.items()}
-            batch = {k: v.to(cfg.device) for k, v in batch.items()}
-            loss, clip_l, loc_l = losses(outs, batch, cfg)
+                g["lr"] = lr * g.get("lr_mult", 1.0)  # phase-2 checkpoints of older runs have none
+            outs, valid = forward(model, batch, phase, cfg, step)
+            loss, clip_l, loc_l = losses(outs, batch, cfg, valid=valid, with_loc=phase.with_loc)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 2.0)
+            if phase.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, phase.grad_clip)
             opt.step()
             step += 1
             acc["loss"] += loss.item()
             acc["clip"] += clip_l
             acc["loc"] += loc_l
             acc["n"] += 1
+            acc["items"] += batch["clips"].shape[0] * batch["clips"].shape[1]
+            last = step == phase.steps
             row = None
-            if step % cfg.log_every == 0 or step == cfg.phase1_steps:
+            if step % cfg.log_every == 0 or last:
                 n = acc["n"]
-                rate = n * cfg.batch_size / max(1e-6, time.time() - tick)
                 row = {
-                    "phase": 1,
+                    "phase": phase.number,
                     "step": step,
                     "loss": f"{acc['loss'] / n:.4f}",
                     "clip_loss": f"{acc['clip'] / n:.4f}",
-                    "loc_loss": f"{acc['loc'] / n:.4f}",
+                    "loc_loss": f"{acc['loc'] / n:.4f}" if phase.with_loc else "",
                     "lr": f"{lr:.2e}",
-                    "items_per_s": f"{rate:.1f}",
+                    "items_per_s": f"{acc['items'] / max(1e-6, time.time() - tick):.1f}",
                     "elapsed_s": f"{elapsed():.0f}",
                 }
-                acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0}, time.time()
-            if step % cfg.eval_every == 0 or step == cfg.phase1_steps:
-                row = row or {"phase": 1, "step": step, "elapsed_s": f"{elapsed():.0f}"}
-                row.update({k: f"{v:.4f}" for k, v in validator.run(model).items()})
+                acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0, "items": 0}, time.time()
+            if last or (phase.eval_every and step % phase.eval_every == 0):
+                row = row or {"phase": phase.number, "step": step, "elapsed_s": f"{elapsed():.0f}"}
+                row.update({k: f"{v:.4f}" for k, v in validator.run(model, clips=phase.eval_clips).items()})
                 tick = time.time()
             if row:
                 print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
                 log.write(row)
-            if step % cfg.ckpt_every == 0 or step == cfg.phase1_steps:
-                checkpoint(opt, 1, step)
+            if step % cfg.ckpt_every == 0 or last:
+                save_atomic(
+                    {
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "phase": phase.number,
+                        "step": step,
+                        "elapsed_s": elapsed(),
+                        "config": dataclasses.asdict(cfg),
+                    },
+                    ckpt_path,
+                )
         del it, loader
-        phase, step = 2, 0
         state = None
         log.plot(out / "curves.png")
-
-    # ---------------- phase 2: clips, CNN frozen
-    for param in model.parameters():
-        param.requires_grad_(False)
-    params = temporal_parameters(model)
-    for param in params:
-        param.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.phase2_lr, weight_decay=cfg.weight_decay)
-    if state and state["phase"] == 2:
-        opt.load_state_dict(state["opt"])
-
-    def clip_len_at(s: int) -> int:
-        return int(np.random.default_rng([cfg.seed, 2, s, 7]).integers(cfg.phase2_min_t, cfg.clip_len + 1))
-
-    loader = batch_loader(
-        cfg,
-        train_set,
-        2,
-        step,
-        n=cfg.phase2_batch_size,
-        t=clip_len_at,
-        mask_out=mask_out,
-        flicker_prob=cfg.flicker_prob,
-    )
-    it = iter(loader)
-    acc, tick = {"loss": 0.0, "clip": 0.0, "n": 0, "items": 0}, time.time()
-    while step < cfg.phase2_steps:
-        batch = {k: v.to(cfg.device) for k, v in next(it).items()}
-        clips = batch["clips"]
-        b, t = clips.shape[:2]
-        # Padding mask practice: some clips pretend to be shorter tracks (their tail frames are padding).
-        rng = np.random.default_rng([cfg.seed, 2, step, 11])
-        lengths = np.where(rng.random(b) < 0.3, rng.integers(1, t + 1, b), t)
-        valid = torch.from_numpy(np.arange(t)[None, :] < lengths[:, None]).to(cfg.device)
-        model.eval()  # frozen CNN: BatchNorm statistics stay as phase 1 left them
-        with torch.no_grad():
-            emb, _ = model.frame_features(model.normalise(clips))
-        model.embed.train()
-        model.blocks.train()
-        model.frame_drop.train()
-        clip_logit, frame_logits = model.temporal(emb.reshape(b, t, -1), valid)
-        outs = {"clip_logit": clip_logit, "frame_logits": frame_logits}
-        loss, clip_l, _ = losses(outs, batch, cfg, valid=valid, with_loc=False)
-        lr = lr_at(step, cfg.phase2_steps, cfg.phase2_lr, max(1, cfg.phase2_steps // 10))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        acc["loss"] += loss.item()
-        acc["clip"] += clip_l
-        acc["n"] += 1
-        acc["items"] += b * t
-        row = None
-        if step % cfg.log_every == 0 or step == cfg.phase2_steps:
-            n = acc["n"]
-            row = {
-                "phase": 2,
-                "step": step,
-                "loss": f"{acc['loss'] / n:.4f}",
-                "clip_loss": f"{acc['clip'] / n:.4f}",
-                "lr": f"{lr:.2e}",
-                "items_per_s": f"{acc['items'] / max(1e-6, time.time() - tick):.1f}",
-                "elapsed_s": f"{elapsed():.0f}",
-            }
-            acc, tick = {"loss": 0.0, "clip": 0.0, "n": 0, "items": 0}, time.time()
-        if step == cfg.phase2_steps:
-            row = row or {"phase": 2, "step": step, "elapsed_s": f"{elapsed():.0f}"}
-            row.update({k: f"{v:.4f}" for k, v in validator.run(model, clips=True).items()})
-        if row:
-            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-            log.write(row)
-        if step % cfg.ckpt_every == 0 or step == cfg.phase2_steps:
-            checkpoint(opt, 2, step)
-    del it, loader
     model.eval()
     save_atomic(
         {"model": model.state_dict(), "config": dataclasses.asdict(cfg), "elapsed_s": elapsed()}, final_path
     )
-    log.plot(out / "curves.png")
     print(f"done in {elapsed() / 60:.1f} min: {final_path}", flush=True)
     return final_path
 
