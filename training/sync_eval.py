@@ -211,8 +211,21 @@ def auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
+def same_false_alarms(recs: list[dict], threshold: float) -> float:
+    """The fused threshold that calls no more of these reals (those with an audio-visual score) fake than
+    the visual model does at its own threshold: the lowest such, so as many fakes as possible are caught
+    at that rate."""
+    reals = [r for r in recs if r["label"] == "real"]
+    allowed = sum(r["visual_p"] >= threshold for r in reals)
+    fused = sorted((r["fused_p"] for r in reals), reverse=True)
+    if allowed >= len(fused):
+        return 0.0
+    return float(np.nextafter(fused[allowed], 1.0))
+
+
 def fusion(records: list[dict], visual: dict[str, dict], threshold: float) -> tuple[dict, dict]:
-    """(b) and (c): AUCs out of fold, and the combiner fitted on every fold (the shipped one)."""
+    """(b) and (c): AUCs out of fold, and the combiner fitted on every fold (the shipped one); the fused
+    rates are at :func:`same_false_alarms`' threshold, the visual ones at the visual model's."""
     as_is = [r for r in records if r["condition"] == "as_is" and r["path"] in visual]
     for r in as_is:
         r["visual_p"] = visual[r["path"]]["p"]
@@ -246,26 +259,31 @@ def fusion(records: list[dict], visual: dict[str, dict], threshold: float) -> tu
         for r, p in zip(held, sigmoid(b + hx @ w), strict=True):
             r["fused_p"] = float(p)
 
+    fused_threshold = same_false_alarms(scored, threshold)
+
     def compare(recs: list[dict]) -> dict:
         y = np.array([r["label"] == "fake" for r in recs], int)
         v = np.array([r["visual_p"] for r in recs])
         f = np.array([r["fused_p"] for r in recs])
+        # as serving decides: the fused threshold where an audio-visual score exists, else the visual one
+        at_f = np.array([fused_threshold if "p_oos" in r else threshold for r in recs])
         reals, fakes = y == 0, y == 1
 
-        def share(x: np.ndarray) -> float | None:
-            return round(float((x >= threshold).mean()), 3) if len(x) else None
+        def share(x: np.ndarray, at: float | np.ndarray) -> float | None:
+            return round(float((x >= at).mean()), 3) if len(x) else None
 
         return {
             "videos": len(recs),
             "fakes": int(y.sum()),
             "auc_visual": auc(y, v),
             "auc_fused": auc(y, f),
-            "reals_called_fake_visual": share(v[reals]),
-            "reals_called_fake_fused": share(f[reals]),
-            "fakes_caught_visual": share(v[fakes]),
-            "fakes_caught_fused": share(f[fakes]),
+            "reals_called_fake_visual": share(v[reals], threshold),
+            "reals_called_fake_fused": share(f[reals], at_f[reals]),
+            "fakes_caught_visual": share(v[fakes], threshold),
+            "fakes_caught_fused": share(f[fakes], at_f[fakes]),
         }
 
+    res["fused_threshold"] = round(fused_threshold, 4)
     res["fusion_all_with_audio"] = compare(as_is)
     res["fusion_av_fakes_vs_reals"] = compare([r for r in as_is if r["label"] == "real" or is_av_fake(r)])
     res["fusion_scored_only"] = compare(scored)
@@ -377,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         **res,
         "score_coef": score_coef,
         "combiner": combiner,
-        "threshold": args.threshold,
+        "threshold": res["fused_threshold"],
+        "visual_threshold": args.threshold,
         "records": records,
     }
     out["metrics"] = {k: v for k, v in out.items() if k not in ("records", "score_coef", "combiner")}
