@@ -25,7 +25,7 @@ import onnx
 import torch
 
 from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
-from preprocessor.audio import HOP_S, MEL_FRAMES, N_MELS, SAMPLE_RATE
+from preprocessor.audio import HOP_S, MEL_FRAMES, MIN_SPEECH_FRACTION, N_MELS, SAMPLE_RATE
 from preprocessor.audio_visual import OFFSETS_S
 from preprocessor.mouth import MOUTH_H, MOUTH_W
 from training.config import REPO_ROOT
@@ -51,6 +51,7 @@ def build_sync_meta(
         mouth=(MOUTH_H, MOUTH_W),
         clip_len=cfg.clip_len,
         offsets_s=list(OFFSETS_S),
+        min_speech_fraction=MIN_SPEECH_FRACTION,
         score_coef=cal.get("score_coef", {}),
         combiner=cal.get("combiner", {}),
         threshold=float(cal.get("threshold", 0.5)),
