@@ -42,3 +42,10 @@ class VideoError(ServiceError):
         if code not in VIDEO_CODES:
             raise ValueError(f"unknown VideoError code {code!r}")
         super().__init__(code, message, details)
+
+
+class AudioError(Exception):
+    """The audio stream of a video cannot be decoded. Not a VideoError: a video whose audio is broken is
+    still analysed (the visual verdict stands, its audio-visual result says ``audio_error``)."""
+
+    reason = "audio_error"
