@@ -46,52 +46,56 @@ def _is_retryable(exc: InferenceServerException) -> bool:
     return status in RETRYABLE or "failed to connect" in str(exc).lower()
 
 
-class TritonBackend:
-    """Runs clips on a Triton model over gRPC, with explicit timeouts and bounded retries."""
+class TritonModel:
+    """One model on Triton over gRPC: its config, explicit timeouts, bounded retries of outages and
+    readiness. The visual backend (TritonBackend) and the sync model (inference/sync_backend.py) are both
+    this plus their own inputs and outputs, so they retry and reconnect alike."""
+
+    DEFAULT_MODEL = "deepfake_detector"  # each subclass: its model's name in model_repository/
 
     def __init__(
         self,
         url: str = "127.0.0.1:8001",
-        model_name: str = "deepfake_detector",
+        model_name: str | None = None,
         timeout_s: float = 30.0,
         retries: int = 2,
         retry_backoff_s: float = 0.5,
     ) -> None:
+        model_name = model_name or self.DEFAULT_MODEL
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self._client = grpcclient.InferenceServerClient(url=url)
-        config = self._call(
+        self.config: dict[str, Any] = self._call(
             "read the model config",
             lambda: self._client.get_model_config(model_name, as_json=True, client_timeout=timeout_s),
         )["config"]
-        params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        if METADATA_KEY not in params:
-            raise TritonModelError(
-                f"Triton model {model_name!r} has no config parameter {METADATA_KEY!r} (the model metadata); "
-                "export it with training/export.py, which writes config.pbtxt"
-            )
-        try:
-            self.meta = ModelMeta.from_json(params[METADATA_KEY])
-        except ValueError as exc:
-            raise TritonModelError(
-                f"Triton model {model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}"
-            ) from exc
-        outputs = {out["name"] for out in config.get("output", [])}
-        missing = {OUTPUT_CLIP, OUTPUT_FRAMES} - outputs
-        if missing:
-            raise TritonModelError(f"Triton model {model_name!r} lacks outputs {sorted(missing)}")
-        self._outputs = [OUTPUT_CLIP, OUTPUT_FRAMES] + ([OUTPUT_BLEND] if OUTPUT_BLEND in outputs else [])
-        # 0 means "no batching" in Triton; then each request carries exactly one clip batch as sent.
-        self.max_batch_size = int(config.get("max_batch_size", 0) or 0)
-        self.info = ModelInfo(
-            name=self.meta.name,
-            version=self.meta.version,
-            sha256=params.get(SHA256_PARAMETER, ""),
-            backend="triton",
+        self.params = {
+            key: value.get("string_value", "") for key, value in self.config.get("parameters", {}).items()
+        }
+        # 0 means "no batching" in Triton; then each request carries exactly one batch as sent.
+        self.max_batch_size = int(self.config.get("max_batch_size", 0) or 0)
+        self._describe()
+
+    def _describe(self) -> None:
+        """Read the model's metadata and outputs from ``config``/``params`` (each subclass its own)."""
+
+    def model_info(self, name: str, version: str) -> ModelInfo:
+        """The model's identity for results; the checksum comes from the launcher's config parameter."""
+        return ModelInfo(
+            name=name, version=version, sha256=self.params.get(SHA256_PARAMETER, ""), backend="triton"
         )
+
+    def metadata_json(self, key: str, exporter: str) -> str:
+        """The model's metadata JSON from its config parameter ``key``; refuse a model without it."""
+        if key not in self.params:
+            raise TritonModelError(
+                f"Triton model {self.model_name!r} has no config parameter {key!r} (the model metadata); "
+                f"export it with {exporter}, which writes config.pbtxt"
+            )
+        return self.params[key]
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one Triton call, retrying only outages; raise TritonUnavailableError when they persist."""
@@ -132,18 +136,46 @@ class TritonBackend:
             self._reconnect()
             return False
 
-    def _infer_once(self, clips: np.ndarray) -> list[np.ndarray]:
-        tensor = grpcclient.InferInput(INPUT_NAME, list(clips.shape), "UINT8")
-        tensor.set_data_from_numpy(np.ascontiguousarray(clips))
-        requested = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
+    def _run(self, inputs: list[tuple[str, np.ndarray, str]], outputs: list[str]) -> list[np.ndarray]:
+        """One inference request: (name, array, Triton dtype) inputs, the named outputs as arrays."""
+        tensors = []
+        for name, array, dtype in inputs:
+            tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            tensors.append(tensor)
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
 
         def call() -> Any:
             return self._client.infer(
-                self.model_name, [tensor], outputs=requested, client_timeout=self.timeout_s
+                self.model_name, tensors, outputs=requested, client_timeout=self.timeout_s
             )
 
         result = self._call("run inference", call)
-        return [result.as_numpy(name) for name in self._outputs]
+        return [result.as_numpy(name) for name in outputs]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class TritonBackend(TritonModel):
+    """Runs clips on the visual model on Triton (InferenceBackend)."""
+
+    def _describe(self) -> None:
+        try:
+            self.meta = ModelMeta.from_json(self.metadata_json(METADATA_KEY, "training/export.py"))
+        except ValueError as exc:
+            raise TritonModelError(
+                f"Triton model {self.model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}"
+            ) from exc
+        outputs = {out["name"] for out in self.config.get("output", [])}
+        missing = {OUTPUT_CLIP, OUTPUT_FRAMES} - outputs
+        if missing:
+            raise TritonModelError(f"Triton model {self.model_name!r} lacks outputs {sorted(missing)}")
+        self._outputs = [OUTPUT_CLIP, OUTPUT_FRAMES] + ([OUTPUT_BLEND] if OUTPUT_BLEND in outputs else [])
+        self.info = self.model_info(self.meta.name, self.meta.version)
+
+    def _infer_once(self, clips: np.ndarray) -> list[np.ndarray]:
+        return self._run([(INPUT_NAME, clips, "UINT8")], self._outputs)
 
     def infer(self, clips: np.ndarray) -> ClipOutputs:
         size = self.meta.crop.size
@@ -161,6 +193,3 @@ class TritonBackend:
             if len(self._outputs) > 2
             else None,
         )
-
-    def close(self) -> None:
-        self._client.close()

@@ -27,6 +27,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from inference.metadata import METADATA_KEY
+from inference.sync_backend import SYNC_METADATA_KEY
+
+# Every model of the repository carries its metadata under one of these config parameters: the visual
+# model under ``deepfake`` (ModelMeta), the audio-visual sync model under ``deepfake_av_meta`` (SyncMeta).
+METADATA_KEYS = (METADATA_KEY, SYNC_METADATA_KEY)
 
 MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
 SHA256_PARAMETER = "model_sha256"
@@ -104,7 +109,8 @@ def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
 
 
 def model_config_text(config: model_config_pb2.ModelConfig) -> str:
-    """The one config.pbtxt writer: Triton's protobuf text format (export, the launcher, GPU variants)."""
+    """The one config.pbtxt writer: Triton's protobuf text format (export, the launcher, GPU variants, the
+    sync model's config from inference.sync_backend.sync_config)."""
     return text_format.MessageToString(config)
 
 
@@ -122,9 +128,10 @@ def generate_cpu_repository(
         versions = sorted(p for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.onnx").exists())
         if not versions:
             continue
-        if METADATA_KEY not in config.parameters:
+        if not any(key in config.parameters for key in METADATA_KEYS):
             raise TritonLaunchError(
-                f"{model_dir / 'config.pbtxt'} has no parameters key {METADATA_KEY!r} (the model metadata)"
+                f"{model_dir / 'config.pbtxt'} has no parameters key {' or '.join(map(repr, METADATA_KEYS))} "
+                "(the model metadata)"
             )
         config.name = config.name or model_dir.name
         config.ClearField("platform")

@@ -2,8 +2,10 @@
 
 The rules (documented in README "How results are computed"):
 - calibrated probability p = sigmoid(logit / temperature), temperature from the model metadata;
-- a track's score is the mean of its clips' scores (each clip is one window of consecutive frames, so
-  every part of the video where the face appears counts equally);
+- a track's visual score is the mean of its clips' scores (each clip is one window of consecutive frames,
+  so every part of the video where the face appears counts equally); its score is that fused with its
+  audio-visual score by the sync model's combiner (preprocessor.audio_visual.fuse), or the visual score
+  alone where it has no audio-visual score (no audio, no speech, the signal off);
 - the video's score is the most suspicious track among those that decide (``used_for_verdict``):
   one manipulated face makes a manipulated video;
 - verdict: ``fake`` if the score >= the model's threshold, else ``real``; ``inconclusive`` (score
@@ -18,8 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepfake.schemas import TimelinePoint, Track, TrackFrame, Verdict
+from deepfake.schemas import AudioVisualScore, Signals, TimelinePoint, Track, TrackFrame, Verdict
+from preprocessor.audio_visual import AudioVisualResult, fuse
 from preprocessor.tracking import FaceTrack
+
+# What a track says about lips and voice when the audio-visual signal is off (not configured or turned off).
+AUDIO_VISUAL_OFF = AudioVisualResult(score=None, offset_s=None, windows_scored=0, reason="disabled")
 
 
 def calibrate(logits: np.ndarray | float, temperature: float) -> np.ndarray:
@@ -52,8 +58,11 @@ def aggregate(
     clips: list[ClipScore],
     sample_times: list[float],
     threshold: float,
+    audio_visual: list[AudioVisualResult] | None = None,
+    combiner: dict | None = None,
 ) -> tuple[Verdict, float | None, list[Track], list[TimelinePoint], list[str]]:
-    """(verdict, video score, public tracks, timeline, warnings) from the kept tracks and clip scores."""
+    """(verdict, video score, public tracks, timeline, warnings) from the kept tracks and clip scores;
+    ``audio_visual``: one result per kept track (None: the signal is off), fused with ``combiner``."""
     warnings: list[str] = []
     frame_scores: dict[tuple[int, int], float] = {}
     clip_scores: dict[int, list[float]] = {i: [] for i in range(len(tracks))}
@@ -65,7 +74,9 @@ def aggregate(
     timeline_scores: dict[int, float] = {}
     for ti, track in enumerate(tracks):
         scores = clip_scores[ti]
-        score = float(np.mean(scores)) if scores else None
+        visual = float(np.mean(scores)) if scores else None
+        av = audio_visual[ti] if audio_visual is not None else AUDIO_VISUAL_OFF
+        score = None if visual is None else fuse(visual, av, combiner or {})
         frames = []
         for di, det in enumerate(track.detections):
             fs = frame_scores.get((ti, di))
@@ -91,6 +102,16 @@ def aggregate(
                 mean_face_px=round(track.mean_face_px, 1),
                 used_for_verdict=track.used_for_verdict,
                 frames=frames,
+                audio_visual=AudioVisualScore(
+                    score=None if av.score is None else round(av.score, 4),
+                    offset_s=None if av.offset_s is None else round(av.offset_s, 3),
+                    windows_scored=av.windows_scored,
+                    reason=av.reason,
+                ),
+                signals=Signals(
+                    visual=None if visual is None else round(visual, 4),
+                    audio_visual=None if av.score is None else round(av.score, 4),
+                ),
             )
         )
     deciding = [t.score for t in public if t.used_for_verdict and t.score is not None]
@@ -105,3 +126,16 @@ def aggregate(
         for i, t in enumerate(sample_times)
     ]
     return verdict_for(video_score, threshold), video_score, public, timeline, warnings
+
+
+def video_signals(tracks: list[Track]) -> Signals:
+    """The video's score per signal, as its score is taken: the highest among the deciding tracks."""
+
+    def highest(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
+
+    deciding = [t.signals for t in tracks if t.used_for_verdict and t.signals is not None]
+    return Signals(
+        visual=highest([s.visual for s in deciding]), audio_visual=highest([s.audio_visual for s in deciding])
+    )
