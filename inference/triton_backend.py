@@ -37,6 +37,10 @@ class TritonUnavailableError(RuntimeError):
     """Triton (or the model on it) cannot be reached or is not ready; a 503 for API clients."""
 
 
+class TritonModelNotServedError(TritonUnavailableError):
+    """Triton answers but does not serve the model asked for (not in its repository)."""
+
+
 class TritonModelError(RuntimeError):
     """Triton answered, but the model or its config breaks the model contract; a 500, our fault."""
 
@@ -105,7 +109,7 @@ class TritonModel:
             except InferenceServerException as exc:
                 if not _is_retryable(exc):
                     if "unknown model" in str(exc).lower() or "not found" in str(exc).lower():
-                        raise TritonUnavailableError(
+                        raise TritonModelNotServedError(
                             f"Triton at {self.url} does not serve model {self.model_name!r}: {exc.message()}"
                         ) from exc
                     raise TritonModelError(f"Triton failed to {what}: {exc.message()}") from exc

@@ -13,7 +13,7 @@ import pytest
 
 from deepfake.local_stack import LocalStack, descendants
 from tests import synth
-from tests.integration.conftest import MODEL_NAME, cli_result
+from tests.integration.conftest import MODEL_NAME, SYNC_MODEL_NAME, cli_result
 
 pytestmark = pytest.mark.integration
 TOL = 1e-4
@@ -43,6 +43,23 @@ def assert_same_result(service: dict, cli: dict) -> None:
             assert pg["score"] == pytest.approx(pw["score"], abs=TOL)
     assert service["model"]["sha256"] == cli["model"]["sha256"]
     assert service["model"]["backend"] == "triton" and cli["model"]["backend"] == "onnxruntime"
+    # Both signals: the audio-visual one per track and the video's signals, from the same sync model.
+    assert service["sync_model"]["sha256"] == cli["sync_model"]["sha256"]
+    assert service["sync_model"]["backend"] == "triton" and cli["sync_model"]["backend"] == "onnxruntime"
+    assert_same_signals(service["signals"], cli["signals"])
+    for got, want in zip(service["tracks"], cli["tracks"], strict=True):
+        assert_same_signals(got["signals"], want["signals"])
+        assert {k: v for k, v in got["audio_visual"].items() if k != "score"} == {
+            k: v for k, v in want["audio_visual"].items() if k != "score"
+        }
+        assert_same_signals(got["audio_visual"], want["audio_visual"], keys=("score",))
+
+
+def assert_same_signals(got: dict, want: dict, keys: tuple[str, ...] = ("visual", "audio_visual")) -> None:
+    for key in keys:
+        assert (got[key] is None) == (want[key] is None), (key, got, want)
+        if want[key] is not None:
+            assert got[key] == pytest.approx(want[key], abs=TOL), key
 
 
 def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 120) -> tuple[dict, list[float]]:
@@ -62,6 +79,10 @@ def model_file(stack: LocalStack) -> Path:
     return stack.repository / MODEL_NAME / "1" / "model.onnx"
 
 
+def sync_model_file(stack: LocalStack) -> Path:
+    return stack.repository / SYNC_MODEL_NAME / "1" / "model.onnx"
+
+
 def upload(client: httpx.Client, url: str, path: Path, **data: str) -> httpx.Response:
     with path.open("rb") as handle:
         return client.post(url, files={"file": (path.name, handle, "video/mp4")}, data=data or None)
@@ -75,6 +96,7 @@ def test_every_service_is_ready_and_exposes_metrics(stack: LocalStack) -> None:
     assert "preprocessor_analyses" in httpx.get(f"{stack.urls['preprocessor']}/metrics").text
     metrics = httpx.get(f"http://127.0.0.1:{stack.ports.triton_metrics}/metrics").text
     assert f'nv_inference_request_success{{model="{MODEL_NAME}"' in metrics
+    assert f'nv_inference_request_success{{model="{SYNC_MODEL_NAME}"' in metrics  # the launcher serves both
 
 
 def test_triton_batches_concurrent_requests_of_mixed_shapes_correctly(stack: LocalStack) -> None:
@@ -104,13 +126,45 @@ def test_triton_batches_concurrent_requests_of_mixed_shapes_correctly(stack: Loc
     triton.close()
 
 
+def test_triton_serves_the_sync_model_as_onnx_runtime_runs_it(stack: LocalStack) -> None:
+    """The second model on the same server: concurrent requests of mixed T and K (dynamic batching merges
+    equal shapes, the Python-backend model splits them back) give the in-process session's logits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from inference.sync_backend import OnnxSyncModel, TritonSyncModel
+
+    triton = TritonSyncModel(f"127.0.0.1:{stack.ports.triton_grpc}", timeout_s=30)
+    local = OnnxSyncModel(sync_model_file(stack), threads=1)
+    assert triton.meta == local.meta and triton.info.sha256 == local.info.sha256
+    rng = np.random.default_rng(0)
+    batches = [
+        (
+            rng.integers(0, 256, (n, t, 48, 96), dtype=np.uint8),
+            rng.standard_normal((n, k, 80, 64)).astype(np.float32),
+        )
+        for n, t, k in [(1, 5, 3), (12, 5, 3), (3, 5, 5), (2, 7, 3), (5, 5, 3)]
+    ]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        outputs = list(pool.map(lambda b: triton.sync_logits(*b), batches))
+    for (mouth, mel), got in zip(batches, outputs, strict=True):
+        np.testing.assert_allclose(got, local.sync_logits(mouth, mel), atol=1e-5)
+    assert triton.is_ready()
+    triton.close()
+
+
 @pytest.mark.parametrize("name", ["face", "two"])
 def test_sync_detection_equals_the_in_process_cli(stack, gateway, stack_videos, name) -> None:
     response = upload(gateway, "/v1/detections", stack_videos[name])
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["path"] == stack_videos[name].name  # the upload's name, never a server path
-    assert_same_result(result, cli_result(stack_videos[name], model_file(stack)))
+    if name == "two":  # no audio stream: no audio-visual evidence, the score is the visual one
+        assert result["signals"]["audio_visual"] is None
+        assert result["score"] == result["signals"]["visual"]
+        assert {t["audio_visual"]["reason"] for t in result["tracks"]} == {"no_audio"}
+    assert_same_result(result, cli_result(stack_videos[name], model_file(stack), sync_model_file(stack)))
 
 
 def test_job_equals_the_in_process_cli_and_reports_progress(stack, gateway, stack_videos) -> None:
@@ -123,7 +177,9 @@ def test_job_equals_the_in_process_cli_and_reports_progress(stack, gateway, stac
     assert status["progress"] == 1.0 and seen == sorted(seen)
     result = gateway.get(job["result_url"])
     assert result.status_code == 200
-    assert_same_result(result.json(), cli_result(stack_videos["face"], model_file(stack)))
+    assert_same_result(
+        result.json(), cli_result(stack_videos["face"], model_file(stack), sync_model_file(stack))
+    )
 
 
 def test_bad_uploads_get_their_4xx_in_the_one_error_shape(stack, gateway, tmp_path, stack_videos) -> None:
@@ -160,7 +216,7 @@ def test_a_real_video_through_the_stack_equals_the_cli(stack, gateway, data_dir)
     status, _ = wait_for_job(gateway, response.json()["id"], timeout_s=300)
     assert status["state"] == "succeeded", status
     service = gateway.get(response.json()["result_url"]).json()
-    cli = cli_result(video, model_file(stack))
+    cli = cli_result(video, model_file(stack), sync_model_file(stack))
     if not cli["tracks"]:
         assert service["verdict"] == cli["verdict"] == "inconclusive"
         return
