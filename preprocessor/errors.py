@@ -48,3 +48,10 @@ class VideoError(Exception):
 
     def __repr__(self) -> str:
         return f"VideoError({self.code!r}, {self.message!r})"
+
+
+class AudioError(Exception):
+    """The audio stream of a video cannot be decoded. Not a VideoError: a video whose audio is broken is
+    still analysed (the visual verdict stands, its audio-visual result says ``audio_error``)."""
+
+    reason = "audio_error"

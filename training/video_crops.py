@@ -118,25 +118,30 @@ def cache_path(cfg: TrainConfig, pipeline, video: Path) -> Path:
     return cfg.resolved_cache_dir() / "video_crops" / f"{video.stem}_{digest}.npz"
 
 
+def main_track(pipeline, video: Path) -> tuple[list, list[str]]:
+    """The detections (in time order) of the video's main face track: the largest track that decides
+    serving's verdict; none when no face was found or the pipeline refused the file (the reason is in
+    the warnings returned with them)."""
+    from preprocessor.errors import VideoError
+
+    try:
+        faces = pipeline.extract_faces(video)
+    except VideoError as exc:
+        return [], [f"{exc.code}: {exc.message}"]
+    if not faces.tracks:
+        return [], ["no face found", *faces.warnings]
+    main = max(faces.tracks, key=lambda t: (t.used_for_verdict, len(t.detections) * t.mean_face_px))
+    return sorted(main.detections, key=lambda d: d.sample), faces.warnings
+
+
 def cut_video(pipeline, video: Path) -> dict[str, np.ndarray]:
     """Crops of the main face track: ``crops`` [n, S, S, 3], ``windows`` (sampling window per crop),
     ``crop_px`` (crop side in the frame) and ``warnings``; n = 0 when no face was found or the pipeline
     refused the file (the reason is in the warnings)."""
     from preprocessor.cropping import square_box
-    from preprocessor.errors import VideoError
 
     size = pipeline.crop.size
-    dets, warnings = [], []
-    try:
-        faces = pipeline.extract_faces(video)
-        warnings = faces.warnings
-        if faces.tracks:
-            main = max(faces.tracks, key=lambda t: (t.used_for_verdict, len(t.detections) * t.mean_face_px))
-            dets = sorted(main.detections, key=lambda d: d.sample)
-        else:
-            warnings = ["no face found", *warnings]
-    except VideoError as exc:
-        warnings = [f"{exc.code}: {exc.message}"]
+    dets, warnings = main_track(pipeline, video)
     sides = [square_box(d.box, pipeline.crop) for d in dets]
     return {
         "crops": np.stack([d.crop for d in dets]) if dets else np.zeros((0, size, size, 3), np.uint8),
