@@ -76,9 +76,10 @@ class AudioVisualScore(BaseModel):
     )
     windows_scored: int = Field(0, description="Sampled windows of this face with speech that were scored.")
     reason: str = Field(
-        description="Why there is a score or not: `scored`, `no_audio` (the file has no audio stream), "
-        "`disabled` (the audio signal is off), or the sync model's own reason (e.g. no speech in the face's "
-        "windows)."
+        description="Why there is a score or not: `scored`; `no_audio` (the file has no audio stream); "
+        "`no_speech` (no sampled window of this face has speech); `too_few_windows` (fewer windows with "
+        "speech than the sync model needs); `audio_error` (the audio cannot be decoded); `uncalibrated` "
+        "(the sync model has no score rule); `disabled` (the audio signal is off)."
     )
 
 
@@ -100,6 +101,11 @@ class Track(BaseModel):
     score: float | None = Field(
         description="Calibrated probability that this face is manipulated: the visual and audio-visual "
         "signals fused (the visual score alone where there is no audio-visual score)."
+    )
+    threshold: float | None = Field(
+        None,
+        description="The score at or above which this face is called fake: the visual model's, or the fused "
+        "threshold where its score is fused (null only in results made before it existed).",
     )
     clip_scores: list[float] = Field(default_factory=list, description="Calibrated visual score per clip.")
     start_s: float
@@ -148,7 +154,10 @@ class DetectionResult(BaseModel):
         description="Calibrated probability of manipulation (the fused score of the deciding faces); None if "
         "inconclusive."
     )
-    threshold: float = Field(description="Scores at or above this are called fake.")
+    threshold: float = Field(
+        description="Scores at or above this are called fake: the threshold of the face that decided (the "
+        "visual model's, or the fused threshold where that face's score is fused)."
+    )
     signals: Signals | None = Field(
         None,
         description="The video's score per signal before fusion: `visual` the highest visual score among the "

@@ -19,17 +19,11 @@ import onnxruntime as ort
 from tritonclient.grpc import model_config_pb2
 
 from deepfake.schemas import ModelInfo
-from inference.metadata import SyncMeta
+from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
 from inference.onnx_backend import ModelLoadError, file_sha256, onnx_session
 from inference.triton_backend import TritonModel, TritonModelError
 
-SYNC_MODEL_NAME = "av_sync"
-SYNC_METADATA_KEY = "deepfake_av_meta"
-SYNC_INPUT_MOUTH = "mouth"
-SYNC_INPUT_MEL = "mel"
-SYNC_OUTPUT = "sync_logits"
-MOUTH_SHAPE = (48, 96)  # preprocessor.mouth.mouth_crop's output
-MEL_SHAPE = (80, 64)  # preprocessor.audio: N_MELS x MEL_FRAMES
+SYNC_MODEL_NAME = "av_sync"  # its folder in model_repository/ and its name on Triton
 SYNC_EXPORTER = "training/export_sync.py"
 
 
@@ -46,21 +40,25 @@ class SyncBackend(Protocol):
     def close(self) -> None: ...
 
 
-def check_sync_inputs(mouth: np.ndarray, mel: np.ndarray) -> None:
+def check_sync_inputs(meta: SyncMeta, mouth: np.ndarray, mel: np.ndarray) -> None:
     """Refuse arrays that break the contract before they reach a runtime (its errors name no shapes)."""
-    if mouth.dtype != np.uint8 or mouth.ndim != 4 or mouth.shape[2:] != MOUTH_SHAPE:
-        raise ValueError(f"mouth must be uint8 [N, T, 48, 96]; got {mouth.dtype} {list(mouth.shape)}")
-    if mel.dtype != np.float32 or mel.ndim != 4 or mel.shape[2:] != MEL_SHAPE or len(mel) != len(mouth):
+    height, width = meta.mouth
+    if mouth.dtype != np.uint8 or mouth.ndim != 4 or mouth.shape[2:] != (height, width):
         raise ValueError(
-            f"mel must be float32 [N={len(mouth)}, K, 80, 64]; got {mel.dtype} {list(mel.shape)}"
+            f"mouth must be uint8 [N, T, {height}, {width}]; got {mouth.dtype} {list(mouth.shape)}"
+        )
+    bands, frames = meta.n_mels, meta.mel_frames
+    if mel.dtype != np.float32 or mel.ndim != 4 or mel.shape[2:] != (bands, frames) or len(mel) != len(mouth):
+        raise ValueError(
+            f"mel must be float32 [N={len(mouth)}, K, {bands}, {frames}]; got {mel.dtype} {list(mel.shape)}"
         )
 
 
 def sync_meta_from_json(text: str, where: str) -> SyncMeta:
     try:
-        return SyncMeta.model_validate_json(text)
+        return SyncMeta.from_json(text)
     except ValueError as exc:
-        raise ModelLoadError(f"{where}: invalid {SYNC_METADATA_KEY!r} metadata: {exc}") from exc
+        raise ModelLoadError(f"{where}: invalid {AV_METADATA_KEY!r} metadata: {exc}") from exc
 
 
 class OnnxSyncModel:
@@ -76,10 +74,10 @@ class OnnxSyncModel:
         self._session = onnx_session(model_path, threads)
         inputs = {i.name: i.type for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
-        expected = {SYNC_INPUT_MOUTH: "tensor(uint8)", SYNC_INPUT_MEL: "tensor(float)"}
-        if any(inputs.get(name) != kind for name, kind in expected.items()) or SYNC_OUTPUT not in outputs:
+        expected = {AV_INPUT_MOUTH: "tensor(uint8)", AV_INPUT_MEL: "tensor(float)"}
+        if any(inputs.get(name) != kind for name, kind in expected.items()) or AV_OUTPUT not in outputs:
             raise ModelLoadError(
-                f"{model_path}: expected inputs mouth uint8 and mel float32 and output {SYNC_OUTPUT!r}; "
+                f"{model_path}: expected inputs mouth uint8 and mel float32 and output {AV_OUTPUT!r}; "
                 f"found inputs {inputs} and outputs {sorted(outputs)}"
             )
         self.meta = read_sync_meta(self._session, model_path)
@@ -91,9 +89,9 @@ class OnnxSyncModel:
         )
 
     def sync_logits(self, mouth: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        check_sync_inputs(mouth, mel)
-        feed = {SYNC_INPUT_MOUTH: np.ascontiguousarray(mouth), SYNC_INPUT_MEL: np.ascontiguousarray(mel)}
-        (logits,) = self._session.run([SYNC_OUTPUT], feed)
+        check_sync_inputs(self.meta, mouth, mel)
+        feed = {AV_INPUT_MOUTH: np.ascontiguousarray(mouth), AV_INPUT_MEL: np.ascontiguousarray(mel)}
+        (logits,) = self._session.run([AV_OUTPUT], feed)
         return np.asarray(logits, dtype=np.float32).reshape(mel.shape[:2])
 
     def close(self) -> None:
@@ -108,23 +106,23 @@ class TritonSyncModel(TritonModel):
     def _describe(self) -> None:
         where = f"Triton model {self.model_name!r}"
         try:
-            self.meta = sync_meta_from_json(self.metadata_json(SYNC_METADATA_KEY, SYNC_EXPORTER), where)
+            self.meta = sync_meta_from_json(self.metadata_json(AV_METADATA_KEY, SYNC_EXPORTER), where)
         except ModelLoadError as exc:
             raise TritonModelError(str(exc)) from exc
-        if SYNC_OUTPUT not in {out["name"] for out in self.config.get("output", [])}:
-            raise TritonModelError(f"{where} lacks output {SYNC_OUTPUT!r}")
+        if AV_OUTPUT not in {out["name"] for out in self.config.get("output", [])}:
+            raise TritonModelError(f"{where} lacks output {AV_OUTPUT!r}")
         self.info = self.model_info(self.meta.name, self.meta.version)
 
     def sync_logits(self, mouth: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        check_sync_inputs(mouth, mel)
+        check_sync_inputs(self.meta, mouth, mel)
         step = self.max_batch_size or len(mouth)
         parts = [
             self._run(
                 [
-                    (SYNC_INPUT_MOUTH, mouth[i : i + step], "UINT8"),
-                    (SYNC_INPUT_MEL, mel[i : i + step], "FP32"),
+                    (AV_INPUT_MOUTH, mouth[i : i + step], "UINT8"),
+                    (AV_INPUT_MEL, mel[i : i + step], "FP32"),
                 ],
-                [SYNC_OUTPUT],
+                [AV_OUTPUT],
             )[0]
             for i in range(0, len(mouth), step)
         ]
@@ -137,20 +135,20 @@ def sync_config(meta: SyncMeta, max_batch_size: int = 16) -> model_config_pb2.Mo
     Triton's dims leave out the batch axis: mouth [T, 48, 96], mel [K, 80, 64], sync_logits [K]."""
     pb = model_config_pb2
     config = pb.ModelConfig(name=SYNC_MODEL_NAME, platform="onnxruntime_onnx", max_batch_size=max_batch_size)
-    config.input.add(name=SYNC_INPUT_MOUTH, data_type=pb.TYPE_UINT8, dims=[-1, *MOUTH_SHAPE])
-    config.input.add(name=SYNC_INPUT_MEL, data_type=pb.TYPE_FP32, dims=[-1, *MEL_SHAPE])
-    config.output.add(name=SYNC_OUTPUT, data_type=pb.TYPE_FP32, dims=[-1])
+    config.input.add(name=AV_INPUT_MOUTH, data_type=pb.TYPE_UINT8, dims=[-1, *meta.mouth])
+    config.input.add(name=AV_INPUT_MEL, data_type=pb.TYPE_FP32, dims=[-1, meta.n_mels, meta.mel_frames])
+    config.output.add(name=AV_OUTPUT, data_type=pb.TYPE_FP32, dims=[-1])
     config.dynamic_batching.max_queue_delay_microseconds = 2000
-    config.parameters[SYNC_METADATA_KEY].string_value = meta.model_dump_json()
+    config.parameters[AV_METADATA_KEY].string_value = meta.to_json()
     return config
 
 
 def read_sync_meta(session: ort.InferenceSession, path: Path) -> SyncMeta:
     """The SyncMeta stored in the ONNX file; a model without it cannot be fed correctly, so refuse it."""
     props = session.get_modelmeta().custom_metadata_map
-    if SYNC_METADATA_KEY not in props:
-        raise ModelLoadError(f"{path} has no {SYNC_METADATA_KEY!r} metadata; export it with {SYNC_EXPORTER}")
-    return sync_meta_from_json(props[SYNC_METADATA_KEY], str(path))
+    if AV_METADATA_KEY not in props:
+        raise ModelLoadError(f"{path} has no {AV_METADATA_KEY!r} metadata; export it with {SYNC_EXPORTER}")
+    return sync_meta_from_json(props[AV_METADATA_KEY], str(path))
 
 
 def write_sync_config(model_dir: Path, max_batch_size: int = 16) -> Path:

@@ -26,12 +26,11 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from inference.metadata import METADATA_KEY
-from inference.sync_backend import SYNC_METADATA_KEY
+from inference.metadata import AV_METADATA_KEY, METADATA_KEY
 
 # Every model of the repository carries its metadata under one of these config parameters: the visual
 # model under ``deepfake`` (ModelMeta), the audio-visual sync model under ``deepfake_av_meta`` (SyncMeta).
-METADATA_KEYS = (METADATA_KEY, SYNC_METADATA_KEY)
+METADATA_KEYS = (METADATA_KEY, AV_METADATA_KEY)
 
 MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
 SHA256_PARAMETER = "model_sha256"

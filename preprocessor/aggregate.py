@@ -6,10 +6,15 @@ The rules (documented in README "How results are computed"):
   so every part of the video where the face appears counts equally); its score is that fused with its
   audio-visual score by the sync model's combiner (preprocessor.audio_visual.fuse), or the visual score
   alone where it has no audio-visual score (no audio, no speech, the signal off);
-- the video's score is the most suspicious track among those that decide (``used_for_verdict``):
-  one manipulated face makes a manipulated video;
-- verdict: ``fake`` if the score >= the model's threshold, else ``real``; ``inconclusive`` (score
-  None) when no usable face was found;
+- a track's threshold is the visual model's, or the sync model's fused threshold (SyncMeta.threshold)
+  where its score is fused; its verdict: ``fake`` if its score >= its threshold, else ``real``;
+- the video's score is the most suspicious track among those that decide (``used_for_verdict``), by how
+  far its score lies above its threshold (the highest score when all share one threshold): one
+  manipulated face makes a manipulated video; the video's threshold is that track's;
+- verdict: ``fake`` if the score >= the threshold, else ``real``; ``inconclusive`` (score None) when
+  no usable face was found;
+- signals: the video's visual and audio-visual scores before fusion, each the highest among the deciding
+  tracks;
 - timeline: for each sampled moment, the highest per-frame score among the faces seen then (None if
   no face was seen).
 """
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepfake.schemas import AudioVisualScore, Signals, TimelinePoint, Track, TrackFrame, Verdict
+from inference.metadata import SyncMeta
 from preprocessor.audio_visual import AudioVisualResult, fuse
 from preprocessor.tracking import FaceTrack
 
@@ -53,16 +59,29 @@ def verdict_for(score: float | None, threshold: float) -> Verdict:
     return "fake" if score >= threshold else "real"
 
 
+@dataclass
+class Aggregate:
+    """The public answer's parts ``aggregate`` computes."""
+
+    verdict: Verdict
+    score: float | None
+    threshold: float
+    tracks: list[Track]
+    timeline: list[TimelinePoint]
+    signals: Signals
+    warnings: list[str]
+
+
 def aggregate(
     tracks: list[FaceTrack],
     clips: list[ClipScore],
     sample_times: list[float],
     threshold: float,
     audio_visual: list[AudioVisualResult] | None = None,
-    combiner: dict | None = None,
-) -> tuple[Verdict, float | None, list[Track], list[TimelinePoint], list[str]]:
-    """(verdict, video score, public tracks, timeline, warnings) from the kept tracks and clip scores;
-    ``audio_visual``: one result per kept track (None: the signal is off), fused with ``combiner``."""
+    sync: SyncMeta | None = None,
+) -> Aggregate:
+    """The answer from the kept tracks and their clip scores; ``audio_visual``: one result per kept track
+    (None: the signal is off), fused by ``sync``'s combiner and judged at its threshold."""
     warnings: list[str] = []
     frame_scores: dict[tuple[int, int], float] = {}
     clip_scores: dict[int, list[float]] = {i: [] for i in range(len(tracks))}
@@ -76,7 +95,11 @@ def aggregate(
         scores = clip_scores[ti]
         visual = float(np.mean(scores)) if scores else None
         av = audio_visual[ti] if audio_visual is not None else AUDIO_VISUAL_OFF
-        score = None if visual is None else fuse(visual, av, combiner or {})
+        # Fused where the track has an audio-visual score and the sync model a combiner (fuse's own rule).
+        combiner = sync.combiner if sync is not None else {}
+        fused = visual is not None and av.score is not None and bool(combiner)
+        score = fuse(visual, av, combiner) if fused and visual is not None else visual
+        track_threshold = sync.threshold if fused and sync is not None else threshold
         frames = []
         for di, det in enumerate(track.detections):
             fs = frame_scores.get((ti, di))
@@ -94,7 +117,8 @@ def aggregate(
         public.append(
             Track(
                 id=track.id,
-                verdict=verdict_for(score, threshold),
+                verdict=verdict_for(score, track_threshold),
+                threshold=track_threshold,
                 score=None if score is None else round(score, 4),
                 clip_scores=[round(s, 4) for s in scores],
                 start_s=track.start_s,
@@ -114,8 +138,10 @@ def aggregate(
                 ),
             )
         )
-    deciding = [t.score for t in public if t.used_for_verdict and t.score is not None]
-    video_score = max(deciding) if deciding else None
+    deciding = [t for t in public if t.used_for_verdict and t.score is not None]
+    top = max(deciding, key=lambda t: (t.score or 0.0) - (t.threshold or threshold), default=None)
+    video_score = None if top is None else top.score
+    video_threshold = threshold if top is None or top.threshold is None else top.threshold
     if video_score is None:
         warnings.append(
             "no usable face found: the video cannot be judged (check that faces are visible, frontal "
@@ -125,7 +151,15 @@ def aggregate(
         TimelinePoint(t=t, score=None if i not in timeline_scores else round(timeline_scores[i], 4))
         for i, t in enumerate(sample_times)
     ]
-    return verdict_for(video_score, threshold), video_score, public, timeline, warnings
+    return Aggregate(
+        verdict=verdict_for(video_score, video_threshold),
+        score=video_score,
+        threshold=video_threshold,
+        tracks=public,
+        timeline=timeline,
+        signals=video_signals(public),
+        warnings=warnings,
+    )
 
 
 def video_signals(tracks: list[Track]) -> Signals:

@@ -35,11 +35,12 @@ from inference.backend import InferenceBackend
 from inference.metadata import CropPolicy, ModelMeta
 from inference.onnx_backend import file_sha256
 from inference.sync_backend import SyncBackend
-from preprocessor.aggregate import ClipScore, aggregate, calibrate, video_signals
+from preprocessor.aggregate import ClipScore, aggregate, calibrate
 from preprocessor.audio import decode_audio, log_mel
 from preprocessor.audio_visual import AudioVisualResult, score_track
 from preprocessor.cropping import crop_face
 from preprocessor.detectors.base import Face, FaceDetector, create_detector
+from preprocessor.errors import AudioError
 from preprocessor.evidence import SmallFrame, attach_evidence, shrink_frame
 from preprocessor.probe import probe_for
 from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
@@ -134,46 +135,55 @@ class Pipeline:
             scores = self.infer_clips(clips, progress)
         audio_visual = self.score_audio_visual(path, faces)
         with stage(timings, "aggregate"):
-            verdict, score, tracks, timeline, warnings = aggregate(
+            answer = aggregate(
                 faces.tracks,
                 scores,
                 faces.sample_times,
                 self.meta.threshold,
                 audio_visual,
-                None if self.sync_model is None else self.sync_model.meta.combiner,
+                None if self.sync_model is None else self.sync_model.meta,
             )
         if evidence:
             with stage(timings, "evidence"):
-                attach_evidence(tracks, faces.tracks, scores, faces.small_frames)
+                attach_evidence(answer.tracks, faces.tracks, scores, faces.small_frames)
         timings["total"] = (time.perf_counter() - start) * 1000
         if progress:
             progress("done", 1.0)
         return DetectionResult(
             path=str(path),
-            verdict=verdict,
-            score=None if score is None else round(score, 4),
-            threshold=self.meta.threshold,
-            signals=video_signals(tracks),
-            tracks=tracks,
-            timeline=timeline,
+            verdict=answer.verdict,
+            score=None if answer.score is None else round(answer.score, 4),
+            threshold=answer.threshold,
+            signals=answer.signals,
+            tracks=answer.tracks,
+            timeline=answer.timeline,
             video=faces.video,
             model=self._model_info(),
             sync_model=None if self.sync_model is None else self.sync_model.info,
             timings_ms={k: round(v, 1) for k, v in timings.items()},
-            warnings=faces.warnings + warnings,
+            warnings=faces.warnings + answer.warnings,
             analyzed_at=datetime.now(UTC),
         )
 
     def score_audio_visual(self, path: Path, faces: FaceExtraction) -> list[AudioVisualResult] | None:
         """Per kept track, whether its lips follow the voice (None: no sync model, the signal is off). The
         audio is decoded once for all tracks (``timings_ms["audio"]``); each track is scored over its
-        sampled windows, its crops with the sampler's frame times (``timings_ms["audio_visual"]``)."""
+        sampled windows, its crops with the sampler's frame times (``timings_ms["audio_visual"]``). Audio
+        that cannot be decoded leaves every track without a score (``audio_error``) and says so."""
         if self.sync_model is None:
             return None
         timings = faces.timings_ms
         with stage(timings, "audio"):
-            audio = decode_audio(path, self.settings.max_duration_s) if faces.video.has_audio else None
-            mel = None if audio is None else log_mel(audio)
+            try:
+                audio = decode_audio(path, self.settings.max_duration_s) if faces.video.has_audio else None
+            except AudioError as exc:
+                faces.warnings.append(
+                    f"the audio could not be decoded ({exc}); the verdict is the visual one"
+                )
+                return [AudioVisualResult(None, None, 0, AudioError.reason) for _ in faces.tracks]
+            mel = None if audio is None or not faces.tracks else log_mel(audio)
+        if audio is not None:
+            faces.warnings.extend(audio.warnings)
         with stage(timings, "audio_visual"):
             return [
                 score_track(audio, mel, track_windows(track, faces.sample_times), self.sync_model)

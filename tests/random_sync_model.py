@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from inference.metadata import SyncMeta
-from inference.sync_backend import SYNC_INPUT_MEL, SYNC_INPUT_MOUTH, SYNC_METADATA_KEY, SYNC_OUTPUT
+from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
 
 OPSET = 17
 
@@ -27,8 +26,15 @@ def sync_weights(seed: int = 0) -> np.ndarray:
 
 
 def default_sync_meta() -> SyncMeta:
-    """Metadata for a test sync model: the defaults (offsets, clip length, combiner) under a test name."""
-    return SyncMeta(name="random_test_sync_model", version="test")
+    """Metadata for a test sync model: the defaults (offsets, clip length, windows) under a test name, with a
+    score rule and a combiner, so a track with speech gets a score and it is fused."""
+    return SyncMeta(
+        name="random_test_sync_model",
+        version="test",
+        score_coef={"intercept": 0.0, "plausible_conf": -1.0, "implausible_margin": 1.0},
+        combiner={"intercept": -0.1, "visual": 1.0, "audio_visual": 0.8},
+        threshold=0.55,
+    )
 
 
 def write_random_sync_model(path: Path, meta: SyncMeta | None = None, seed: int = 0) -> Path:
@@ -46,25 +52,25 @@ def write_random_sync_model(path: Path, meta: SyncMeta | None = None, seed: int 
     meta = meta or default_sync_meta()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mouth = torch.randint(0, 256, (2, 5, 48, 96), dtype=torch.uint8)
-    mel = torch.randn(2, 3, 80, 64)
+    mouth = torch.randint(0, 256, (2, meta.clip_len, *meta.mouth), dtype=torch.uint8)
+    mel = torch.randn(2, 3, meta.n_mels, meta.mel_frames)
     torch.onnx.export(
         TinySync(),
         (mouth, mel),
         str(path),
-        input_names=[SYNC_INPUT_MOUTH, SYNC_INPUT_MEL],
-        output_names=[SYNC_OUTPUT],
+        input_names=[AV_INPUT_MOUTH, AV_INPUT_MEL],
+        output_names=[AV_OUTPUT],
         dynamic_axes={
-            SYNC_INPUT_MOUTH: {0: "n", 1: "t"},
-            SYNC_INPUT_MEL: {0: "n", 1: "k"},
-            SYNC_OUTPUT: {0: "n", 1: "k"},
+            AV_INPUT_MOUTH: {0: "n", 1: "t"},
+            AV_INPUT_MEL: {0: "n", 1: "k"},
+            AV_OUTPUT: {0: "n", 1: "k"},
         },
         opset_version=OPSET,
         dynamo=False,
     )
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = SYNC_METADATA_KEY, meta.model_dump_json()
+    entry.key, entry.value = AV_METADATA_KEY, meta.to_json()
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path

@@ -10,8 +10,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from inference.metadata import AV_METADATA_KEY, SyncMeta
 from inference.onnx_backend import ModelLoadError, file_sha256
-from inference.sync_backend import SYNC_METADATA_KEY, OnnxSyncModel, write_sync_config
+from inference.sync_backend import OnnxSyncModel, write_sync_config
 from inference.triton_launcher import generate_cpu_repository
 from tests.random_sync_model import default_sync_meta, reference_sync_logits
 
@@ -52,7 +53,7 @@ def test_missing_or_undescribed_sync_model_is_refused_with_what_to_do(tmp_path, 
     proto = onnx.load(str(random_sync_model_path))
     del proto.metadata_props[:]
     onnx.save(proto, str(tmp_path / "bare.onnx"))
-    with pytest.raises(ModelLoadError, match=SYNC_METADATA_KEY):
+    with pytest.raises(ModelLoadError, match=AV_METADATA_KEY):
         OnnxSyncModel(tmp_path / "bare.onnx")
 
 
@@ -67,14 +68,12 @@ def test_sync_config_is_written_from_the_model_and_served_by_the_cpu_variant(
     assert config.name == "av_sync" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 4
     assert [(i.name, list(i.dims)) for i in config.input] == [("mouth", [-1, 48, 96]), ("mel", [-1, 80, 64])]
     assert [(o.name, list(o.dims)) for o in config.output] == [("sync_logits", [-1])]
-    meta = type(default_sync_meta()).model_validate_json(config.parameters[SYNC_METADATA_KEY].string_value)
+    meta = SyncMeta.from_json(config.parameters[AV_METADATA_KEY].string_value)
     assert meta == default_sync_meta()
 
     assert generate_cpu_repository(tmp_path / "repo", tmp_path / "cpu") == ["av_sync"]
     cpu = text_format.Parse(
         (tmp_path / "cpu" / "av_sync" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
-    assert (
-        cpu.backend == "python" and cpu.parameters[SYNC_METADATA_KEY] == config.parameters[SYNC_METADATA_KEY]
-    )
+    assert cpu.backend == "python" and cpu.parameters[AV_METADATA_KEY] == config.parameters[AV_METADATA_KEY]
     assert cpu.parameters["model_sha256"].string_value == file_sha256(random_sync_model_path)

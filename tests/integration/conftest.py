@@ -20,6 +20,7 @@ from deepfake.local_stack import LocalStack, Ports
 from inference.metadata import ModelMeta
 from tests import synth
 from tests.random_model import default_test_meta, write_random_model
+from tests.synth_speech import mux_audio, speech_like
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "deepfake_detector"
@@ -98,7 +99,12 @@ def gateway(stack: LocalStack) -> httpx.Client:
 def stack_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("stack_videos")
     return {
-        "face": synth.write_face_video(root / "face.mp4", n_frames=40, audio=True).path,  # both signals
+        # Speech-like audio: the audio-visual signal scores it, so the parity tests cover both signals.
+        "face": mux_audio(
+            synth.write_face_video(root / "face_silent.mp4", n_frames=40).path,
+            root / "face.mp4",
+            speech_like(1.6),
+        ),
         "two": synth.write_two_faces_video(root / "two.mp4", n_frames=30).path,
     }
 
