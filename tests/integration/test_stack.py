@@ -154,6 +154,29 @@ def test_triton_serves_the_sync_model_as_onnx_runtime_runs_it(stack: LocalStack)
     triton.close()
 
 
+def test_a_triton_without_the_sync_model_turns_the_signal_off_unless_it_is_required(
+    stack: LocalStack,
+) -> None:
+    from inference.triton_backend import TritonModelNotServedError, TritonUnavailableError
+    from preprocessor.service import triton_sync_factory
+    from preprocessor.service_settings import ServiceSettings
+
+    url = f"127.0.0.1:{stack.ports.triton_grpc}"
+    absent = {"triton_url": url, "sync_model_name": "no_such_model", "triton_retries": 0}
+    assert triton_sync_factory(ServiceSettings(**absent))() is None  # default: off
+    with pytest.raises(TritonModelNotServedError):
+        triton_sync_factory(ServiceSettings(**absent, audio_visual=True))()
+    assert triton_sync_factory(ServiceSettings(triton_url=url, audio_visual=False))() is None
+    served = triton_sync_factory(ServiceSettings(triton_url=url))()
+    assert served is not None and served.info.backend == "triton"
+    served.close()
+    # Triton unreachable is an outage, never "the model is absent": no silent visual-only verdicts.
+    down = ServiceSettings(triton_url="127.0.0.1:1", triton_retries=0, triton_timeout_s=2)
+    with pytest.raises(TritonUnavailableError) as caught:
+        triton_sync_factory(down)()
+    assert not isinstance(caught.value, TritonModelNotServedError)
+
+
 @pytest.mark.parametrize("name", ["face", "two"])
 def test_sync_detection_equals_the_in_process_cli(stack, gateway, stack_videos, name) -> None:
     response = upload(gateway, "/v1/detections", stack_videos[name])
