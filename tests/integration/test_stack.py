@@ -47,7 +47,9 @@ def assert_same_result(service: dict, cli: dict) -> None:
     assert service["sync_model"]["sha256"] == cli["sync_model"]["sha256"]
     assert service["sync_model"]["backend"] == "triton" and cli["sync_model"]["backend"] == "onnxruntime"
     assert_same_signals(service["signals"], cli["signals"])
+    assert service["threshold"] == cli["threshold"]
     for got, want in zip(service["tracks"], cli["tracks"], strict=True):
+        assert got["threshold"] == want["threshold"]
         assert_same_signals(got["signals"], want["signals"])
         assert {k: v for k, v in got["audio_visual"].items() if k != "score"} == {
             k: v for k, v in want["audio_visual"].items() if k != "score"
