@@ -172,6 +172,8 @@ class Pipeline:
         that cannot be decoded leaves every track without a score (``audio_error``) and says so."""
         if self.sync_model is None:
             return None
+        if not faces.tracks:
+            return []  # no face to hold the voice against: the audio is not decoded
         timings = faces.timings_ms
         with stage(timings, "audio"):
             try:
@@ -181,7 +183,7 @@ class Pipeline:
                     f"the audio could not be decoded ({exc}); the verdict is the visual one"
                 )
                 return [AudioVisualResult(None, None, 0, AudioError.reason) for _ in faces.tracks]
-            mel = None if audio is None or not faces.tracks else log_mel(audio)
+            mel = None if audio is None else log_mel(audio)
         if audio is not None:
             faces.warnings.extend(audio.warnings)
         with stage(timings, "audio_visual"):

@@ -8,6 +8,7 @@ noise floor. Nothing is downloaded: it is made from a seeded generator.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -55,4 +56,26 @@ def mux_audio(video: Path, out: Path, samples: np.ndarray, rate: int = RATE, del
                 target.mux(packet)
         for packet in audio.encode():
             target.mux(packet)
+    return out
+
+
+def mux_garbage_audio(video: Path, out: Path, packets: int = 50, seed: int = 0) -> Path:
+    """A copy of ``video`` (Matroska) with an MP3 audio stream whose packets are random bytes: an audio
+    stream that is there but cannot be decoded."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(video)) as source, av.open(str(out), "w") as target:
+        out_video = target.add_stream_from_template(source.streams.video[0])
+        audio = target.add_stream("mp3", rate=RATE)
+        audio.layout = "mono"
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is None:
+                continue
+            packet.stream = out_video
+            target.mux(packet)
+        for i in range(packets):
+            junk = av.Packet(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+            junk.pts = junk.dts = i * 1152
+            junk.time_base = Fraction(1, RATE)
+            junk.stream = audio
+            target.mux(junk)
     return out

@@ -21,7 +21,7 @@ from preprocessor.pipeline import Pipeline, track_windows
 from preprocessor.settings import PipelineSettings
 from tests import synth
 from tests.random_sync_model import default_sync_meta
-from tests.synth_speech import mux_audio, speech_like
+from tests.synth_speech import mux_audio, mux_garbage_audio, speech_like
 from tests.test_aggregate import make_track
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         "speech": mux_audio(silent, root / "speech.mp4", speech_like(3.0)),
         "tone": synth.write_face_video(root / "tone.mp4", n_frames=75, audio=True).path,  # no speech
         "silent": silent,
+        "broken": mux_garbage_audio(silent, root / "broken_audio.mkv"),
     }
 
 
@@ -82,6 +83,15 @@ def test_no_audio_or_no_speech_is_no_evidence_and_the_score_stays_visual(pipelin
         assert track.audio_visual is not None and track.audio_visual.reason == reason
         assert track.audio_visual.score is None and track.signals is not None
         assert track.score == track.signals.visual and track.threshold == pipeline.meta.threshold
+
+
+def test_audio_that_cannot_be_decoded_leaves_the_visual_verdict_and_says_so(pipeline, videos):
+    result = pipeline.analyze(videos["broken"])
+    assert result.video.has_audio and result.tracks
+    assert {t.audio_visual.reason for t in result.tracks if t.audio_visual} == {"audio_error"}
+    assert result.signals is not None and result.signals.audio_visual is None
+    assert result.score == result.signals.visual and result.threshold == pipeline.meta.threshold
+    assert any("audio could not be decoded" in w for w in result.warnings)
 
 
 def test_track_windows_carry_the_samplers_times(pipeline, videos):
