@@ -87,7 +87,9 @@ def decode_audio(path: Path, max_duration_s: float | None = None) -> AudioTrack 
             return None
         stream = container.streams.audio[0]
         video_start = _stream_start(container.streams.video[0]) if container.streams.video else None
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # Resampled in the stream's own layout and averaged here: FFmpeg's stereo-to-mono downmix adds
+        # the channels at -3 dB each (a centred voice comes out 3 dB louder than either channel).
+        resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
         parts: list[np.ndarray] = []
         first_time: float | None = None
         have = 0
@@ -98,13 +100,13 @@ def decode_audio(path: Path, max_duration_s: float | None = None) -> AudioTrack 
                 if first_time is None:
                     first_time = frame.time if frame.time is not None else _stream_start(stream) or 0.0
                 for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
+                    parts.append(out.to_ndarray().mean(axis=0))
                     have += len(parts[-1])
                 if limit is not None and have >= limit:
                     break
             else:
                 for out in resampler.resample(None):
-                    parts.append(out.to_ndarray().reshape(-1))
+                    parts.append(out.to_ndarray().mean(axis=0))
         except (av.error.FFmpegError, ValueError) as exc:
             if not parts:
                 raise AudioError(f"the audio stream cannot be decoded: {exc}") from exc

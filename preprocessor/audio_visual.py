@@ -46,7 +46,9 @@ class AudioVisualResult:
     score: float | None  # P(out of sync) for the track; None when not scored
     offset_s: float | None  # the best audio offset found (s; + means audio late)
     windows_scored: int
-    reason: str  # "scored" | "no_audio" | "no_speech" | "too_few_windows" | "audio_error"
+    # "scored" | "no_audio" | "no_speech" | "too_few_windows" | "audio_error" | "uncalibrated" (a model
+    # without fitted score coefficients: features but no score)
+    reason: str
     features: dict[str, float] | None = None  # track_features of the scored windows (evaluation, fusion)
 
 
@@ -121,6 +123,17 @@ def score_track(
     """The audio-visual result of one face track. ``windows``: per sampling window, (face crops [T, S, S, 3]
     uint8 RGB, their frame times [T] in s); ``mel``: log_mel(audio), passed in so a video's tracks share
     it (computed here when None)."""
+    return score_mouths(audio, mel, [(mouth_crops(crops), times) for crops, times in windows], model)
+
+
+def score_mouths(
+    audio: AudioTrack | None,
+    mel: tuple[np.ndarray, float] | None,
+    windows: list[tuple[np.ndarray, np.ndarray]],
+    model: SyncModel,
+) -> AudioVisualResult:
+    """:func:`score_track` from mouth crops [T, 48, 96] uint8 instead of face crops (the evaluation keeps
+    only mouth crops)."""
     if audio is None or len(audio.samples) == 0:
         return AudioVisualResult(None, None, 0, "no_audio")
     meta = model.meta
@@ -134,7 +147,7 @@ def score_track(
         a, b = window_span(times)
         if speech_fraction_of(speech, speech_t0, a, b) < meta.min_speech_fraction:
             continue
-        mouths.append(mouth_crops(crops))
+        mouths.append(crops)
         spans.append((a, b))
     if not mouths:
         return AudioVisualResult(None, None, 0, "no_speech")

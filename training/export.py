@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -204,22 +205,31 @@ def export(
         )
     meta = build_meta(cfg, calibration, version or f"{cfg.name}-1")
     model_dir = repo / MODEL_NAME
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
-        tmp_path = Path(tmp) / "model.onnx"
-        export_onnx(model, tmp_path, meta, cfg.clip_len)
-        diff = verify_onnx(model, tmp_path, cfg.clip_len)
-        os.replace(tmp_path, model_dir / "1" / "model.onnx")
+    installed = install_verified(
+        model_dir / "1" / "model.onnx",
+        lambda p: export_onnx(model, p, meta, cfg.clip_len),
+        lambda p: verify_onnx(model, p, cfg.clip_len),
+    )
     (model_dir / "config.pbtxt").write_text(config_pbtxt(meta, max_batch_size))
-    onnx_path = model_dir / "1" / "model.onnx"
-    data = onnx_path.read_bytes()
+    return {**installed, "config": str(model_dir / "config.pbtxt"), "meta": json.loads(meta.to_json())}
+
+
+def install_verified(dest: Path, write: Callable[[Path], None], verify: Callable[[Path], float]) -> dict:
+    """Write an ONNX file beside ``dest``, verify it (``verify`` raises on a bad export and returns the
+    max abs difference), then move it into place: a bad export never replaces the installed model.
+    Returns the file's path, size, sha256 and the difference."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        tmp_path = Path(tmp) / dest.name
+        write(tmp_path)
+        diff = verify(tmp_path)
+        os.replace(tmp_path, dest)
+    data = dest.read_bytes()
     return {
-        "onnx": str(onnx_path),
-        "config": str(model_dir / "config.pbtxt"),
+        "onnx": str(dest),
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "max_abs_diff": diff,
-        "meta": json.loads(meta.to_json()),
     }
 
 

@@ -1,13 +1,12 @@
-"""Training material for the sync model: per video, the main face track's crops (grayscale, the serving
-crop policy of the shipped visual model) with their frame times and sampling windows, cut by the serving
-pipeline (``Pipeline.extract_faces``) and cached on disk, one file per video.
+"""Material for the sync model: per video, the mouth crops (preprocessor/mouth.py) of the main face track
+of every frame, with the frame times and sampling windows, cut by the serving pipeline
+(``Pipeline.extract_faces`` at the shipped visual model's crop policy) and cached on disk, one file per
+video (``cache/sync_crops/``).
 
-Why grayscale full face crops and not mouth crops: the mouth region (preprocessor/mouth.py) is a fixed cut
-of the face crop, so the cache stays valid when its constants are re-measured; grayscale is all the sync
-model reads. Why denser sampling than serving's 32 frames: one video gives up to ``MAX_WINDOWS`` windows
-of ``clip_len`` frames at serving's stride, so a hundred clips yield a few thousand training windows. The
-window count is capped so the pipeline keeps the stride (``plan_windows`` shrinks it for a short clip,
-and the model would then see another time scale than serving gives it).
+Why every frame (sampling stride 1, windows back to back, up to MAX_FRAMES): training and evaluation then
+take windows of ``clip_len`` frames at serving's stride 2 starting at any frame, so a hundred short clips
+give thousands of distinct training windows, and evaluation can pick the very windows serving's sampling
+plan would (``serving_windows``). Only the mouth crop is kept (4.6 KB a frame): it is all the model reads.
 """
 
 from __future__ import annotations
@@ -23,9 +22,10 @@ import cv2
 import numpy as np
 
 from inference.metadata import METADATA_KEY, CropPolicy, ModelMeta
+from preprocessor.mouth import MOUTH_H, MOUTH_W, MOUTH_X0, MOUTH_X1, MOUTH_Y0, MOUTH_Y1, mouth_from_gray
 
-MAX_WINDOWS = 32  # 256 frames: 32 windows of 8
-CACHE_VERSION = 1
+MAX_FRAMES = 1024  # PipelineSettings.frames' limit: 41 s at 25 fps
+CACHE_VERSION = 2
 VISUAL_MODEL = Path("model_repository/deepfake_detector/1/model.onnx")
 
 
@@ -38,8 +38,8 @@ def visual_meta(path: Path = VISUAL_MODEL) -> ModelMeta:
     return ModelMeta.from_json(props[METADATA_KEY])
 
 
-def windows_for(path: Path, clip_len: int, stride: int) -> int:
-    """Windows that fit the video at ``stride`` without overlapping, at most MAX_WINDOWS."""
+def frame_count(path: Path) -> tuple[float, float]:
+    """(duration in s, frames per second) from the container header."""
     import av
 
     with av.open(str(path)) as container:
@@ -48,10 +48,10 @@ def windows_for(path: Path, clip_len: int, stride: int) -> int:
         duration = float(container.duration or 0) / 1e6
         if duration <= 0 and stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)
-    return max(1, min(MAX_WINDOWS, int(duration * fps) // (clip_len * stride)))
+    return duration, fps
 
 
-def cache_file(cache_dir: Path, video: Path, crop: CropPolicy, clip_len: int, stride: int) -> Path:
+def cache_file(cache_dir: Path, video: Path, crop: CropPolicy, clip_len: int) -> Path:
     stat = video.stat()
     key = {
         "v": CACHE_VERSION,
@@ -60,41 +60,42 @@ def cache_file(cache_dir: Path, video: Path, crop: CropPolicy, clip_len: int, st
         "mtime_ns": stat.st_mtime_ns,
         "crop": crop.model_dump(),
         "clip_len": clip_len,
-        "stride": stride,
-        "max_windows": MAX_WINDOWS,
+        "max_frames": MAX_FRAMES,
+        "mouth": [MOUTH_X0, MOUTH_Y0, MOUTH_X1, MOUTH_Y1, MOUTH_H, MOUTH_W],
     }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir / "sync_crops" / f"{video.stem}_{digest}.npz"
 
 
-def cut_track(video: Path, meta: ModelMeta, stride: int = 2) -> dict[str, np.ndarray]:
-    """The main face track: ``gray`` [n, S, S] uint8, ``t`` [n] frame times (s, video timeline),
-    ``window`` [n]; n = 0 when no face was found or the pipeline refused the file."""
+def cut_track(video: Path, meta: ModelMeta) -> dict[str, np.ndarray]:
+    """The main face track of every frame: ``mouth`` [n, MOUTH_H, MOUTH_W] uint8, ``t`` [n] frame times
+    (s, the video's timeline), ``window`` [n] sampling window; n = 0 when no face was found or the
+    pipeline refused the file (``warnings`` says why)."""
     from preprocessor.pipeline import Pipeline
     from preprocessor.settings import PipelineSettings
     from training.video_crops import main_track
 
-    size = meta.crop.size
-    windows = windows_for(video, meta.clip_len, stride)
-    settings = PipelineSettings(frames=windows * meta.clip_len, frame_stride=stride, threads=1)
+    duration, fps = frame_count(video)
+    windows = max(1, min(MAX_FRAMES, int(duration * fps)) // meta.clip_len)
+    settings = PipelineSettings(frames=windows * meta.clip_len, frame_stride=1, threads=1)
     pipeline = Pipeline(settings, None, crop=meta.crop, clip_len=meta.clip_len)
     dets, warnings = main_track(pipeline, video)
-    gray = [cv2.cvtColor(d.crop, cv2.COLOR_RGB2GRAY) for d in dets if d.crop is not None]
+    mouths = [mouth_from_gray(cv2.cvtColor(d.crop, cv2.COLOR_RGB2GRAY)) for d in dets if d.crop is not None]
     return {
-        "gray": np.stack(gray) if gray else np.zeros((0, size, size), np.uint8),
+        "mouth": np.stack(mouths) if mouths else np.zeros((0, MOUTH_H, MOUTH_W), np.uint8),
         "t": np.array([d.t for d in dets], np.float64),
         "window": np.array([d.window for d in dets], np.int64),
         "warnings": np.array(warnings, dtype=str),
     }
 
 
-def load_track(cache_dir: Path, video: Path, meta: ModelMeta, stride: int = 2) -> dict[str, np.ndarray]:
+def load_track(cache_dir: Path, video: Path, meta: ModelMeta) -> dict[str, np.ndarray]:
     """:func:`cut_track` from the cache, or cut now and cached (written atomically)."""
-    path = cache_file(cache_dir, video, meta.crop, meta.clip_len, stride)
+    path = cache_file(cache_dir, video, meta.crop, meta.clip_len)
     if path.is_file():
         with np.load(path) as z:
             return dict(z)
-    got = cut_track(video, meta, stride)
+    got = cut_track(video, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **got)
@@ -133,11 +134,11 @@ def main() -> None:
     t0 = time.time()
     for n, row in enumerate(rows, 1):
         got = load_track(cache_dir, Path(row["path"]), meta)
-        if not len(got["gray"]):
+        if not len(got["mouth"]):
             print(
                 f"warning: {row['path']}: no track ({'; '.join(got['warnings'].tolist())})", file=sys.stderr
             )
-        print(f"{n}/{len(rows)} {len(got['gray'])} crops {time.time() - t0:.0f}s", flush=True)
+        print(f"{n}/{len(rows)} {len(got['mouth'])} crops {time.time() - t0:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
