@@ -1,11 +1,12 @@
-"""A tiny random-weight audio-visual sync model with the deployed contract, exported from torch to ONNX.
+"""A tiny random-weight audio-visual sync model with the deployed contract: part A's SyncNet in its
+``tiny`` config (training/sync_model.py), exported by training/export_sync.py's own export.
 
 Why: the sync backends (ONNX Runtime, Triton), the pipeline's audio-visual step and the services must be
-testable before (and independently of) the trained model. The graph has the contract's names, dtypes and
-dynamic axes (mouth uint8 [N, T, 48, 96], mel float32 [N, K, 80, 64] -> sync_logits float32 [N, K]) and
-its SyncMeta under ``deepfake_av_meta``. Its output depends on both inputs (mean mouth brightness times
-mean mel energy per offset, through random weights), so a test can check with :func:`reference_sync_logits`
-that the right mouths and mel windows reached the right outputs.
+testable before (and independently of) the trained model. The file has the shipped graph, names, dtypes
+and axes (mouth uint8 [N, T=clip_len, 48, 96], mel float32 [N, K, 80, 64] -> sync_logits float32 [N, K]) and
+its SyncMeta under ``deepfake_av_meta``, with a score rule and a combiner so a track with speech is scored
+and fused. :func:`reference_sync_logits` runs the same torch module, so a test can check that the right
+mouths and mel windows reached the right outputs.
 """
 
 from __future__ import annotations
@@ -13,72 +14,50 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 
-from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
+from inference.metadata import SyncMeta
 
-OPSET = 17
-
-
-def sync_weights(seed: int = 0) -> np.ndarray:
-    """The model's 3 weights for ``seed`` (float32): logit = w0 * mouth * mel + w1 * mel + w2."""
-    return (np.random.default_rng(seed).standard_normal(3) * 2.0).astype(np.float32)
+TEST_CALIBRATION = {
+    "score_coef": {"intercept": 0.0, "plausible_conf": -1.0, "implausible_margin": 1.0},
+    "combiner": {"intercept": -0.1, "visual": 1.0, "audio_visual": 0.8},
+    "threshold": 0.55,
+}
 
 
 def default_sync_meta() -> SyncMeta:
-    """Metadata for a test sync model: the defaults (offsets, clip length, windows) under a test name, with a
-    score rule and a combiner, so a track with speech gets a score and it is fused."""
-    return SyncMeta(
-        name="random_test_sync_model",
-        version="test",
-        score_coef={"intercept": 0.0, "plausible_conf": -1.0, "implausible_margin": 1.0},
-        combiner={"intercept": -0.1, "visual": 1.0, "audio_visual": 0.8},
-        threshold=0.55,
+    """The metadata export_sync writes for the tiny config, with the test calibration, under a test name."""
+    from training.export_sync import build_sync_meta
+    from training.sync_model import CONFIGS
+
+    meta = build_sync_meta(
+        CONFIGS["tiny"], TEST_CALIBRATION, "test", "none: random weights for plumbing tests"
     )
+    return meta.model_copy(update={"name": "random_test_sync_model"})
+
+
+def tiny_sync_net(seed: int = 0):
+    """The tiny SyncNet with the random weights of ``seed`` (eval mode)."""
+    import torch
+
+    from training.sync_model import CONFIGS, SyncNet
+
+    torch.manual_seed(seed)
+    return SyncNet(CONFIGS["tiny"]).eval()
 
 
 def write_random_sync_model(path: Path, meta: SyncMeta | None = None, seed: int = 0) -> Path:
-    """Export the tiny torch module to ``path`` (parents created) with ``meta`` in its metadata_props."""
-    import torch
+    """Export the tiny SyncNet of ``seed`` to ``path`` (parents created) with ``meta`` in its metadata."""
+    from training.export_sync import export_onnx
 
-    weights = torch.from_numpy(sync_weights(seed))
-
-    class TinySync(torch.nn.Module):
-        def forward(self, mouth: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-            lips = mouth.float().mean(dim=(1, 2, 3)) / 255.0  # [N]
-            energy = mel.mean(dim=(2, 3))  # [N, K]
-            return weights[0] * lips[:, None] * energy + weights[1] * energy + weights[2]
-
-    meta = meta or default_sync_meta()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mouth = torch.randint(0, 256, (2, meta.clip_len, *meta.mouth), dtype=torch.uint8)
-    mel = torch.randn(2, 3, meta.n_mels, meta.mel_frames)
-    torch.onnx.export(
-        TinySync(),
-        (mouth, mel),
-        str(path),
-        input_names=[AV_INPUT_MOUTH, AV_INPUT_MEL],
-        output_names=[AV_OUTPUT],
-        dynamic_axes={
-            AV_INPUT_MOUTH: {0: "n", 1: "t"},
-            AV_INPUT_MEL: {0: "n", 1: "k"},
-            AV_OUTPUT: {0: "n", 1: "k"},
-        },
-        opset_version=OPSET,
-        dynamo=False,
-    )
-    proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = AV_METADATA_KEY, meta.to_json()
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    export_onnx(tiny_sync_net(seed), path, meta or default_sync_meta())
     return path
 
 
 def reference_sync_logits(mouth: np.ndarray, mel: np.ndarray, seed: int = 0) -> np.ndarray:
-    """What the model must output for ``mouth`` [N, T, 48, 96] uint8 and ``mel`` [N, K, 80, 64], in numpy."""
-    w = sync_weights(seed)
-    lips = mouth.astype(np.float32).mean(axis=(1, 2, 3)) / 255.0
-    energy = mel.astype(np.float32).mean(axis=(2, 3))
-    return w[0] * lips[:, None] * energy + w[1] * energy + w[2]
+    """What the exported model must output for ``mouth`` and ``mel``: the torch module itself."""
+    import torch
+
+    with torch.no_grad():
+        return tiny_sync_net(seed)(torch.from_numpy(mouth), torch.from_numpy(mel)).numpy()

@@ -129,7 +129,7 @@ def test_triton_batches_concurrent_requests_of_mixed_shapes_correctly(stack: Loc
 
 
 def test_triton_serves_the_sync_model_as_onnx_runtime_runs_it(stack: LocalStack) -> None:
-    """The second model on the same server: concurrent requests of mixed T and K (dynamic batching merges
+    """The second model on the same server: concurrent requests of mixed N and K (dynamic batching merges
     equal shapes, the Python-backend model splits them back) give the in-process session's logits."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -141,12 +141,13 @@ def test_triton_serves_the_sync_model_as_onnx_runtime_runs_it(stack: LocalStack)
     local = OnnxSyncModel(sync_model_file(stack), threads=1)
     assert triton.meta == local.meta and triton.info.sha256 == local.info.sha256
     rng = np.random.default_rng(0)
+    t = triton.meta.clip_len  # fixed in the graph; N and K vary
     batches = [
         (
             rng.integers(0, 256, (n, t, 48, 96), dtype=np.uint8),
             rng.standard_normal((n, k, 80, 64)).astype(np.float32),
         )
-        for n, t, k in [(1, 5, 3), (12, 5, 3), (3, 5, 5), (2, 7, 3), (5, 5, 3)]
+        for n, k in [(1, 3), (12, 3), (3, 5), (2, 51), (5, 3)]
     ]
     with ThreadPoolExecutor(max_workers=5) as pool:
         outputs = list(pool.map(lambda b: triton.sync_logits(*b), batches))
