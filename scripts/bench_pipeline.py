@@ -104,10 +104,10 @@ def resolve_sync_model(model: Path | None) -> tuple[Path, str]:
         return settings.sync_model_path, "trained"
     from tests.random_sync_model import write_random_sync_model
 
-    path = CACHE / "random_sync_model.onnx"
+    path = CACHE / "random_sync_model_small.onnx"
     if not path.exists():
-        write_random_sync_model(path)
-    return path, "RANDOM-WEIGHT stand-in (no trained sync model yet; its cost is not representative)"
+        write_random_sync_model(path, config="small")
+    return path, "RANDOM-WEIGHT stand-in with the shipped architecture (cost representative, scores not)"
 
 
 def audio_visual_cost(clip: Path, pipeline: Pipeline, sync_path: Path, repeat: int) -> dict:
