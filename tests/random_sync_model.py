@@ -24,34 +24,37 @@ TEST_CALIBRATION = {
 }
 
 
-def default_sync_meta() -> SyncMeta:
-    """The metadata export_sync writes for the tiny config, with the test calibration, under a test name."""
+def default_sync_meta(config: str = "tiny") -> SyncMeta:
+    """The metadata export_sync writes for ``config``, with the test calibration, under a test name."""
     from training.export_sync import build_sync_meta
     from training.sync_model import CONFIGS
 
     meta = build_sync_meta(
-        CONFIGS["tiny"], TEST_CALIBRATION, "test", "none: random weights for plumbing tests"
+        CONFIGS[config], TEST_CALIBRATION, "test", "none: random weights for plumbing tests"
     )
     return meta.model_copy(update={"name": "random_test_sync_model"})
 
 
-def tiny_sync_net(seed: int = 0):
-    """The tiny SyncNet with the random weights of ``seed`` (eval mode)."""
+def tiny_sync_net(seed: int = 0, config: str = "tiny"):
+    """The SyncNet of ``config`` (``tiny`` for tests; ``small`` is the shipped architecture, what the
+    benchmark's stand-in uses) with the random weights of ``seed`` (eval mode)."""
     import torch
 
     from training.sync_model import CONFIGS, SyncNet
 
     torch.manual_seed(seed)
-    return SyncNet(CONFIGS["tiny"]).eval()
+    return SyncNet(CONFIGS[config]).eval()
 
 
-def write_random_sync_model(path: Path, meta: SyncMeta | None = None, seed: int = 0) -> Path:
-    """Export the tiny SyncNet of ``seed`` to ``path`` (parents created) with ``meta`` in its metadata."""
+def write_random_sync_model(
+    path: Path, meta: SyncMeta | None = None, seed: int = 0, config: str = "tiny"
+) -> Path:
+    """Export the SyncNet of ``config`` and ``seed`` to ``path`` (parents created) with ``meta``."""
     from training.export_sync import export_onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(tiny_sync_net(seed), path, meta or default_sync_meta())
+    export_onnx(tiny_sync_net(seed, config), path, meta or default_sync_meta(config))
     return path
 
 
