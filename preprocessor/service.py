@@ -143,7 +143,11 @@ class AnalysisService:
         with self._backend_lock:
             if self._backend is None:
                 backend = self._backend_factory()
-                self._sync_model = self._sync_factory()
+                try:
+                    self._sync_model = self._sync_factory()
+                except BaseException:
+                    backend.close()  # the next call creates both again
+                    raise
                 self._backend = backend
                 for model in (backend, self._sync_model):
                     if model is not None:
