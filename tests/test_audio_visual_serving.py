@@ -155,3 +155,25 @@ def test_cli_loads_the_sync_model_and_no_audio_turns_the_signal_off(
         videos["speech"], *model, env={"DEEPFAKE_SYNC_MODEL_PATH": missing, "DEEPFAKE_AUDIO_VISUAL": "1"}
     )
     assert asked.returncode == 1 and "sync model file not found" in asked.stderr
+
+
+def test_the_preprocessor_service_runs_the_sync_model_it_is_given(
+    tmp_path, videos, pipeline, random_model_path, random_sync_model_path
+):
+    from fastapi.testclient import TestClient
+
+    from preprocessor.app import create_app
+    from preprocessor.service_settings import ServiceSettings
+
+    app = create_app(
+        ServiceSettings(upload_dir=tmp_path / "uploads", threads=1),
+        backend_factory=lambda: OnnxBackend(random_model_path, threads=1),
+        sync_factory=lambda: OnnxSyncModel(random_sync_model_path, threads=1),
+    )
+    with TestClient(app, client=("127.0.0.1", 50000)) as client, videos["speech"].open("rb") as handle:
+        response = client.post("/v1/analyze", files={"file": ("speech.mp4", handle, "video/mp4")})
+    assert response.status_code == 200, response.text
+    got, want = response.json(), pipeline.analyze(videos["speech"]).model_dump(mode="json")
+    assert got["sync_model"]["sha256"] == want["sync_model"]["sha256"]
+    assert got["signals"] == want["signals"] and got["score"] == want["score"]
+    assert [t["audio_visual"] for t in got["tracks"]] == [t["audio_visual"] for t in want["tracks"]]
