@@ -24,7 +24,20 @@ from tritonclient.utils import InferenceServerException
 from deepfake.retry import Backoff
 from deepfake.schemas import ModelInfo
 from inference.backend import ClipOutputs
-from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
+from inference.metadata import (
+    AV_INPUT_MEL,
+    AV_INPUT_MOUTH,
+    AV_METADATA_KEY,
+    AV_OUTPUT,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_BLEND,
+    OUTPUT_CLIP,
+    OUTPUT_FRAMES,
+    ModelMeta,
+)
+from inference.onnx_backend import ModelLoadError
+from inference.sync_backend import SYNC_EXPORTER, SYNC_MODEL_NAME, check_sync_inputs, sync_meta_from_json
 
 log = logging.getLogger(__name__)
 SHA256_PARAMETER = "model_sha256"  # written by inference.triton_launcher; optional on other deployments
@@ -197,3 +210,34 @@ class TritonBackend(TritonModel):
             if len(self._outputs) > 2
             else None,
         )
+
+
+class TritonSyncModel(TritonModel):
+    """SyncModel on Triton (gRPC), the same server as the visual model, with its timeouts and retries."""
+
+    DEFAULT_MODEL = SYNC_MODEL_NAME
+
+    def _describe(self) -> None:
+        where = f"Triton model {self.model_name!r}"
+        try:
+            self.meta = sync_meta_from_json(self.metadata_json(AV_METADATA_KEY, SYNC_EXPORTER), where)
+        except ModelLoadError as exc:
+            raise TritonModelError(str(exc)) from exc
+        if AV_OUTPUT not in {out["name"] for out in self.config.get("output", [])}:
+            raise TritonModelError(f"{where} lacks output {AV_OUTPUT!r}")
+        self.info = self.model_info(self.meta.name, self.meta.version)
+
+    def sync_logits(self, mouth: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        check_sync_inputs(self.meta, mouth, mel)
+        step = self.max_batch_size or len(mouth)
+        parts = [
+            self._run(
+                [
+                    (AV_INPUT_MOUTH, mouth[i : i + step], "UINT8"),
+                    (AV_INPUT_MEL, mel[i : i + step], "FP32"),
+                ],
+                [AV_OUTPUT],
+            )[0]
+            for i in range(0, len(mouth), step)
+        ]
+        return np.concatenate(parts).astype(np.float32).reshape(mel.shape[:2])

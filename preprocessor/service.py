@@ -25,11 +25,12 @@ from pathlib import Path
 
 from deepfake.schemas import DetectionResult
 from inference.backend import InferenceBackend
-from inference.sync_backend import SyncBackend, TritonSyncModel
+from inference.sync_backend import SyncBackend
 from inference.triton_backend import (
     TritonBackend,
     TritonModelError,
     TritonModelNotServedError,
+    TritonSyncModel,
     TritonUnavailableError,
 )
 from preprocessor.detectors import available_detectors

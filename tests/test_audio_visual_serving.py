@@ -177,3 +177,14 @@ def test_the_preprocessor_service_runs_the_sync_model_it_is_given(
     assert got["sync_model"]["sha256"] == want["sync_model"]["sha256"]
     assert got["signals"] == want["signals"] and got["score"] == want["score"]
     assert [t["audio_visual"] for t in got["tracks"]] == [t["audio_visual"] for t in want["tracks"]]
+
+
+def test_the_cli_path_needs_no_serve_extra():
+    """The pipeline and `detect` with the sync model import no tritonclient (the serve extra): a laptop
+    install of the core dependencies runs both signals."""
+    code = (
+        "import sys, deepfake.commands.detect, preprocessor.pipeline, inference.sync_backend;"
+        "assert 'tritonclient' not in sys.modules, 'tritonclient was imported'"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr

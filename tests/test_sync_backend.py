@@ -12,8 +12,8 @@ from tritonclient.grpc import model_config_pb2
 
 from inference.metadata import AV_METADATA_KEY, SyncMeta
 from inference.onnx_backend import ModelLoadError, file_sha256
-from inference.sync_backend import OnnxSyncModel, write_sync_config
-from inference.triton_launcher import generate_cpu_repository
+from inference.sync_backend import OnnxSyncModel
+from inference.triton_launcher import generate_cpu_repository, write_sync_config
 from tests.random_sync_model import default_sync_meta, reference_sync_logits
 
 

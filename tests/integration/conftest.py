@@ -32,7 +32,7 @@ def write_test_repository(root: Path, meta: ModelMeta, max_batch_size: int = 8, 
     the blend-map output the shipped model has (evidence heatmaps); ``sync``: also the tiny audio-visual
     sync model as ``av_sync`` with its config.pbtxt written as the shipped one is (sync_config)."""
     if sync:
-        from inference.sync_backend import write_sync_config
+        from inference.triton_launcher import write_sync_config
         from tests.random_sync_model import write_random_sync_model
 
         write_random_sync_model(root / SYNC_MODEL_NAME / "1" / "model.onnx")

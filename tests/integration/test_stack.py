@@ -135,7 +135,8 @@ def test_triton_serves_the_sync_model_as_onnx_runtime_runs_it(stack: LocalStack)
 
     import numpy as np
 
-    from inference.sync_backend import OnnxSyncModel, TritonSyncModel
+    from inference.sync_backend import OnnxSyncModel
+    from inference.triton_backend import TritonSyncModel
 
     triton = TritonSyncModel(f"127.0.0.1:{stack.ports.triton_grpc}", timeout_s=30)
     local = OnnxSyncModel(sync_model_file(stack), threads=1)
