@@ -90,6 +90,11 @@ class SyncMeta(_JsonMeta):
         description="Fused P(fake) = sigmoid(intercept + visual * logit(visual p) + audio_visual * "
         "logit(P(out of sync))); fitted on out-of-fold scores (preprocessor/audio_visual.py fuse).",
     )
-    threshold: float = Field(0.5, description="Fused probability at or above which a video is fake.")
+    threshold: float = Field(
+        0.5,
+        description="Fused probability at or above which a video with an audio-visual score is fake; "
+        "chosen out of fold to call no more real videos fake than the visual model does at its own "
+        "threshold (training/sync_eval.py same_false_alarms). Videos without one keep the visual threshold.",
+    )
     training_data: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -171,3 +171,33 @@ def test_training_smoke_tiny_runs_and_resumes(tmp_path):
     assert state["step"] == 6  # resumed from step 4, not restarted
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(x["loss"]) for x in lines)
+
+
+def test_shipped_model_scores_real_footage(data_dir, default_detector):
+    """The committed av_sync model on a real clip with speech, through the serving pipeline's face track:
+    every window of the track is a speech window and the track is scored (a probability, an offset on
+    the grid), with the metadata's fitted rule."""
+    from pathlib import Path
+
+    from preprocessor.audio import decode_audio
+    from preprocessor.pipeline import Pipeline
+    from preprocessor.settings import PipelineSettings
+    from training.sync_data import visual_meta
+    from training.sync_eval import OnnxSync
+
+    shipped = Path(__file__).resolve().parents[1] / "model_repository" / "av_sync" / "1" / "model.onnx"
+    sync = OnnxSync(shipped)
+    assert sync.meta.score_coef and sync.meta.combiner and sync.meta.offsets_s == list(OFFSETS_S)
+    video = data_dir / "videos" / "FSGAN_examples" / "real" / "conan_obrien.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} not in the data folder")
+    meta = visual_meta()
+    pipeline = Pipeline(PipelineSettings(), None, detector=default_detector, crop=meta.crop, clip_len=8)
+    track = max(pipeline.extract_faces(video).tracks, key=lambda t: len(t.detections))
+    by_window: dict[int, list] = {}
+    for d in track.detections:
+        by_window.setdefault(d.window, []).append(d)
+    windows = [(np.stack([d.crop for d in ds]), np.array([d.t for d in ds])) for ds in by_window.values()]
+    res = score_track(decode_audio(video), None, windows, sync)
+    assert res.reason == "scored" and res.windows_scored >= 2
+    assert res.score is not None and 0.0 < res.score < 1.0 and res.offset_s in OFFSETS_S

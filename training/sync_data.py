@@ -124,20 +124,61 @@ def has_audio(path: Path) -> bool:
         return False
 
 
-def main() -> None:
-    """Cut (and cache) every dev video with an audio stream: ``python -m training.sync_data``."""
-    data_dir = Path(os.environ.get("DEEPFAKE_DATA_DIR", "../shared/data")).resolve()
-    cache_dir = Path(os.environ.get("DEEPFAKE_CACHE_DIR", "cache"))
+def mouth_sheet(out: Path, rows: list[dict[str, str]], n: int = 32, seed: int = 0) -> int:
+    """A contact sheet to check the mouth cut: per video (one random of ``n``), one face crop as serving
+    cuts it with the mouth box drawn, and the mouth crop below it; returns the tiles drawn."""
+    from preprocessor.mouth import mouth_box
+    from preprocessor.pipeline import Pipeline
+    from preprocessor.settings import PipelineSettings
+    from training.video_crops import main_track
+
     meta = visual_meta()
+    pipeline = Pipeline(PipelineSettings(frames=8, threads=1), None, crop=meta.crop, clip_len=meta.clip_len)
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for i in rng.permutation(len(rows))[:n]:
+        dets, _ = main_track(pipeline, Path(rows[i]["path"]))
+        if not dets or dets[0].crop is None:
+            continue
+        face = cv2.cvtColor(dets[len(dets) // 2].crop, cv2.COLOR_RGB2BGR)
+        side = face.shape[0]
+        mouth = mouth_from_gray(cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+        x0, y0, x1, y1 = mouth_box(side)
+        cv2.rectangle(face, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 255), 1)
+        below = cv2.cvtColor(cv2.resize(mouth, (side, side // 2)), cv2.COLOR_GRAY2BGR)
+        tiles.append(np.concatenate([face, below]))
+    per_row = 8
+    while len(tiles) % per_row:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.concatenate([np.concatenate(tiles[i : i + per_row], 1) for i in range(0, len(tiles), per_row)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), sheet)
+    return len(tiles)
+
+
+def main() -> None:
+    """Cut (and cache) every dev video with an audio stream: ``python -m training.sync_data``;
+    ``--sheet PNG``: the mouth-cut contact sheet instead."""
+    import argparse
+
+    from training.config import REPO_ROOT, default_data_dir
+
+    ap = argparse.ArgumentParser(description="cut the sync model's mouth crops of the dev videos with audio")
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet of the mouth cut here instead")
+    args = ap.parse_args()
+    data_dir = default_data_dir()
     rows = [r for r in dev_video_rows(data_dir) if has_audio(Path(r["path"]))]
+    if args.sheet:
+        print(f"{mouth_sheet(args.sheet, rows)} tiles: {args.sheet}")
+        return
+    meta = visual_meta()
     rows.sort(key=lambda r: r["label"] != "real")  # the training reals first
     t0 = time.time()
     for n, row in enumerate(rows, 1):
-        got = load_track(cache_dir, Path(row["path"]), meta)
+        got = load_track(REPO_ROOT / "cache", Path(row["path"]), meta)
         if not len(got["mouth"]):
-            print(
-                f"warning: {row['path']}: no track ({'; '.join(got['warnings'].tolist())})", file=sys.stderr
-            )
+            why = "; ".join(got["warnings"].tolist())
+            print(f"warning: {row['path']}: no track ({why})", file=sys.stderr)
         print(f"{n}/{len(rows)} {len(got['mouth'])} crops {time.time() - t0:.0f}s", flush=True)
 
 

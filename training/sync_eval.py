@@ -39,7 +39,7 @@ from training.folds import assign_folds, fake_family
 from training.metrics import roc_auc
 from training.sync_data import dev_video_rows, frame_count, has_audio, load_track, visual_meta
 from training.sync_model import TorchSyncModel
-from training.train_sync import STRIDE, load_sync, run_dir
+from training.train_sync import RUNS, STRIDE, load_sync, run_dir
 
 SHIFTS_S = (0.5, -0.5)
 VISUAL_TEMPERATURE = 5.2053  # the shipped visual model's (training/cv.py video_probs)
@@ -73,10 +73,10 @@ def shifted(audio: AudioTrack, by_s: float) -> AudioTrack:
     return AudioTrack(audio.samples, audio.start_s + by_s)
 
 
-def score_fold(fold: int, rows: list[dict[str, str]], frames: int) -> list[dict]:
+def score_fold(fold: int, rows: list[dict[str, str]], frames: int, root: Path) -> list[dict]:
     """Per held-out video and audio condition: reason, windows, features, best offset."""
     torch.set_num_threads(1)
-    model = load_sync(run_dir(fold) / "checkpoint.pt")
+    model = load_sync(run_dir(fold, root) / "checkpoint.pt")
     sync = TorchSyncModel(model, SyncMeta(clip_len=model.cfg.clip_len, offsets_s=list(OFFSETS_S)))
     meta = visual_meta()
     cache_dir = REPO_ROOT / "cache"
@@ -113,10 +113,25 @@ def score_fold(fold: int, rows: list[dict[str, str]], frames: int) -> list[dict]
     return records
 
 
+def score_all(frames: int, root: Path) -> list[dict]:
+    """:func:`score_fold` for every fold's held-out videos with an audio stream."""
+    rows = dev_video_rows(default_data_dir())
+    fold_of = assign_folds(rows, 3)
+    with_audio = [r for r in rows if has_audio(Path(r["path"]))]
+    records: list[dict] = []
+    for k in range(3):
+        if not (run_dir(k, root) / "checkpoint.pt").is_file():
+            sys.exit(f"fold {k} not trained: python -m training.train_sync --fold {k}")
+        held = [r for r in with_audio if fold_of[r["path"]] == k]
+        records += score_fold(k, held, frames, root)
+        print(f"fold {k}: {len(held)} videos with audio scored", flush=True)
+    return records
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float = 1.0) -> tuple[float, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=c, max_iter=1000).fit(x, y)
+    lr = LogisticRegression(C=c, max_iter=1000, class_weight="balanced").fit(x, y)
     return float(lr.intercept_[0]), lr.coef_[0].astype(float)
 
 
@@ -136,7 +151,7 @@ def feature_matrix(recs: list[dict]) -> np.ndarray:
 def shift_table(records: list[dict]) -> tuple[dict, dict]:
     """(a): out-of-fold P(out of sync) for every scored record (in place, ``p_oos``), the table, and the
     coefficients fitted on every fold (the shipped rule)."""
-    reals = [r for r in records if r["label"] == "real" and r["reason"] == "scored"]
+    reals = [r for r in records if r["label"] == "real" and r.get("features")]
 
     def fit(recs: list[dict]) -> dict[str, float]:
         y = np.array([r["condition"] != "as_is" for r in recs], int)
@@ -151,7 +166,7 @@ def shift_table(records: list[dict]) -> tuple[dict, dict]:
     for k in folds:
         train = [r for r in reals if r["fold"] != k]
         coef = fit(train)
-        held = [r for r in records if r["fold"] == k and r["reason"] == "scored"]
+        held = [r for r in records if r["fold"] == k and r.get("features")]
         for r, p in zip(held, apply(coef, held), strict=True):
             r["p_oos"] = float(p)
     real_as_is = [r for r in records if r["label"] == "real" and r["condition"] == "as_is"]
@@ -196,8 +211,21 @@ def auc(y: np.ndarray, s: np.ndarray) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
+def same_false_alarms(recs: list[dict], threshold: float) -> float:
+    """The fused threshold that calls no more of these reals (those with an audio-visual score) fake than
+    the visual model does at its own threshold: the lowest such, so as many fakes as possible are caught
+    at that rate."""
+    reals = [r for r in recs if r["label"] == "real"]
+    allowed = sum(r["visual_p"] >= threshold for r in reals)
+    fused = sorted((r["fused_p"] for r in reals), reverse=True)
+    if allowed >= len(fused):
+        return 0.0
+    return float(np.nextafter(fused[allowed], 1.0))
+
+
 def fusion(records: list[dict], visual: dict[str, dict], threshold: float) -> tuple[dict, dict]:
-    """(b) and (c): AUCs out of fold, and the combiner fitted on every fold (the shipped one)."""
+    """(b) and (c): AUCs out of fold, and the combiner fitted on every fold (the shipped one); the fused
+    rates are at :func:`same_false_alarms`' threshold, the visual ones at the visual model's."""
     as_is = [r for r in records if r["condition"] == "as_is" and r["path"] in visual]
     for r in as_is:
         r["visual_p"] = visual[r["path"]]["p"]
@@ -231,26 +259,31 @@ def fusion(records: list[dict], visual: dict[str, dict], threshold: float) -> tu
         for r, p in zip(held, sigmoid(b + hx @ w), strict=True):
             r["fused_p"] = float(p)
 
+    fused_threshold = same_false_alarms(scored, threshold)
+
     def compare(recs: list[dict]) -> dict:
         y = np.array([r["label"] == "fake" for r in recs], int)
         v = np.array([r["visual_p"] for r in recs])
         f = np.array([r["fused_p"] for r in recs])
+        # as serving decides: the fused threshold where an audio-visual score exists, else the visual one
+        at_f = np.array([fused_threshold if "p_oos" in r else threshold for r in recs])
         reals, fakes = y == 0, y == 1
 
-        def share(x: np.ndarray) -> float | None:
-            return round(float((x >= threshold).mean()), 3) if len(x) else None
+        def share(x: np.ndarray, at: float | np.ndarray) -> float | None:
+            return round(float((x >= at).mean()), 3) if len(x) else None
 
         return {
             "videos": len(recs),
             "fakes": int(y.sum()),
             "auc_visual": auc(y, v),
             "auc_fused": auc(y, f),
-            "reals_called_fake_visual": share(v[reals]),
-            "reals_called_fake_fused": share(f[reals]),
-            "fakes_caught_visual": share(v[fakes]),
-            "fakes_caught_fused": share(f[fakes]),
+            "reals_called_fake_visual": share(v[reals], threshold),
+            "reals_called_fake_fused": share(f[reals], at_f[reals]),
+            "fakes_caught_visual": share(v[fakes], threshold),
+            "fakes_caught_fused": share(f[fakes], at_f[fakes]),
         }
 
+    res["fused_threshold"] = round(fused_threshold, 4)
     res["fusion_all_with_audio"] = compare(as_is)
     res["fusion_av_fakes_vs_reals"] = compare([r for r in as_is if r["label"] == "real" or is_av_fake(r)])
     res["fusion_scored_only"] = compare(scored)
@@ -262,23 +295,97 @@ def fusion(records: list[dict], visual: dict[str, dict], threshold: float) -> tu
     return res, combiner
 
 
+class OnnxSync:
+    """The exported sync model in ONNX Runtime behind the SyncModel protocol (for the cost benchmark; the
+    serving backends live in inference/)."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        import onnx
+        import onnxruntime as ort
+
+        from inference.metadata import AV_METADATA_KEY
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        self.meta = SyncMeta.from_json(props[AV_METADATA_KEY])
+
+    def sync_logits(self, mouth: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        return self.session.run(["sync_logits"], {"mouth": mouth, "mel": mel})[0]
+
+    def close(self) -> None:
+        pass
+
+
+def bench(video: Path, sync_path: Path, repeats: int = 3) -> dict:
+    """Cost of the audio-visual signal on one video against the end-to-end analysis without it: the
+    median over ``repeats`` of Pipeline.analyze (visual model, in-process ONNX, default settings) and of
+    the extra work the audio-visual signal adds to it (decode the audio, log-mel, mouth crops of every
+    track's windows from the crops the pipeline has anyway, the sync model over all offsets)."""
+    import time
+
+    from inference.onnx_backend import OnnxBackend
+    from preprocessor.audio_visual import score_track
+    from preprocessor.pipeline import Pipeline
+    from preprocessor.settings import PipelineSettings
+
+    settings = PipelineSettings()
+    pipeline = Pipeline(settings, OnnxBackend(REPO_ROOT / "model_repository/deepfake_detector/1/model.onnx"))
+    sync = OnnxSync(sync_path, threads=settings.threads)
+    faces = pipeline.extract_faces(video)
+    per_track = []
+    for track in faces.tracks:
+        by_window: dict[int, list] = {}
+        for d in track.detections:
+            by_window.setdefault(d.window, []).append(d)
+        per_track.append(
+            [(np.stack([d.crop for d in ds]), np.array([d.t for d in ds])) for ds in by_window.values()]
+        )
+    visual, extra, results = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pipeline.analyze(video)
+        visual.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        audio = decode_audio(video, settings.max_duration_s)
+        mel = log_mel(audio) if audio is not None else None
+        results = [score_track(audio, mel, windows, sync) for windows in per_track]
+        extra.append(time.perf_counter() - t0)
+    v, e = float(np.median(visual)), float(np.median(extra))
+    return {
+        "video": str(video),
+        "end_to_end_s": round(v, 3),
+        "audio_visual_extra_s": round(e, 3),
+        "ratio_with_audio": round((v + e) / v, 3),
+        "tracks": len(per_track),
+        "results": [r.reason for r in results],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="out-of-fold evaluation of the sync model (runs/sync/eval.json)")
     ap.add_argument("--frames", type=int, default=32, help="sampled frames per video, as serving's FRAMES")
     ap.add_argument("--visual-oof", type=Path, default=DEFAULT_OOF, help="the visual model's cv run folder")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "sync" / "eval.json")
     ap.add_argument("--threshold", type=float, default=0.6067, help="verdict threshold (the visual model's)")
+    ap.add_argument("--root", type=Path, default=RUNS, help="the folds' runs folder (train_sync --root)")
+    ap.add_argument("--refit", action="store_true", help="reuse the records of --out, only fit and report")
+    ap.add_argument("--bench", type=Path, help="instead: time the audio-visual signal on this video")
+    ap.add_argument("--sync-model", type=Path, default=REPO_ROOT / "model_repository/av_sync/1/model.onnx")
     args = ap.parse_args(argv)
-    rows = dev_video_rows(default_data_dir())
-    fold_of = assign_folds(rows, 3)
-    with_audio = [r for r in rows if has_audio(Path(r["path"]))]
-    records: list[dict] = []
-    for k in range(3):
-        if not (run_dir(k) / "checkpoint.pt").is_file():
-            sys.exit(f"fold {k} not trained: python -m training.train_sync --fold {k}")
-        held = [r for r in with_audio if fold_of[r["path"]] == k]
-        records += score_fold(k, held, args.frames)
-        print(f"fold {k}: {len(held)} videos with audio scored", flush=True)
+    if args.bench:
+        print(json.dumps(bench(args.bench, args.sync_model), indent=2))
+        return
+    if args.refit:
+        keep = (
+            "path label dataset method fold family condition reason windows windows_scored features".split()
+        )
+        keep += ["offset_s", "error"]
+        records = [{k: r[k] for k in keep if k in r} for r in json.loads(args.out.read_text())["records"]]
+    else:
+        records = score_all(args.frames, args.root)
     table, score_coef = shift_table(records)
     res, combiner = fusion(records, visual_probs(args.visual_oof), args.threshold)
     out = {
@@ -288,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         **res,
         "score_coef": score_coef,
         "combiner": combiner,
-        "threshold": args.threshold,
+        "threshold": res["fused_threshold"],
+        "visual_threshold": args.threshold,
         "records": records,
     }
     out["metrics"] = {k: v for k, v in out.items() if k not in ("records", "score_coef", "combiner")}

@@ -46,6 +46,7 @@ class SyncConfig:
     audio_channels: tuple[int, ...] = (64, 64, 64)
     embed_dim: int = 32  # per time step
     dropout: float = 0.2
+    mel_pool: int = 1  # average this many neighbouring mel bands first (coarser spectra: less to memorise)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -61,6 +62,10 @@ class SyncConfig:
 
 CONFIGS = {
     "small": SyncConfig(),
+    # fewer channels, 20 mel bands: less capacity to memorise a hundred training clips
+    "compact": SyncConfig(
+        name="compact", frame_channels=(8, 16, 32), audio_channels=(32, 32, 32), embed_dim=16, mel_pool=4
+    ),
     # random-init export for tests: same graph, a few hundred parameters per layer
     "tiny": SyncConfig(name="tiny", frame_channels=(4, 8), audio_channels=(8, 8, 8), embed_dim=8),
 }
@@ -111,7 +116,8 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, cfg: SyncConfig):
         super().__init__()
-        layers, c_in = [], N_MELS
+        self.mel_pool = cfg.mel_pool
+        layers, c_in = [], N_MELS // cfg.mel_pool
         for c in cfg.audio_channels:
             layers.append(conv_bn(nn.Conv1d(c_in, c, 3, stride=2, padding=1, bias=False), c, 1))
             c_in = c
@@ -123,6 +129,8 @@ class AudioEncoder(nn.Module):
         self.out = nn.Conv1d(c_in, cfg.embed_dim, 1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.mel_pool > 1:
+            mel = F.avg_pool2d(mel[:, None], (self.mel_pool, 1))[:, 0]
         x = self.convs(standardise(mel, (1, 2)))
         return self.out(self.drop(self.pool(x)))
 

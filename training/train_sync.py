@@ -53,7 +53,7 @@ STRIDE = 2  # serving's frame stride (PipelineSettings.frame_stride)
 @dataclass
 class TrainSyncConfig:
     model: str = "small"
-    steps: int = 1500
+    steps: int = 1800
     batch: int = 32
     n_shifted: int = 6  # candidates: the same clip's audio shifted by min_shift_s..max_shift_s
     n_other: int = 3  # candidates: other clips' audio
@@ -183,10 +183,12 @@ def source_weights(clips: list[Clip]) -> np.ndarray:
 
 
 @torch.no_grad()
-def top1(model: SyncNet, clips: list[Clip], cfg: TrainSyncConfig, clip_len: int, batches: int = 4) -> float:
+def top1(
+    model: SyncNet, clips: list[Clip], cfg: TrainSyncConfig, clip_len: int, batches: int = 4
+) -> float | None:
     """Share of windows whose aligned audio wins among the K candidates (a fixed draw)."""
     if not clips:
-        return float("nan")
+        return None
     model.eval()
     rng = np.random.default_rng(1234)
     w = source_weights(clips)
@@ -200,8 +202,11 @@ def top1(model: SyncNet, clips: list[Clip], cfg: TrainSyncConfig, clip_len: int,
     return hits / total
 
 
-def run_dir(fold: int | None) -> Path:
-    return REPO_ROOT / "runs" / "sync" / ("all" if fold is None else f"fold{fold}")
+RUNS = REPO_ROOT / "runs" / "sync"
+
+
+def run_dir(fold: int | None, root: Path = RUNS) -> Path:
+    return root / ("all" if fold is None else f"fold{fold}")
 
 
 def fold_clips(fold: int | None, cfg: TrainSyncConfig) -> tuple[list[Clip], list[Clip]]:
@@ -286,7 +291,8 @@ def train(
         step += 1
         if step % 25 == 0:
             acc = float((logits.argmax(1) == 0).float().mean())
-            rec = {"step": step, "loss": round(float(loss.detach()), 4), "train_top1": acc, "lr": lr}
+            rec: dict[str, float | None] = {"step": step, "loss": round(float(loss.detach()), 4)}
+            rec |= {"train_top1": acc, "lr": lr}
             if step % cfg.save_every == 0 or step == cfg.steps:
                 rec["held_top1"] = top1(model, held_clips, cfg, clip_len)
             rec["s"] = round(time.time() - start, 1)
@@ -319,11 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=TrainSyncConfig.steps)
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
     ap.add_argument("--max-videos", type=int, default=0, help="train on the first N videos only (smoke)")
-    ap.add_argument("--out", type=Path, help="run folder (default runs/sync/fold<K> or runs/sync/all)")
+    ap.add_argument("--root", type=Path, default=RUNS, help="runs folder: <root>/fold<K> or <root>/all")
     args = ap.parse_args(argv)
     cfg = TrainSyncConfig(model=args.model, steps=args.steps, max_videos=args.max_videos)
     fold = None if args.all else args.fold
-    out = args.out or run_dir(fold)
+    out = run_dir(fold, args.root)
     path = train(fold, cfg, out, args.max_minutes)
     print(f"checkpoint: {path}", file=sys.stderr)
 
