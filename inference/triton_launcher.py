@@ -124,9 +124,9 @@ def model_config_text(config: model_config_pb2.ModelConfig) -> str:
 
 def sync_config(meta: SyncMeta, max_batch_size: int = 16) -> model_config_pb2.ModelConfig:
     """The sync model's Triton config (platform onnxruntime_onnx on the NGC image, dynamic batching, the
-    metadata parameter), written by model_config_text. With max_batch_size > 0
-    Triton's dims leave out the batch axis: mouth [T, 48, 96] (T = clip_len, fixed in the exported graph),
-    mel [K, 80, 64] (K: the candidate offsets, dynamic), sync_logits [K]."""
+    metadata parameter), written by model_config_text. With max_batch_size > 0 Triton's dims leave out the
+    batch axis: mouth [T, 48, 96] (T = clip_len, fixed in the exported graph), mel [K, 80, 64] (K: the
+    candidate offsets, dynamic), sync_logits [K]."""
     pb = model_config_pb2
     config = pb.ModelConfig(name=SYNC_MODEL_NAME, platform="onnxruntime_onnx", max_batch_size=max_batch_size)
     config.input.add(name=AV_INPUT_MOUTH, data_type=pb.TYPE_UINT8, dims=[meta.clip_len, *meta.mouth])

@@ -79,3 +79,22 @@ def test_sync_config_is_written_from_the_model_and_served_by_the_cpu_variant(
     )
     assert cpu.backend == "python" and cpu.parameters[AV_METADATA_KEY] == config.parameters[AV_METADATA_KEY]
     assert cpu.parameters["model_sha256"].string_value == file_sha256(random_sync_model_path)
+
+
+def test_the_shipped_sync_config_carries_the_shipped_models_metadata():
+    """Triton reads SyncMeta from config.pbtxt, the CLI from the ONNX file: a re-exported model with a new
+    calibration and a stale config would give the services other scores than the CLI."""
+    from inference.onnx_backend import onnx_session
+    from inference.sync_backend import read_sync_meta
+    from preprocessor.settings import DEFAULT_SYNC_MODEL_PATH
+
+    if not DEFAULT_SYNC_MODEL_PATH.is_file():
+        pytest.skip(f"no shipped sync model at {DEFAULT_SYNC_MODEL_PATH}")
+    config_path = DEFAULT_SYNC_MODEL_PATH.parents[1] / "config.pbtxt"
+    assert config_path.is_file(), "run `python -m inference.sync_backend` and commit av_sync/config.pbtxt"
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    shipped = read_sync_meta(onnx_session(DEFAULT_SYNC_MODEL_PATH, threads=1), DEFAULT_SYNC_MODEL_PATH)
+    assert SyncMeta.from_json(config.parameters[AV_METADATA_KEY].string_value) == shipped, (
+        "av_sync/config.pbtxt is stale: run `python -m inference.sync_backend` and commit it"
+    )
+    assert [list(i.dims) for i in config.input] == [[shipped.clip_len, *shipped.mouth], [-1, 80, 64]]
