@@ -201,3 +201,38 @@ def test_shipped_model_scores_real_footage(data_dir, default_detector):
     res = score_track(decode_audio(video), None, windows, sync)
     assert res.reason == "scored" and res.windows_scored >= 2
     assert res.score is not None and 0.0 < res.score < 1.0 and res.offset_s in OFFSETS_S
+
+
+def test_evaluation_picks_the_windows_serving_samples():
+    """From an every-frame track, the evaluation takes plan_windows' windows: 8 frames every 2nd frame at
+    each planned start, and none where the track has a gap."""
+    from preprocessor.sampling import plan_windows
+    from training.sync_eval import serving_windows
+
+    n = 250  # 10 s at 25 fps
+    t = np.arange(n) / FPS
+    keep = (t < 6.0) | (t > 7.5)  # the face is gone for 1.5 s
+    track = {"t": t[keep], "mouth": np.zeros((int(keep.sum()), MOUTH_H, MOUTH_W), np.uint8)}
+    plan = plan_windows(10.0, FPS, 32, 8, 2)
+    got = serving_windows(track, 10.0, FPS, 32, 8)
+    inside = [s for s in plan.starts if not (6.0 - 16 / FPS < s < 7.5)]
+    assert len(got) == len(inside) < len(plan.starts)
+    for (mouths, times), start in zip(got, inside, strict=True):
+        assert mouths.shape == (8, MOUTH_H, MOUTH_W)
+        assert times[0] == pytest.approx(start, abs=1 / FPS) and np.allclose(np.diff(times), 2 / FPS)
+
+
+def test_fused_threshold_keeps_the_visual_false_alarms():
+    from training.sync_eval import same_false_alarms
+
+    rng = np.random.default_rng(0)
+    recs = [
+        {"label": "real", "visual_p": float(v), "fused_p": float(f)} for v, f in rng.uniform(0, 1, (50, 2))
+    ]
+    recs += [{"label": "fake", "visual_p": 0.9, "fused_p": 0.9}]
+    at = same_false_alarms(recs, 0.6)
+    reals = [r for r in recs if r["label"] == "real"]
+    assert sum(r["fused_p"] >= at for r in reals) == sum(r["visual_p"] >= 0.6 for r in reals)
+    assert sum(r["fused_p"] >= np.nextafter(at, 0.0) for r in reals) > sum(
+        r["visual_p"] >= 0.6 for r in reals
+    )

@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
         records = [{k: r[k] for k in keep if k in r} for r in json.loads(args.out.read_text())["records"]]
     else:
         records = score_all(args.frames, args.root)
+    for r in records:  # the fold models carry no fitted rule: their "uncalibrated" is scored here
+        if r.get("features"):
+            r["reason"] = "scored"
     table, score_coef = shift_table(records)
     res, combiner = fusion(records, visual_probs(args.visual_oof), args.threshold)
     out = {

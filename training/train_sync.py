@@ -60,6 +60,7 @@ class TrainSyncConfig:
     min_shift_s: float = 0.2
     max_shift_s: float = 1.0
     aligned_jitter_s: float = 0.02
+    scale_jitter: float = 0.0
     lr: float = 1e-3
     weight_decay: float = 1e-2
     min_speech_fraction: float = 0.3
@@ -127,10 +128,18 @@ def load_clips(rows: list[dict[str, str]], cache_dir: Path, clip_len: int, min_s
     return clips
 
 
-def augment(mouth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A horizontal flip and a shift of up to 3 px (the crop's placement jitters from frame to frame)."""
+def augment(mouth: np.ndarray, rng: np.random.Generator, scale_jitter: float = 0.0) -> np.ndarray:
+    """A horizontal flip, a shift of up to 3 px (the crop's placement jitters from frame to frame) and,
+    with ``scale_jitter``, a zoom by up to that fraction either way (faces differ in size in the crop)."""
     if rng.random() < 0.5:
         mouth = mouth[:, :, ::-1]
+    if scale_jitter:
+        import cv2
+
+        z = 1.0 + rng.uniform(-scale_jitter, scale_jitter)
+        h, w = mouth.shape[1:]
+        m = np.array([[z, 0, (1 - z) * w / 2], [0, z, (1 - z) * h / 2]], np.float32)
+        mouth = np.stack([cv2.warpAffine(f, m, (w, h), borderMode=cv2.BORDER_REFLECT) for f in mouth])
     dy, dx = rng.integers(-3, 4, size=2)
     return np.roll(mouth, (int(dy), int(dx)), axis=(1, 2))
 
@@ -168,7 +177,7 @@ def make_batch(
             oa, ob = window_span(other.t[np.arange(k, k + STRIDE * clip_len, STRIDE)])
             length = b - a
             cands.append(mel_windows(other.mel, other.mel_t0, oa, oa + length, np.array([0.0])))
-        mouths.append(augment(clip.mouth[idx], rng))
+        mouths.append(augment(clip.mouth[idx], rng, cfg.scale_jitter))
         mels.append(augment_mel(np.concatenate(cands), rng))
     return np.ascontiguousarray(np.stack(mouths)), np.stack(mels).astype(np.float32)
 
@@ -323,11 +332,23 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--all", action="store_true", help="train on every real video with speech")
     ap.add_argument("--model", default="small", choices=sorted(CONFIGS))
     ap.add_argument("--steps", type=int, default=TrainSyncConfig.steps)
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TrainSyncConfig overrides, e.g. n_shifted=10 weight_decay=0.05 (saved with the checkpoint)",
+    )
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop (resumably) after this long")
     ap.add_argument("--max-videos", type=int, default=0, help="train on the first N videos only (smoke)")
     ap.add_argument("--root", type=Path, default=RUNS, help="runs folder: <root>/fold<K> or <root>/all")
     args = ap.parse_args(argv)
     cfg = TrainSyncConfig(model=args.model, steps=args.steps, max_videos=args.max_videos)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in TrainSyncConfig.__dataclass_fields__:
+            raise SystemExit(f"unknown setting {key!r}")
+        cfg = dataclasses.replace(cfg, **{key: type(getattr(cfg, key))(value)})
     fold = None if args.all else args.fold
     out = run_dir(fold, args.root)
     path = train(fold, cfg, out, args.max_minutes)
