@@ -127,8 +127,26 @@ def _face(track: Track, deciding: int | None) -> str:
     return (
         f'<section class="face"><h3>Face {track.id}: {escape(track.verdict)}, score {score}</h3>'
         f"<p>Seen from {track.start_s:.2f} s to {track.end_s:.2f} s in {len(track.frames)} sampled frames, "
-        f"about {track.mean_face_px:.0f} px; {decided}.</p>{pictures}</section>"
+        f"about {track.mean_face_px:.0f} px; {decided}.</p><p>{escape(signals_line(track))}</p>"
+        f"{pictures}</section>"
     )
+
+
+def signals_line(track: Track) -> str:
+    """The face's two signals in words: its visual score and its lips against the voice (README
+    "Audio-visual signal"; the web app says the same)."""
+    visual = (
+        ""
+        if track.signals is None or track.signals.visual is None
+        else f"visual {track.signals.visual:.2f}; "
+    )
+    av = track.audio_visual
+    if av is None:
+        return f"{visual}lips against the voice: not analysed"
+    if av.score is None:
+        return f"{visual}lips against the voice: no score ({av.reason.replace('_', ' ')})"
+    offset = "" if av.offset_s is None else f", best audio offset {av.offset_s:.2f} s"
+    return f"{visual}lips against the voice: {av.score:.2f} out of sync{offset} (fused into the score)"
 
 
 def render_report(result: DetectionResult, title: str | None = None) -> str:
@@ -146,6 +164,13 @@ def render_report(result: DetectionResult, title: str | None = None) -> str:
         ("Frames analysed", str(video.frames_sampled)),
         ("Model", f"{model.name} {model.version} ({model.backend})"),
         ("Model SHA-256", model.sha256 or "not recorded"),
+        (
+            "Sync model",
+            "off"
+            if result.sync_model is None
+            else f"{result.sync_model.name} {result.sync_model.version} "
+            f"({result.sync_model.backend}), SHA-256 {result.sync_model.sha256 or 'not recorded'}",
+        ),
         ("Analysed at", analysed),
     ]
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)

@@ -63,18 +63,63 @@ class TrackEvidence(BaseModel):
     strip_times: list[float] = Field(default_factory=list, description="Time (s) of each strip frame.")
 
 
+class AudioVisualScore(BaseModel):
+    """Whether this face's lips follow the audio (the audio-visual sync model, README "Audio-visual
+    signal"). A face without a score (no audio, no speech, the signal off) is no evidence either way."""
+
+    score: float | None = Field(
+        description="Calibrated probability that lips and voice are out of sync (evidence of manipulation); "
+        "null when not scored (see `reason`)."
+    )
+    offset_s: float | None = Field(
+        None, description="Audio offset (s) at which lips and voice match best; null when not scored."
+    )
+    windows_scored: int = Field(0, description="Sampled windows of this face with speech that were scored.")
+    reason: str = Field(
+        description="Why there is a score or not: `scored`; `no_audio` (the file has no audio stream); "
+        "`no_speech` (no sampled window of this face has speech); `too_few_windows` (fewer windows with "
+        "speech than the sync model needs); `audio_error` (the audio cannot be decoded); `uncalibrated` "
+        "(the sync model has no score rule); `disabled` (the audio signal is off)."
+    )
+
+
+class Signals(BaseModel):
+    """The scores the verdict fuses, each a calibrated probability of manipulation."""
+
+    visual: float | None = Field(description="The visual model alone (the score before fusion).")
+    audio_visual: float | None = Field(
+        description="The audio-visual sync score; null where there is none (then the fused score is the "
+        "visual one)."
+    )
+
+
 class Track(BaseModel):
     """One person followed across the sampled frames."""
 
     id: int
     verdict: Verdict
-    score: float | None = Field(description="Calibrated probability that this face is manipulated.")
-    clip_scores: list[float] = Field(default_factory=list, description="Calibrated score per clip.")
+    score: float | None = Field(
+        description="Calibrated probability that this face is manipulated: the visual and audio-visual "
+        "signals fused (the visual score alone where there is no audio-visual score)."
+    )
+    threshold: float | None = Field(
+        None,
+        description="The score at or above which this face is called fake: the visual model's, or the fused "
+        "threshold where its score is fused (null only in results made before it existed).",
+    )
+    clip_scores: list[float] = Field(default_factory=list, description="Calibrated visual score per clip.")
     start_s: float
     end_s: float
     mean_face_px: float = Field(description="Mean face box side in pixels.")
     used_for_verdict: bool = Field(description="Large and long enough to count towards the video verdict.")
     frames: list[TrackFrame]
+    audio_visual: AudioVisualScore | None = Field(
+        None,
+        description="Lips against the voice for this face (null only in results made before it existed).",
+    )
+    signals: Signals | None = Field(
+        None, description="This face's visual and audio-visual scores before fusion."
+    )
     evidence: TrackEvidence | None = Field(
         None, description="Thumbnail, heatmap and frame strip (jobs and `--evidence`; null otherwise)."
     )
@@ -105,12 +150,26 @@ class DetectionResult(BaseModel):
 
     path: str | None = Field(None, description="Input path (CLI) or uploaded filename (API).")
     verdict: Verdict
-    score: float | None = Field(description="Calibrated probability of manipulation; None if inconclusive.")
-    threshold: float = Field(description="Scores at or above this are called fake.")
+    score: float | None = Field(
+        description="Calibrated probability of manipulation (the fused score of the deciding faces); None if "
+        "inconclusive."
+    )
+    threshold: float = Field(
+        description="Scores at or above this are called fake: the threshold of the face that decided (the "
+        "visual model's, or the fused threshold where that face's score is fused)."
+    )
+    signals: Signals | None = Field(
+        None,
+        description="The video's score per signal before fusion: `visual` the highest visual score among the "
+        "deciding faces, `audio_visual` the highest audio-visual score among them (null: none has one).",
+    )
     tracks: list[Track]
     timeline: list[TimelinePoint]
     video: VideoInfo
     model: ModelInfo
+    sync_model: ModelInfo | None = Field(
+        None, description="The audio-visual sync model that scored the lips against the voice; null when off."
+    )
     timings_ms: dict[str, float]
     warnings: list[str] = Field(default_factory=list)
     analyzed_at: datetime | None = Field(None, description="When the analysis finished (UTC, ISO 8601).")

@@ -24,10 +24,12 @@ from fastapi import FastAPI, Header
 
 from deepfake.api_errors import error_responses_doc
 from deepfake.schemas import (
+    AudioVisualScore,
     DetectionResult,
     JobCreated,
     JobStatus,
     ModelInfo,
+    Signals,
     TimelinePoint,
     Track,
     TrackEvidence,
@@ -54,12 +56,15 @@ def _example_result(evidence: bool) -> dict[str, Any]:
         id=0,
         verdict="fake",
         score=0.83,
-        clip_scores=[0.83],
+        threshold=0.5,
+        clip_scores=[0.74],
         start_s=0.0,
         end_s=0.08,
         mean_face_px=186.0,
         used_for_verdict=True,
         frames=frames,
+        audio_visual=AudioVisualScore(score=0.78, offset_s=0.44, windows_scored=4, reason="scored"),
+        signals=Signals(visual=0.74, audio_visual=0.78),
         evidence=TrackEvidence(
             frame_t=0.08,
             frame_score=0.84,
@@ -75,7 +80,8 @@ def _example_result(evidence: bool) -> dict[str, Any]:
         path="interview.mp4",
         verdict="fake",
         score=0.83,
-        threshold=0.4238,
+        threshold=0.5,
+        signals=Signals(visual=0.74, audio_visual=0.78),
         tracks=[track],
         timeline=[TimelinePoint(t=0.0, score=0.81), TimelinePoint(t=0.08, score=0.84)],
         video=VideoInfo(
@@ -99,7 +105,18 @@ def _example_result(evidence: bool) -> dict[str, Any]:
             reals_called_fake=0.435,
             fakes_caught=0.72,
         ),
-        timings_ms={"probe": 12.1, "decode": 310.4, "detect": 140.2, "infer": 95.0, "total": 602.3},
+        sync_model=ModelInfo(
+            name="av_sync", version="1.0.0", sha256="2c26b46b68ffc68ff99b453c1d304134" * 2, backend="triton"
+        ),
+        timings_ms={
+            "probe": 12.1,
+            "decode": 310.4,
+            "detect": 140.2,
+            "infer": 95.0,
+            "audio": 41.0,
+            "audio_visual": 38.5,
+            "total": 681.8,
+        },
         warnings=[],
         analyzed_at=datetime(2026, 1, 5, 9, 30, 12, tzinfo=UTC),
     )

@@ -45,6 +45,19 @@ def read_model_meta(session: ort.InferenceSession, path: Path) -> ModelMeta:
         raise ModelLoadError(f"{path}: invalid {METADATA_KEY!r} metadata: {exc}") from exc
 
 
+def onnx_session(model_path: Path, threads: int) -> ort.InferenceSession:
+    """A CPU session with explicit thread counts (the default grabs every core, which fights the decoder
+    and other jobs); ModelLoadError for a file onnxruntime cannot load. Both in-process models use it."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise ModelLoadError(f"cannot load ONNX model {model_path}: {exc}") from exc
+
+
 class OnnxBackend:
     """InferenceBackend over an onnxruntime CPU session."""
 
@@ -55,17 +68,7 @@ class OnnxBackend:
                 f"model file not found: {model_path}. Train/export one (make export) or pass --model PATH "
                 "(env DEEPFAKE_MODEL_PATH)"
             )
-        options = ort.SessionOptions()
-        # Explicit thread counts: the default grabs every core, which fights the decoder and other jobs.
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise ModelLoadError(f"cannot load ONNX model {model_path}: {exc}") from exc
+        self._session = onnx_session(model_path, threads)
         self._check_contract(model_path)
         self.meta = read_model_meta(self._session, model_path)
         self.info = ModelInfo(

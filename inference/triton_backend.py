@@ -25,7 +25,20 @@ from tritonclient.utils import InferenceServerException
 from deepfake.retry import Backoff, call_with_retries
 from deepfake.schemas import ModelInfo
 from inference.backend import ClipOutputs
-from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
+from inference.metadata import (
+    AV_INPUT_MEL,
+    AV_INPUT_MOUTH,
+    AV_METADATA_KEY,
+    AV_OUTPUT,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_BLEND,
+    OUTPUT_CLIP,
+    OUTPUT_FRAMES,
+    ModelMeta,
+)
+from inference.onnx_backend import ModelLoadError
+from inference.sync_backend import SYNC_EXPORTER, SYNC_MODEL_NAME, check_sync_inputs, sync_meta_from_json
 
 log = logging.getLogger(__name__)
 SHA256_PARAMETER = "model_sha256"  # written by inference.triton_launcher; optional on other deployments
@@ -47,6 +60,10 @@ class TritonUnavailableError(RuntimeError):
     """Triton (or the model on it) cannot be reached or is not ready; a 503 for API clients."""
 
 
+class TritonModelNotServedError(TritonUnavailableError):
+    """Triton answers but does not serve the model asked for (not in its repository)."""
+
+
 class TritonModelError(RuntimeError):
     """Triton answered, but the model or its config breaks the model contract; a 500, our fault."""
 
@@ -60,52 +77,56 @@ def _is_outage(exc: Exception) -> bool:
     return isinstance(exc, InferenceServerException) and grpc_status(exc) in OUTAGE
 
 
-class TritonBackend:
-    """Runs clips on a Triton model over gRPC, with explicit timeouts and bounded retries."""
+class TritonModel:
+    """One model on Triton over gRPC: its config, explicit timeouts, bounded retries of outages and
+    readiness. The visual backend (TritonBackend) and the sync model (inference/sync_backend.py) are both
+    this plus their own inputs and outputs, so they retry and reconnect alike."""
+
+    DEFAULT_MODEL = "deepfake_detector"  # each subclass: its model's name in model_repository/
 
     def __init__(
         self,
         url: str = "127.0.0.1:8001",
-        model_name: str = "deepfake_detector",
+        model_name: str | None = None,
         timeout_s: float = 30.0,
         retries: int = 2,
         retry_backoff_s: float = 0.5,
     ) -> None:
+        model_name = model_name or self.DEFAULT_MODEL
         self.url = url
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self._client = grpcclient.InferenceServerClient(url=url)
-        config = self._call(
+        self.config: dict[str, Any] = self._call(
             "read the model config",
             lambda: self._client.get_model_config(model_name, as_json=True, client_timeout=timeout_s),
         )["config"]
-        params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        if METADATA_KEY not in params:
-            raise TritonModelError(
-                f"Triton model {model_name!r} has no config parameter {METADATA_KEY!r} (the model metadata); "
-                "export it with training/export.py, which writes config.pbtxt"
-            )
-        try:
-            self.meta = ModelMeta.from_json(params[METADATA_KEY])
-        except ValueError as exc:
-            raise TritonModelError(
-                f"Triton model {model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}"
-            ) from exc
-        outputs = {out["name"] for out in config.get("output", [])}
-        missing = {OUTPUT_CLIP, OUTPUT_FRAMES} - outputs
-        if missing:
-            raise TritonModelError(f"Triton model {model_name!r} lacks outputs {sorted(missing)}")
-        self._outputs = [OUTPUT_CLIP, OUTPUT_FRAMES] + ([OUTPUT_BLEND] if OUTPUT_BLEND in outputs else [])
-        # 0 means "no batching" in Triton; then each request carries exactly one clip batch as sent.
-        self.max_batch_size = int(config.get("max_batch_size", 0) or 0)
-        self.info = ModelInfo(
-            name=self.meta.name,
-            version=self.meta.version,
-            sha256=params.get(SHA256_PARAMETER, ""),
-            backend="triton",
+        self.params = {
+            key: value.get("string_value", "") for key, value in self.config.get("parameters", {}).items()
+        }
+        # 0 means "no batching" in Triton; then each request carries exactly one batch as sent.
+        self.max_batch_size = int(self.config.get("max_batch_size", 0) or 0)
+        self._describe()
+
+    def _describe(self) -> None:
+        """Read the model's metadata and outputs from ``config``/``params`` (each subclass its own)."""
+
+    def model_info(self, name: str, version: str) -> ModelInfo:
+        """The model's identity for results; the checksum comes from the launcher's config parameter."""
+        return ModelInfo(
+            name=name, version=version, sha256=self.params.get(SHA256_PARAMETER, ""), backend="triton"
         )
+
+    def metadata_json(self, key: str, exporter: str) -> str:
+        """The model's metadata JSON from its config parameter ``key``; refuse a model without it."""
+        if key not in self.params:
+            raise TritonModelError(
+                f"Triton model {self.model_name!r} has no config parameter {key!r} (the model metadata); "
+                f"export it with {exporter}, which writes config.pbtxt"
+            )
+        return self.params[key]
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one Triton call, retrying only outages (deepfake.retry); raise TritonUnavailableError when
@@ -134,7 +155,7 @@ class TritonBackend:
                     f"attempts, {self.timeout_s:.0f} s timeout each): {exc.message()}"
                 ) from exc
             if status in NOT_SERVING:
-                raise TritonUnavailableError(
+                raise TritonModelNotServedError(
                     f"Triton at {self.url} does not serve model {self.model_name!r} ({status}): "
                     f"{exc.message()}"
                 ) from exc
@@ -153,18 +174,46 @@ class TritonBackend:
             self._reconnect()
             return False
 
-    def _infer_once(self, clips: np.ndarray) -> list[np.ndarray]:
-        tensor = grpcclient.InferInput(INPUT_NAME, list(clips.shape), "UINT8")
-        tensor.set_data_from_numpy(np.ascontiguousarray(clips))
-        requested = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
+    def _run(self, inputs: list[tuple[str, np.ndarray, str]], outputs: list[str]) -> list[np.ndarray]:
+        """One inference request: (name, array, Triton dtype) inputs, the named outputs as arrays."""
+        tensors = []
+        for name, array, dtype in inputs:
+            tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            tensors.append(tensor)
+        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
 
         def call() -> Any:
             return self._client.infer(
-                self.model_name, [tensor], outputs=requested, client_timeout=self.timeout_s
+                self.model_name, tensors, outputs=requested, client_timeout=self.timeout_s
             )
 
         result = self._call("run inference", call)
-        return [result.as_numpy(name) for name in self._outputs]
+        return [result.as_numpy(name) for name in outputs]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class TritonBackend(TritonModel):
+    """Runs clips on the visual model on Triton (InferenceBackend)."""
+
+    def _describe(self) -> None:
+        try:
+            self.meta = ModelMeta.from_json(self.metadata_json(METADATA_KEY, "training/export.py"))
+        except ValueError as exc:
+            raise TritonModelError(
+                f"Triton model {self.model_name!r}: invalid {METADATA_KEY!r} metadata: {exc}"
+            ) from exc
+        outputs = {out["name"] for out in self.config.get("output", [])}
+        missing = {OUTPUT_CLIP, OUTPUT_FRAMES} - outputs
+        if missing:
+            raise TritonModelError(f"Triton model {self.model_name!r} lacks outputs {sorted(missing)}")
+        self._outputs = [OUTPUT_CLIP, OUTPUT_FRAMES] + ([OUTPUT_BLEND] if OUTPUT_BLEND in outputs else [])
+        self.info = self.model_info(self.meta.name, self.meta.version)
+
+    def _infer_once(self, clips: np.ndarray) -> list[np.ndarray]:
+        return self._run([(INPUT_NAME, clips, "UINT8")], self._outputs)
 
     def infer(self, clips: np.ndarray) -> ClipOutputs:
         size = self.meta.crop.size
@@ -183,5 +232,33 @@ class TritonBackend:
             else None,
         )
 
-    def close(self) -> None:
-        self._client.close()
+
+class TritonSyncModel(TritonModel):
+    """SyncModel on Triton (gRPC), the same server as the visual model, with its timeouts and retries."""
+
+    DEFAULT_MODEL = SYNC_MODEL_NAME
+
+    def _describe(self) -> None:
+        where = f"Triton model {self.model_name!r}"
+        try:
+            self.meta = sync_meta_from_json(self.metadata_json(AV_METADATA_KEY, SYNC_EXPORTER), where)
+        except ModelLoadError as exc:
+            raise TritonModelError(str(exc)) from exc
+        if AV_OUTPUT not in {out["name"] for out in self.config.get("output", [])}:
+            raise TritonModelError(f"{where} lacks output {AV_OUTPUT!r}")
+        self.info = self.model_info(self.meta.name, self.meta.version)
+
+    def sync_logits(self, mouth: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        check_sync_inputs(self.meta, mouth, mel)
+        step = self.max_batch_size or len(mouth)
+        parts = [
+            self._run(
+                [
+                    (AV_INPUT_MOUTH, mouth[i : i + step], "UINT8"),
+                    (AV_INPUT_MEL, mel[i : i + step], "FP32"),
+                ],
+                [AV_OUTPUT],
+            )[0]
+            for i in range(0, len(mouth), step)
+        ]
+        return np.concatenate(parts).astype(np.float32).reshape(mel.shape[:2])

@@ -23,7 +23,20 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from deepfake.processes import ManagedProcess, http_ready
-from inference.metadata import METADATA_KEY
+from inference.metadata import (
+    AV_INPUT_MEL,
+    AV_INPUT_MOUTH,
+    AV_METADATA_KEY,
+    AV_OUTPUT,
+    METADATA_KEY,
+    SyncMeta,
+)
+from inference.onnx_backend import onnx_session
+from inference.sync_backend import SYNC_MODEL_NAME, read_sync_meta
+
+# Every model of the repository carries its metadata under one of these config parameters: the visual
+# model under ``deepfake`` (ModelMeta), the audio-visual sync model under ``deepfake_av_meta`` (SyncMeta).
+METADATA_KEYS = (METADATA_KEY, AV_METADATA_KEY)
 
 MODEL_TEMPLATE = Path(__file__).with_name("triton_python_model.py")
 SHA256_PARAMETER = "model_sha256"
@@ -101,8 +114,33 @@ def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
 
 
 def model_config_text(config: model_config_pb2.ModelConfig) -> str:
-    """The one config.pbtxt writer: Triton's protobuf text format (export, the launcher, GPU variants)."""
+    """The one config.pbtxt writer: Triton's protobuf text format (export, the launcher, GPU variants, the
+    sync model's config from inference.sync_backend.sync_config)."""
     return text_format.MessageToString(config)
+
+
+def sync_config(meta: SyncMeta, max_batch_size: int = 16) -> model_config_pb2.ModelConfig:
+    """The sync model's Triton config (platform onnxruntime_onnx on the NGC image, dynamic batching, the
+    metadata parameter), written by model_config_text. With max_batch_size > 0 Triton's dims leave out the
+    batch axis: mouth [T, 48, 96] (T = clip_len, fixed in the exported graph), mel [K, 80, 64] (K: the
+    candidate offsets, dynamic), sync_logits [K]."""
+    pb = model_config_pb2
+    config = pb.ModelConfig(name=SYNC_MODEL_NAME, platform="onnxruntime_onnx", max_batch_size=max_batch_size)
+    config.input.add(name=AV_INPUT_MOUTH, data_type=pb.TYPE_UINT8, dims=[meta.clip_len, *meta.mouth])
+    config.input.add(name=AV_INPUT_MEL, data_type=pb.TYPE_FP32, dims=[-1, meta.n_mels, meta.mel_frames])
+    config.output.add(name=AV_OUTPUT, data_type=pb.TYPE_FP32, dims=[-1])
+    config.dynamic_batching.max_queue_delay_microseconds = 2000
+    config.parameters[AV_METADATA_KEY].string_value = meta.to_json()
+    return config
+
+
+def write_sync_config(model_dir: Path, max_batch_size: int = 16) -> Path:
+    """``<model_dir>/config.pbtxt`` for ``<model_dir>/1/model.onnx``, its metadata read from the file."""
+    model_path = model_dir / "1" / "model.onnx"
+    meta = read_sync_meta(onnx_session(model_path, threads=1), model_path)
+    target = model_dir / "config.pbtxt"
+    target.write_text(model_config_text(sync_config(meta, max_batch_size)))
+    return target
 
 
 def generate_cpu_repository(
@@ -119,9 +157,10 @@ def generate_cpu_repository(
         versions = sorted(p for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.onnx").exists())
         if not versions:
             continue
-        if METADATA_KEY not in config.parameters:
+        if not any(key in config.parameters for key in METADATA_KEYS):
             raise TritonLaunchError(
-                f"{model_dir / 'config.pbtxt'} has no parameters key {METADATA_KEY!r} (the model metadata)"
+                f"{model_dir / 'config.pbtxt'} has no parameters key {' or '.join(map(repr, METADATA_KEYS))} "
+                "(the model metadata)"
             )
         config.name = config.name or model_dir.name
         config.ClearField("platform")

@@ -6,6 +6,9 @@ onnxruntime backend. `inference.triton_launcher` copies this file next to the ON
 `model.py` in a generated repository variant; the same `model.onnx` is then run by ONNX Runtime
 inside Triton, with dynamic batching and metrics still handled by Triton itself.
 
+It serves every model of the repository alike (the visual model's one input ``clips``, the sync model's
+``mouth`` and ``mel``): input and output names come from the model's config.pbtxt.
+
 This file is only ever imported by Triton's Python-backend stub (it needs
 `triton_python_backend_utils`, which exists only there).
 """
@@ -19,8 +22,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-INPUT_NAME = "clips"
 
 
 class TritonPythonModel:
@@ -37,6 +38,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
+        self.input_names = [entry["name"] for entry in config["input"]]
         available = {output.name for output in self.session.get_outputs()}
         self.output_names = [out["name"] for out in config["output"] if out["name"] in available]
         missing = [out["name"] for out in config["output"] if out["name"] not in available]
@@ -46,17 +48,24 @@ class TritonPythonModel:
             )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        clips = [pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy() for request in requests]
+        inputs = [
+            [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names]
+            for request in requests
+        ]
         responses: list[Any] = [None] * len(requests)
-        # Dynamic batching hands over several requests at once; those whose clips share a shape are
-        # concatenated into one ONNX Runtime call (the whole point of batching on a CPU).
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, array in enumerate(clips):
-            groups.setdefault(tuple(array.shape[1:]), []).append(index)
+        # Dynamic batching hands over several requests at once; those whose inputs share their shapes
+        # (all but the batch axis) are concatenated into one ONNX Runtime call (the whole point of
+        # batching on a CPU).
+        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
+        for index, arrays in enumerate(inputs):
+            groups.setdefault(tuple(tuple(a.shape[1:]) for a in arrays), []).append(index)
         for indices in groups.values():
             try:
-                batch = np.concatenate([clips[i] for i in indices], axis=0)
-                outputs = self.session.run(self.output_names, {INPUT_NAME: batch})
+                feed = {
+                    name: np.concatenate([inputs[i][k] for i in indices], axis=0)
+                    for k, name in enumerate(self.input_names)
+                }
+                outputs = self.session.run(self.output_names, feed)
             except Exception as exc:  # one bad group must not fail the other requests
                 for i in indices:
                     responses[i] = pb_utils.InferenceResponse(
@@ -65,7 +74,7 @@ class TritonPythonModel:
                 continue
             start = 0
             for i in indices:
-                stop = start + clips[i].shape[0]
+                stop = start + inputs[i][0].shape[0]
                 tensors = [
                     pb_utils.Tensor(name, np.ascontiguousarray(value[start:stop]))
                     for name, value in zip(self.output_names, outputs, strict=True)

@@ -1,9 +1,10 @@
 """The preprocessor service: `uvicorn --factory preprocessor.app:create_app --port 8081`.
 
 A thin factory (FastAPI full-stack template style): settings, the analysis engine, error handlers,
-metrics and routers are wired here and nothing runs at import time. `backend_factory` lets a caller run
-the same service on another real backend (tests use the in-process ONNX Runtime one); by default it is
-Triton over gRPC. Every endpoint but the health probes needs the service token (preprocessor.auth).
+metrics and routers are wired here and nothing runs at import time. `backend_factory` and `sync_factory`
+(the audio-visual sync model) let a caller run the same service on other real backends (tests use the
+in-process ONNX Runtime ones); by default both are Triton over gRPC. Every endpoint but the health
+probes needs the service token (preprocessor.auth).
 
 Spooled uploads a crash left behind (the service removes its own after each analysis) are swept at start
 and every ``upload_sweep_interval_s``: files in the spool folder older than ``upload_orphan_age_s``, longer
@@ -26,7 +27,7 @@ from deepfake.http_metrics import install_request_metrics
 from deepfake.uploads import sweep_orphan_uploads
 from preprocessor.auth import ServiceTokenMiddleware
 from preprocessor.routers import analyze, health, streams
-from preprocessor.service import AnalysisService, BackendFactory
+from preprocessor.service import AnalysisService, BackendFactory, SyncFactory
 from preprocessor.service_metrics import ServiceMetrics
 from preprocessor.service_settings import ServiceSettings
 
@@ -58,10 +59,12 @@ async def _sweep_periodically(settings: ServiceSettings) -> None:
 
 
 def create_app(
-    settings: ServiceSettings | None = None, backend_factory: BackendFactory | None = None
+    settings: ServiceSettings | None = None,
+    backend_factory: BackendFactory | None = None,
+    sync_factory: SyncFactory | None = None,
 ) -> FastAPI:
     settings = settings or ServiceSettings()
-    service = AnalysisService(settings, backend_factory)
+    service = AnalysisService(settings, backend_factory, sync_factory)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,6 +1,11 @@
 """The analysis pipeline: one code path for the CLI, the preprocessor service and evaluation.
 
-    probe -> sample -> detect -> crop -> track -> batch clips -> infer -> aggregate
+    probe -> sample -> detect -> crop -> track -> batch clips -> infer -> audio-visual -> aggregate
+
+With a sync model (``sync_model``), the audio-visual step decodes the audio once and scores, per kept
+track, whether its lips follow the voice over its sampled windows (preprocessor.audio_visual); aggregate
+fuses that score with the visual one. Without a sync model, or for a file without audio, every track says
+why it has no audio-visual score and its score is the visual one.
 
 Faces are detected on every ``detect_every``-th frame of each window and interpolated in between
 (see tracking.fill_between_keyframes): detection is the costliest stage after decoding.
@@ -29,9 +34,13 @@ from deepfake.schemas import DetectionResult, ModelInfo, VideoInfo
 from inference.backend import InferenceBackend
 from inference.metadata import CropPolicy, ModelMeta
 from inference.onnx_backend import file_sha256
+from inference.sync_backend import SyncBackend
 from preprocessor.aggregate import ClipScore, aggregate, calibrate
+from preprocessor.audio import decode_audio, log_mel
+from preprocessor.audio_visual import AudioVisualResult, score_track
 from preprocessor.cropping import crop_face
 from preprocessor.detectors.base import Face, FaceDetector, create_detector
+from preprocessor.errors import AudioError
 from preprocessor.evidence import SmallFrame, attach_evidence, shrink_frame
 from preprocessor.probe import probe_for
 from preprocessor.sampling import FrameSampler, SampledFrame, plan_windows
@@ -93,11 +102,14 @@ class Pipeline:
         detector: FaceDetector | None = None,
         crop: CropPolicy | None = None,
         clip_len: int | None = None,
+        sync_model: SyncBackend | None = None,
     ) -> None:
         """``backend`` may be None only for ``extract_faces``: then ``crop`` and ``clip_len`` (the length of
-        the sampling windows a model would be fed) stand in for a model's metadata, else the defaults."""
+        the sampling windows a model would be fed) stand in for a model's metadata, else the defaults.
+        ``sync_model``: the audio-visual sync model; None: the audio-visual signal is off."""
         self.settings = settings
         self.backend = backend
+        self.sync_model = sync_model
         self.detector = detector or create_detector(settings.detector, settings.weights_dir)
         if backend is not None:
             self.meta: ModelMeta = backend.meta
@@ -121,29 +133,64 @@ class Pipeline:
             clips = make_clips(faces.tracks, self.meta.clip_len)
         with stage(timings, "infer"):
             scores = self.infer_clips(clips, progress)
+        audio_visual = self.score_audio_visual(path, faces)
         with stage(timings, "aggregate"):
-            verdict, score, tracks, timeline, warnings = aggregate(
-                faces.tracks, scores, faces.sample_times, self.meta.threshold
+            answer = aggregate(
+                faces.tracks,
+                scores,
+                faces.sample_times,
+                self.meta.threshold,
+                audio_visual,
+                None if self.sync_model is None else self.sync_model.meta,
             )
         if evidence:
             with stage(timings, "evidence"):
-                attach_evidence(tracks, faces.tracks, scores, faces.small_frames)
+                attach_evidence(answer.tracks, faces.tracks, scores, faces.small_frames)
         timings["total"] = (time.perf_counter() - start) * 1000
         if progress:
             progress("done", 1.0)
         return DetectionResult(
             path=str(path),
-            verdict=verdict,
-            score=None if score is None else round(score, 4),
-            threshold=self.meta.threshold,
-            tracks=tracks,
-            timeline=timeline,
+            verdict=answer.verdict,
+            score=None if answer.score is None else round(answer.score, 4),
+            threshold=answer.threshold,
+            signals=answer.signals,
+            tracks=answer.tracks,
+            timeline=answer.timeline,
             video=faces.video,
             model=self._model_info(),
+            sync_model=None if self.sync_model is None else self.sync_model.info,
             timings_ms={k: round(v, 1) for k, v in timings.items()},
-            warnings=faces.warnings + warnings,
+            warnings=faces.warnings + answer.warnings,
             analyzed_at=datetime.now(UTC),
         )
+
+    def score_audio_visual(self, path: Path, faces: FaceExtraction) -> list[AudioVisualResult] | None:
+        """Per kept track, whether its lips follow the voice (None: no sync model, the signal is off). The
+        audio is decoded once for all tracks (``timings_ms["audio"]``); each track is scored over its
+        sampled windows, its crops with the sampler's frame times (``timings_ms["audio_visual"]``). Audio
+        that cannot be decoded leaves every track without a score (``audio_error``) and says so."""
+        if self.sync_model is None:
+            return None
+        if not faces.tracks:
+            return []  # no face to hold the voice against: the audio is not decoded
+        timings = faces.timings_ms
+        with stage(timings, "audio"):
+            try:
+                audio = decode_audio(path, self.settings.max_duration_s) if faces.video.has_audio else None
+            except AudioError as exc:
+                faces.warnings.append(
+                    f"the audio could not be decoded ({exc}); the verdict is the visual one"
+                )
+                return [AudioVisualResult(None, None, 0, AudioError.reason) for _ in faces.tracks]
+            mel = None if audio is None else log_mel(audio)
+        if audio is not None:
+            faces.warnings.extend(audio.warnings)
+        with stage(timings, "audio_visual"):
+            return [
+                score_track(audio, mel, track_windows(track, faces.sample_times), self.sync_model)
+                for track in faces.tracks
+            ]
 
     def _model_info(self) -> ModelInfo:
         """The backend's model identity plus the out-of-fold error rates at the threshold from the model's
@@ -307,6 +354,21 @@ def make_clips(tracks: list[FaceTrack], clip_len: int) -> list[Clip]:
                 part = indices[start : start + clip_len]
                 clips.append(Clip(ti, part, pad_clip([track.detections[d].crop for d in part], clip_len)))
     return clips
+
+
+def track_windows(track: FaceTrack, sample_times: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The track's crops per sampling window with their frame times from the sampler: [(crops [T, S, S, 3]
+    uint8, times [T] s)], what the sync model aligns the audio to."""
+    by_window: dict[int, list[Detection]] = {}
+    for det in track.detections:
+        by_window.setdefault(det.window, []).append(det)
+    return [
+        (
+            pad_clip([d.crop for d in dets], len(dets)),
+            np.array([sample_times[d.sample] for d in dets], dtype=np.float64),
+        )
+        for dets in by_window.values()
+    ]
 
 
 def pad_clip(crops: list[np.ndarray | None], clip_len: int) -> np.ndarray:

@@ -9,7 +9,9 @@ WHY this shape:
 - Memory is bounded too: before it gets a worker, an analysis reserves an estimate of its peak memory
   (from the declared frame size and pixel format) in a budget shared by all workers
   (``memory_budget_mb``, preprocessor.memory_budget), and waits on the event loop until it fits.
-- The same Pipeline as the CLI runs the analysis; only the backend differs.
+- The same Pipeline as the CLI runs the analysis; only the backends differ. The audio-visual sync model
+  is a second backend beside the visual one (``sync_factory``, Triton's ``av_sync`` by default), created
+  with it and shared the same way; ``DEEPFAKE_AUDIO_VISUAL`` unset means "use it when Triton serves it".
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from pathlib import Path
 from deepfake.errors import ServiceError
 from deepfake.schemas import DetectionResult
 from inference.backend import InferenceBackend
-from inference.triton_backend import TritonBackend, TritonModelError, TritonUnavailableError
+from inference.sync_backend import SyncBackend
+from inference.triton_backend import (
+    TritonBackend,
+    TritonModelError,
+    TritonModelNotServedError,
+    TritonSyncModel,
+    TritonUnavailableError,
+)
 from preprocessor.detectors import available_detectors
 from preprocessor.errors import VideoError
 from preprocessor.memory_budget import MemoryBudget, analysis_cost
@@ -35,6 +44,7 @@ from preprocessor.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 BackendFactory = Callable[[], InferenceBackend]
+SyncFactory = Callable[[], SyncBackend | None]  # None: the audio-visual signal is off
 ProgressCallback = Callable[[float], None]
 # (start, share) of overall progress per pipeline stage.
 STAGE_SHARES = {"detect": (0.0, 0.85), "infer": (0.85, 0.15), "done": (1.0, 0.0)}
@@ -64,6 +74,30 @@ def triton_backend_factory(settings: ServiceSettings) -> BackendFactory:
     return create
 
 
+def triton_sync_factory(settings: ServiceSettings) -> SyncFactory:
+    """The sync model on the same Triton server; off when DEEPFAKE_AUDIO_VISUAL=false, and by default
+    (unset) also when Triton does not serve ``sync_model_name``. Asked for (true) and not served: an error
+    (503 inference_unavailable) rather than verdicts silently without the audio signal."""
+
+    def create() -> SyncBackend | None:
+        if settings.audio_visual is False:
+            return None
+        try:
+            return TritonSyncModel(
+                url=settings.triton_url,
+                model_name=settings.sync_model_name,
+                timeout_s=settings.triton_timeout_s,
+                retries=settings.triton_retries,
+            )
+        except TritonModelNotServedError:
+            if settings.audio_visual:
+                raise
+            log.info("Triton serves no model %r: the audio-visual signal is off", settings.sync_model_name)
+            return None
+
+    return create
+
+
 def pipeline_settings(settings: ServiceSettings) -> PipelineSettings:
     """The pipeline settings the service analyses with: its own settings object (a PipelineSettings), so
     DEEPFAKE_THREADS, DEEPFAKE_MAX_BYTES, DEEPFAKE_MAX_DURATION_S... mean what they mean for the CLI."""
@@ -73,7 +107,14 @@ def pipeline_settings(settings: ServiceSettings) -> PipelineSettings:
 class AnalysisService:
     """Owns the backend, the worker threads and their pipelines."""
 
-    def __init__(self, settings: ServiceSettings, backend_factory: BackendFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        backend_factory: BackendFactory | None = None,
+        sync_factory: SyncFactory | None = None,
+    ) -> None:
+        """``backend_factory``/``sync_factory``: the visual and sync model runtimes; both default to Triton.
+        A caller that passes its own visual backend and no sync factory runs without the audio signal."""
         self.settings = settings
         self.pipeline_settings = pipeline_settings(settings)
         detectors = available_detectors()
@@ -84,7 +125,11 @@ class AnalysisService:
                 f"choose one of {', '.join(detectors)}"
             )
         self._backend_factory = backend_factory or triton_backend_factory(settings)
+        if sync_factory is None:
+            sync_factory = triton_sync_factory(settings) if backend_factory is None else lambda: None
+        self._sync_factory = sync_factory
         self._backend: InferenceBackend | None = None
+        self._sync_model: SyncBackend | None = None
         self._backend_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="analysis")
         self._local = threading.local()
@@ -103,14 +148,27 @@ class AnalysisService:
         """The shared backend, created on first use; raises TritonUnavailableError while Triton is down."""
         with self._backend_lock:
             if self._backend is None:
-                self._backend = self._backend_factory()
-                log.info(
-                    "model %s version %s via %s",
-                    self._backend.info.name,
-                    self._backend.info.version,
-                    self._backend.info.backend,
-                )
+                backend = self._backend_factory()
+                try:
+                    self._sync_model = self._sync_factory()
+                except BaseException:
+                    backend.close()  # the next call creates both again
+                    raise
+                self._backend = backend
+                for model in (backend, self._sync_model):
+                    if model is not None:
+                        log.info(
+                            "model %s version %s via %s",
+                            model.info.name,
+                            model.info.version,
+                            model.info.backend,
+                        )
             return self._backend
+
+    def sync_model(self) -> SyncBackend | None:
+        """The shared audio-visual sync model (None: the signal is off), created with the backend."""
+        self.backend()
+        return self._sync_model
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): ready when the model can be reached and reports ready."""
@@ -124,9 +182,10 @@ class AnalysisService:
                 backend = self.backend()
             except (TritonUnavailableError, TritonModelError) as exc:
                 return False, str(exc)
-        is_ready = getattr(backend, "is_ready", None)
-        if is_ready is not None and not is_ready():
-            return False, "the model is not ready on Triton"
+        for model in (backend, self._sync_model):
+            is_ready = getattr(model, "is_ready", None)
+            if is_ready is not None and not is_ready():
+                return False, f"the model {model.info.name!r} is not ready on Triton"  # type: ignore[union-attr]
         return True, "ready"
 
     def stream_pipeline(self) -> Pipeline:
@@ -137,7 +196,7 @@ class AnalysisService:
     def _pipeline(self) -> Pipeline:
         pipeline = getattr(self._local, "pipeline", None)
         if pipeline is None:
-            pipeline = Pipeline(self.pipeline_settings, self.backend())
+            pipeline = Pipeline(self.pipeline_settings, self.backend(), sync_model=self.sync_model())
             self._local.pipeline = pipeline
         return pipeline
 
@@ -212,5 +271,6 @@ class AnalysisService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._backend is not None:
-            self._backend.close()
+        for model in (self._backend, self._sync_model):
+            if model is not None:
+                model.close()

@@ -36,6 +36,7 @@ from preprocessor.settings import PipelineSettings
 class ServiceSettings(PipelineSettings, ServiceTokenSettings, UploadSpoolSettings):
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
     model_name: str = Field("deepfake_detector", description="Model name on Triton.")
+    sync_model_name: str = Field("av_sync", description="The audio-visual sync model's name on Triton.")
     triton_timeout_s: float = Field(30.0, gt=0, description="Timeout of each Triton call.")
     triton_retries: int = Field(2, ge=0, description="Retries of a Triton call that failed as unreachable.")
     workers: int = Field(1, ge=1, le=64, description="Analyses that run at the same time.")

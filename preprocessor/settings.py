@@ -17,6 +17,7 @@ from deepfake.settings import REPO_ROOT, DataSettings, MaxDurationSettings
 from preprocessor.detectors.settings import DetectorSettings
 
 DEFAULT_MODEL_PATH = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
+DEFAULT_SYNC_MODEL_PATH = REPO_ROOT / "model_repository" / "av_sync" / "1" / "model.onnx"
 # Frame-size limits (also probe()'s defaults): 8K UHD's pixel count (7680x4320, 33.2 MP; a decoded 8K frame
 # is ~50 MB in YUV and ~100 MB in RGB), and the shortest side a frame may have, both as stored and in the
 # detector's downscaled copy (a face must fit, and the detector refuses frames under 8 px).
@@ -27,6 +28,15 @@ DEFAULT_DETECT_MAX_SIDE = 640
 
 class PipelineSettings(DataSettings, DetectorSettings, MaxDurationSettings):
     model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX model for the in-process backend.")
+    # The audio-visual signal (README "Audio-visual signal"): lips against the voice, fused into the score.
+    audio_visual: bool | None = Field(
+        None,
+        description="Score whether the lips follow the audio and fuse it into the verdict; None (default): "
+        "on when the sync model is there (the file at sync_model_path; on Triton: model sync_model_name).",
+    )
+    sync_model_path: Path = Field(
+        DEFAULT_SYNC_MODEL_PATH, description="ONNX audio-visual sync model for the in-process backend."
+    )
 
     # Sampling: ~`frames` frames in clips of the model's clip_len, taken every `frame_stride`-th frame.
     frames: int = Field(32, ge=1, le=1024, description="Frames to sample per video (rounded to whole clips).")

@@ -5,14 +5,18 @@ Prints, for the FF++/DFDC videos in the data directory and a synthetic 10 s 1080
 - decode-only time: the same sampled frames decoded and converted to RGB, nothing else, so the ratio
   end-to-end / decode-only shows what face detection, cropping and inference add on top of decoding;
 - peak resident memory of a ``deepfake detect`` process on the 1080p clip, and on a 10 s and a
-  10-minute clip of equal resolution (memory must stay flat in video length).
+  10-minute clip of equal resolution (memory must stay flat in video length);
+- the audio-visual signal's cost: the same 10 s 1080p clip, with speech-like audio muxed in (PyAV,
+  tests/synth_speech.py; nothing downloaded), end to end with the sync model and without it (target:
+  with <= 1.3x without, the audio and audio_visual stages <= 0.3x of the whole).
 
 Why in-process timing plus a separate process for memory: timings must exclude interpreter start-up
 and model loading (a server pays those once), while peak RSS must include everything a user's
 ``deepfake detect`` run holds. Targets (issue #2): 1080p 10 s clip under 2 s end to end, at most 2x
 decode-only, peak RSS under 1.5 GB and flat in length.
 
-Usage: .venv/bin/python scripts/bench_pipeline.py [--data-dir DIR] [--model PATH] [--repeat N]
+Usage: .venv/bin/python scripts/bench_pipeline.py [--data-dir DIR] [--model PATH] [--sync-model PATH]
+       [--repeat N] [--skip-memory] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -91,10 +95,62 @@ def resolve_model(model: Path | None) -> tuple[Path, str]:
     return path, "RANDOM-WEIGHT stand-in (no trained model yet; inference cost not representative)"
 
 
+def resolve_sync_model(model: Path | None) -> tuple[Path, str]:
+    settings = PipelineSettings()
+    if model is not None:
+        return model, "given"
+    if settings.sync_model_path.is_file():
+        return settings.sync_model_path, "trained"
+    from tests.random_sync_model import write_random_sync_model
+
+    path = CACHE / "random_sync_model_small.onnx"
+    if not path.exists():
+        write_random_sync_model(path, config="small")
+    return path, "RANDOM-WEIGHT stand-in with the shipped architecture (cost representative, scores not)"
+
+
+def audio_visual_cost(clip: Path, pipeline: Pipeline, sync_path: Path, repeat: int) -> dict:
+    """The clip with speech-like audio, end to end without and with the sync model (best of ``repeat``
+    alternated runs each, after a warm-up); the audio-visual stages' share of the time with it (the direct
+    cost, less noisy than the difference of two totals on a loaded machine)."""
+    from inference.sync_backend import OnnxSyncModel
+    from tests.synth_speech import mux_audio, speech_like
+
+    speech = CACHE / f"{clip.stem}_speech.mp4"
+    settings = pipeline.settings
+    seconds = probe(clip, settings.max_bytes, settings.max_duration_s).info.duration_s
+    if not speech.exists():
+        mux_audio(clip, speech.with_suffix(".tmp.mp4"), speech_like(seconds)).rename(speech)
+    sync_model = OnnxSyncModel(sync_path, threads=pipeline.settings.threads)
+    with_audio = Pipeline(pipeline.settings, pipeline.backend, pipeline.detector, sync_model=sync_model)
+    runners = {"without": pipeline, "with": with_audio}
+    runs: dict[str, list] = {label: [] for label in runners}
+    for runner in runners.values():
+        runner.analyze(speech)  # warm-up
+    for _ in range(repeat):  # alternated, so a load spike on this shared machine hits both alike
+        for label, runner in runners.items():
+            runs[label].append(runner.analyze(speech))
+    best = {label: min(results, key=lambda r: r.timings_ms["total"]) for label, results in runs.items()}
+    timings = best["with"].timings_ms
+    av_ms = timings.get("audio", 0.0) + timings.get("audio_visual", 0.0)
+    reasons = sorted({t.audio_visual.reason for t in best["with"].tracks if t.audio_visual})
+    return {
+        "video": speech.name,
+        "without_ms": best["without"].timings_ms["total"],
+        "with_ms": timings["total"],
+        "ratio": round(timings["total"] / best["without"].timings_ms["total"], 3),
+        "audio_ms": timings.get("audio", 0.0),
+        "audio_visual_ms": timings.get("audio_visual", 0.0),
+        "audio_visual_share": round(av_ms / timings["total"], 3),
+        "reasons": reasons,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=PipelineSettings().data_dir)
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--sync-model", type=Path, help="audio-visual sync model (default: the shipped one)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json-out", type=Path, help="also write the figures as JSON")
@@ -121,7 +177,7 @@ def main() -> int:
         print(f"note: no FF++/DFDC videos under {args.data_dir}/videos; synthetic clip only")
     videos += real
 
-    stages = ["probe", "decode", "detect", "crop", "track", "infer", "aggregate"]
+    stages = ["probe", "decode", "detect", "crop", "track", "infer", "audio", "audio_visual", "aggregate"]
     header = f"{'video':34} {'res':>9} {'dur_s':>6} " + " ".join(f"{s:>8}" for s in stages)
     header += f" {'total':>8} {'decode_only':>11} {'ratio':>6} faces"
     print(f"\ntimes in ms (best of {args.repeat} after a warm-up run)")
@@ -156,6 +212,20 @@ def main() -> int:
             }
         )
 
+    sync_path, sync_kind = resolve_sync_model(args.sync_model)
+    print(
+        f"\naudio-visual signal (sync model: {sync_path}, {sync_kind}), "
+        "10 s 1080p clip with speech-like audio"
+    )
+    av = audio_visual_cost(clip_1080, pipeline, sync_path, args.repeat)
+    print(
+        f"  without {av['without_ms']:.0f} ms, with {av['with_ms']:.0f} ms: {av['ratio']:.2f}x "
+        "(target <= 1.3x); "
+        f"audio {av['audio_ms']:.0f} ms + audio_visual {av['audio_visual_ms']:.0f} ms = "
+        f"{av['audio_visual_share']:.2f} of the total (target <= 0.3); tracks: {', '.join(av['reasons'])}",
+        flush=True,
+    )
+
     memory = {}
     if not args.skip_memory:
         print(
@@ -169,7 +239,15 @@ def main() -> int:
             print(f"  {label:12} peak RSS {rss:7.1f} MB   process wall time {wall:5.2f} s", flush=True)
     if args.json_out:
         args.json_out.write_text(
-            json.dumps({"model": model_kind, "videos": records, "memory": memory}, indent=2)
+            json.dumps(
+                {
+                    "model": model_kind,
+                    "videos": records,
+                    "audio_visual": {"sync_model": sync_kind, **av},
+                    "memory": memory,
+                },
+                indent=2,
+            )
         )
     return 0
 

@@ -112,3 +112,11 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """A fresh database on the session's PostgreSQL server."""
     return postgres_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def random_sync_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight sync model with the deployed contract (tests/random_sync_model.py)."""
+    from tests.random_sync_model import write_random_sync_model
+
+    return write_random_sync_model(tmp_path_factory.mktemp("sync_model") / "model.onnx")

@@ -29,7 +29,14 @@ def test_video_score_is_the_most_suspicious_deciding_track():
         ClipScore(1, [0, 1], 0.7, [0.6, 0.8]),
         ClipScore(2, [0, 1], 0.99, [0.99, 0.99]),  # not deciding: ignored for the verdict
     ]
-    verdict, score, public, timeline, warnings = aggregate(tracks, clips, [0.0, 0.5, 1.0, 1.5, 2.0], 0.5)
+    answer = aggregate(tracks, clips, [0.0, 0.5, 1.0, 1.5, 2.0], 0.5)
+    verdict, score, public, timeline, warnings = (
+        answer.verdict,
+        answer.score,
+        answer.tracks,
+        answer.timeline,
+        answer.warnings,
+    )
     assert verdict == "fake" and score == pytest.approx(0.7)
     assert [t.verdict for t in public] == ["real", "fake", "fake"]
     assert public[2].used_for_verdict is False
@@ -41,19 +48,18 @@ def test_video_score_is_the_most_suspicious_deciding_track():
 def test_track_score_is_the_mean_of_its_clips():
     tracks = [make_track(0, [0, 1, 4, 5], True)]
     clips = [ClipScore(0, [0, 1], 0.2, [0.2, 0.2]), ClipScore(0, [2, 3], 0.6, [0.6, 0.6])]
-    verdict, score, public, _, _ = aggregate(tracks, clips, [0, 0.5, 2, 2.5], 0.5)
-    assert score == pytest.approx(0.4) and verdict == "real"
-    assert public[0].clip_scores == [0.2, 0.6]
+    answer = aggregate(tracks, clips, [0, 0.5, 2, 2.5], 0.5)
+    assert answer.score == pytest.approx(0.4) and answer.verdict == "real"
+    assert answer.tracks[0].clip_scores == [0.2, 0.6]
 
 
 def test_no_face_is_inconclusive_with_a_warning():
-    verdict, score, public, timeline, warnings = aggregate([], [], [0.0, 1.0], 0.5)
-    assert verdict == "inconclusive" and score is None and public == []
-    assert [p.score for p in timeline] == [None, None]
-    assert any("no usable face" in w for w in warnings)
+    answer = aggregate([], [], [0.0, 1.0], 0.5)
+    assert answer.verdict == "inconclusive" and answer.score is None and answer.tracks == []
+    assert [p.score for p in answer.timeline] == [None, None]
+    assert any("no usable face" in w for w in answer.warnings)
 
 
 def test_threshold_is_inclusive():
     tracks = [make_track(0, [0], True)]
-    verdict, *_ = aggregate(tracks, [ClipScore(0, [0], 0.5, [0.5])], [0.0], 0.5)
-    assert verdict == "fake"
+    assert aggregate(tracks, [ClipScore(0, [0], 0.5, [0.5])], [0.0], 0.5).verdict == "fake"

@@ -215,8 +215,7 @@ def test_the_old_service_names_are_not_read(monkeypatch):
 
 
 def test_one_max_duration_default_for_the_cli_and_both_services(monkeypatch):
-    from deepfake.limits import DEFAULT_MAX_DURATION_S
-
+    from deepfake.settings import DEFAULT_MAX_DURATION_S
     from gateway.settings import GatewaySettings
 
     _clear_deepfake_env(monkeypatch)

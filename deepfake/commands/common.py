@@ -48,6 +48,21 @@ def _default(field: str) -> object:
     return PipelineSettings.model_fields[field].default
 
 
+def add_audio_arguments(parser: argparse.ArgumentParser) -> None:
+    """The audio-visual signal's flags (commands that analyse whole files: detect)."""
+    parser.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="leave the audio out: no lip-sync score, the verdict is the visual model's (env "
+        "DEEPFAKE_AUDIO_VISUAL=false)",
+    )
+    parser.add_argument(
+        "--sync-model",
+        type=Path,
+        help="ONNX audio-visual sync model (default model_repository/av_sync/1/model.onnx, used if present)",
+    )
+
+
 def settings_from_args(args: argparse.Namespace, **extra: object) -> PipelineSettings:
     """PipelineSettings from env (DEEPFAKE_*) with the flags that were given (and ``extra``) on top."""
     overrides = {
@@ -57,6 +72,8 @@ def settings_from_args(args: argparse.Namespace, **extra: object) -> PipelineSet
         "weights_dir": args.weights_dir,
         "model_path": args.model,
         "threads": args.threads,
+        "sync_model_path": getattr(args, "sync_model", None),
+        "audio_visual": False if getattr(args, "no_audio", False) else None,
     }
     try:
         return PipelineSettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -71,6 +88,23 @@ def load_backend(settings: PipelineSettings):
 
     try:
         return OnnxBackend(settings.model_path, threads=settings.threads)
+    except ModelLoadError as exc:
+        raise SetupError(str(exc)) from exc
+
+
+def load_sync_model(settings: PipelineSettings):
+    """The in-process audio-visual sync model, or None when the signal is off: turned off, or left to its
+    default (``audio_visual`` None) and no model file at ``sync_model_path``. Asked for and missing or
+    broken: SetupError."""
+    from inference.onnx_backend import ModelLoadError
+    from inference.sync_backend import OnnxSyncModel
+
+    if settings.audio_visual is False or (
+        settings.audio_visual is None and not settings.sync_model_path.is_file()
+    ):
+        return None
+    try:
+        return OnnxSyncModel(settings.sync_model_path, threads=settings.threads)
     except ModelLoadError as exc:
         raise SetupError(str(exc)) from exc
 

@@ -14,9 +14,11 @@ from deepfake.commands.common import (
     VIDEO_SUFFIXES,
     SetupError,
     UsageError,
+    add_audio_arguments,
     add_pipeline_arguments,
     load_backend,
     load_detector,
+    load_sync_model,
     report_error,
     set_threads,
     settings_from_args,
@@ -48,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "FILE/<video name>.html for several",
     )
     add_pipeline_arguments(parser)
+    add_audio_arguments(parser)
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             )
         set_threads(settings.threads)
         backend = load_backend(settings)
+        sync_model = load_sync_model(settings)
         detector = load_detector(settings)
     except (UsageError, SetupError) as exc:
         return report_error(exc)
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from preprocessor.errors import VideoError
     from preprocessor.pipeline import Pipeline
 
-    pipeline = Pipeline(settings, backend, detector)
+    pipeline = Pipeline(settings, backend, detector, sync_model=sync_model)
     disable = True if args.no_progress else None  # tqdm: None = only on a terminal
     rows: list[DetectionResult | FileError] = []
     failed = 0
@@ -123,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             print(row.model_dump_json(), flush=True)
     videos_bar.close()
     backend.close()
+    if sync_model is not None:
+        sync_model.close()
     if not args.json:
         print(summary_table(rows))
     return 1 if failed else 0

@@ -181,6 +181,29 @@ function thresholdSentence(result) {
   return text;
 }
 
+// Why a face has no lip-sync score, in words (tracks[].audio_visual.reason; README "Audio-visual signal").
+const AV_REASONS = {
+  no_audio: "the video has no audio", no_speech: "no speech while this face is seen",
+  too_few_windows: "too little speech while this face is seen", audio_error: "the audio could not be decoded",
+  uncalibrated: "the sync model has no score rule", disabled: "the audio signal is off",
+};
+
+function audioVisualText(av) {
+  if (!av) return "Lips against the voice: not analysed";
+  if (av.score == null) return "Lips against the voice: no score (" + (AV_REASONS[av.reason] || av.reason) + ")";
+  return "Lips against the voice: " + Math.round(av.score * 100) + "% out of sync (best audio offset " +
+    av.offset_s.toFixed(2) + " s, " + av.windows_scored + " windows)";
+}
+
+function signalsSentence(result) {
+  const signals = result.signals;
+  if (!signals || signals.visual == null) return "";
+  const visual = "Visual model: " + Math.round(signals.visual * 100) + "%";
+  if (signals.audio_visual == null) return visual + "; no lip-sync score, so the score is the visual one.";
+  return visual + "; lips against the voice: " + Math.round(signals.audio_visual * 100) +
+    "% out of sync; the score fuses both.";
+}
+
 function renderResult(result, jobId, file) {
   const verdict = $("verdict");
   verdict.className = "verdict " + result.verdict;
@@ -190,6 +213,7 @@ function renderResult(result, jobId, file) {
     : "Calibrated probability of manipulation: " + Math.round(result.score * 100) + "% (score " +
       result.score.toFixed(2) + ", threshold " + result.threshold.toFixed(2) + ")";
   $("threshold").textContent = thresholdSentence(result);
+  $("signals").textContent = signalsSentence(result);
   const list = $("warning-list");
   list.replaceChildren(...result.warnings.map((w) => element("li", {}, w)));
   $("warnings").hidden = result.warnings.length === 0;
@@ -305,6 +329,7 @@ function renderFaces(result) {
     }
     const score = track.score == null ? "no score" : track.score.toFixed(2);
     card.append(element("p", { class: "score" }, "Score " + score + " (" + track.verdict + ")"));
+    card.append(element("p", { "data-testid": "audio-visual" }, audioVisualText(track.audio_visual)));
     card.append(element("p", {}, "Seen from " + track.start_s.toFixed(2) + " s to " + track.end_s.toFixed(2) + " s"));
     let role = "Not counted: too small or seen too briefly";
     if (deciding && track.id === deciding.id) role = "Decided the verdict: the most suspicious face that counts";

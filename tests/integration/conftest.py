@@ -21,13 +21,22 @@ from deepfake.settings import REPO_ROOT
 from inference.metadata import ModelMeta
 from tests import synth
 from tests.random_model import default_test_meta, write_random_model
+from tests.synth_speech import mux_audio, speech_like
 
 MODEL_NAME = "deepfake_detector"
+SYNC_MODEL_NAME = "av_sync"
 
 
-def write_test_repository(root: Path, meta: ModelMeta, max_batch_size: int = 8) -> Path:
+def write_test_repository(root: Path, meta: ModelMeta, max_batch_size: int = 8, sync: bool = False) -> Path:
     """A Triton repository in the deployed layout (platform onnxruntime_onnx, metadata parameter), with
-    the blend-map output the shipped model has (evidence heatmaps)."""
+    the blend-map output the shipped model has (evidence heatmaps); ``sync``: also the tiny audio-visual
+    sync model as ``av_sync`` with its config.pbtxt written as the shipped one is (sync_config)."""
+    if sync:
+        from inference.triton_launcher import write_sync_config
+        from tests.random_sync_model import write_random_sync_model
+
+        write_random_sync_model(root / SYNC_MODEL_NAME / "1" / "model.onnx")
+        write_sync_config(root / SYNC_MODEL_NAME, max_batch_size)
     model_path = write_random_model(root / MODEL_NAME / "1" / "model.onnx", meta, blend_map=True)
     escaped = meta.to_json().replace("\\", "\\\\").replace('"', '\\"')
     (root / MODEL_NAME / "config.pbtxt").write_text(
@@ -49,7 +58,7 @@ def write_test_repository(root: Path, meta: ModelMeta, max_batch_size: int = 8) 
 @pytest.fixture(scope="session")
 def test_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("model_repository")
-    write_test_repository(root, default_test_meta())
+    write_test_repository(root, default_test_meta(), sync=True)
     return root
 
 
@@ -90,16 +99,23 @@ def gateway(stack: LocalStack) -> httpx.Client:
 def stack_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("stack_videos")
     return {
-        "face": synth.write_face_video(root / "face.mp4", n_frames=40).path,
+        # Speech-like audio: the audio-visual signal scores it, so the parity tests cover both signals.
+        "face": mux_audio(
+            synth.write_face_video(root / "face_silent.mp4", n_frames=40).path,
+            root / "face.mp4",
+            speech_like(1.6),
+        ),
         "two": synth.write_two_faces_video(root / "two.mp4", n_frames=30).path,
     }
 
 
-def cli_result(video: Path, model_path: Path) -> dict:
-    """What `deepfake detect --json` prints for `video` with the in-process ONNX Runtime backend."""
+def cli_result(video: Path, model_path: Path, sync_model_path: Path | None = None) -> dict:
+    """What `deepfake detect --json` prints for `video` with the in-process ONNX Runtime backends (the
+    sync model at ``sync_model_path``; None: the audio signal off)."""
+    sync = ["--sync-model", str(sync_model_path)] if sync_model_path else ["--no-audio"]
     completed = subprocess.run(
         [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress",
-         "--model", str(model_path), str(video)],
+         "--model", str(model_path), *sync, str(video)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr

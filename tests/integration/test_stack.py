@@ -14,7 +14,7 @@ import pytest
 from deepfake.local_stack import LocalStack
 from deepfake.processes import descendants
 from tests import synth
-from tests.integration.conftest import MODEL_NAME, cli_result
+from tests.integration.conftest import MODEL_NAME, SYNC_MODEL_NAME, cli_result
 
 pytestmark = pytest.mark.integration
 TOL = 1e-4
@@ -44,6 +44,25 @@ def assert_same_result(service: dict, cli: dict) -> None:
             assert pg["score"] == pytest.approx(pw["score"], abs=TOL)
     assert service["model"]["sha256"] == cli["model"]["sha256"]
     assert service["model"]["backend"] == "triton" and cli["model"]["backend"] == "onnxruntime"
+    # Both signals: the audio-visual one per track and the video's signals, from the same sync model.
+    assert service["sync_model"]["sha256"] == cli["sync_model"]["sha256"]
+    assert service["sync_model"]["backend"] == "triton" and cli["sync_model"]["backend"] == "onnxruntime"
+    assert_same_signals(service["signals"], cli["signals"])
+    assert service["threshold"] == cli["threshold"]
+    for got, want in zip(service["tracks"], cli["tracks"], strict=True):
+        assert got["threshold"] == want["threshold"]
+        assert_same_signals(got["signals"], want["signals"])
+        assert {k: v for k, v in got["audio_visual"].items() if k != "score"} == {
+            k: v for k, v in want["audio_visual"].items() if k != "score"
+        }
+        assert_same_signals(got["audio_visual"], want["audio_visual"], keys=("score",))
+
+
+def assert_same_signals(got: dict, want: dict, keys: tuple[str, ...] = ("visual", "audio_visual")) -> None:
+    for key in keys:
+        assert (got[key] is None) == (want[key] is None), (key, got, want)
+        if want[key] is not None:
+            assert got[key] == pytest.approx(want[key], abs=TOL), key
 
 
 def wait_for_job(client: httpx.Client, job_id: str, timeout_s: float = 120) -> tuple[dict, list[float]]:
@@ -63,6 +82,10 @@ def model_file(stack: LocalStack) -> Path:
     return stack.repository / MODEL_NAME / "1" / "model.onnx"
 
 
+def sync_model_file(stack: LocalStack) -> Path:
+    return stack.repository / SYNC_MODEL_NAME / "1" / "model.onnx"
+
+
 def upload(client: httpx.Client, url: str, path: Path, **data: str) -> httpx.Response:
     with path.open("rb") as handle:
         return client.post(url, files={"file": (path.name, handle, "video/mp4")}, data=data or None)
@@ -76,6 +99,7 @@ def test_every_service_is_ready_and_exposes_metrics(stack: LocalStack) -> None:
     assert "preprocessor_analyses" in httpx.get(f"{stack.urls['preprocessor']}/metrics").text
     metrics = httpx.get(f"http://127.0.0.1:{stack.ports.triton_metrics}/metrics").text
     assert f'nv_inference_request_success{{model="{MODEL_NAME}"' in metrics
+    assert f'nv_inference_request_success{{model="{SYNC_MODEL_NAME}"' in metrics  # the launcher serves both
 
 
 def test_triton_batches_concurrent_requests_of_mixed_shapes_correctly(stack: LocalStack) -> None:
@@ -105,13 +129,73 @@ def test_triton_batches_concurrent_requests_of_mixed_shapes_correctly(stack: Loc
     triton.close()
 
 
+def test_triton_serves_the_sync_model_as_onnx_runtime_runs_it(stack: LocalStack) -> None:
+    """The second model on the same server: concurrent requests of mixed N and K (dynamic batching merges
+    equal shapes, the Python-backend model splits them back) give the in-process session's logits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from inference.sync_backend import OnnxSyncModel
+    from inference.triton_backend import TritonSyncModel
+
+    triton = TritonSyncModel(f"127.0.0.1:{stack.ports.triton_grpc}", timeout_s=30)
+    local = OnnxSyncModel(sync_model_file(stack), threads=1)
+    assert triton.meta == local.meta and triton.info.sha256 == local.info.sha256
+    rng = np.random.default_rng(0)
+    t = triton.meta.clip_len  # fixed in the graph; N and K vary
+    batches = [
+        (
+            rng.integers(0, 256, (n, t, 48, 96), dtype=np.uint8),
+            rng.standard_normal((n, k, 80, 64)).astype(np.float32),
+        )
+        for n, k in [(1, 3), (12, 3), (3, 5), (2, 51), (5, 3)]
+    ]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        outputs = list(pool.map(lambda b: triton.sync_logits(*b), batches))
+    for (mouth, mel), got in zip(batches, outputs, strict=True):
+        np.testing.assert_allclose(got, local.sync_logits(mouth, mel), atol=1e-5)
+    assert triton.is_ready()
+    triton.close()
+
+
+def test_a_triton_without_the_sync_model_turns_the_signal_off_unless_it_is_required(
+    stack: LocalStack,
+) -> None:
+    from inference.triton_backend import TritonModelNotServedError, TritonUnavailableError
+    from preprocessor.service import triton_sync_factory
+    from preprocessor.service_settings import ServiceSettings
+
+    url = f"127.0.0.1:{stack.ports.triton_grpc}"
+    absent = {"triton_url": url, "sync_model_name": "no_such_model", "triton_retries": 0}
+    assert triton_sync_factory(ServiceSettings(**absent))() is None  # default: off
+    with pytest.raises(TritonModelNotServedError):
+        triton_sync_factory(ServiceSettings(**absent, audio_visual=True))()
+    assert triton_sync_factory(ServiceSettings(triton_url=url, audio_visual=False))() is None
+    served = triton_sync_factory(ServiceSettings(triton_url=url))()
+    assert served is not None and served.info.backend == "triton"
+    served.close()
+    # Triton unreachable is an outage, never "the model is absent": no silent visual-only verdicts.
+    down = ServiceSettings(triton_url="127.0.0.1:1", triton_retries=0, triton_timeout_s=2)
+    with pytest.raises(TritonUnavailableError) as caught:
+        triton_sync_factory(down)()
+    assert not isinstance(caught.value, TritonModelNotServedError)
+
+
 @pytest.mark.parametrize("name", ["face", "two"])
 def test_sync_detection_equals_the_in_process_cli(stack, gateway, stack_videos, name) -> None:
     response = upload(gateway, "/v1/detections", stack_videos[name])
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["path"] == stack_videos[name].name  # the upload's name, never a server path
-    assert_same_result(result, cli_result(stack_videos[name], model_file(stack)))
+    if name == "face":  # speech: both signals, fused
+        assert {t["audio_visual"]["reason"] for t in result["tracks"]} == {"scored"}
+        assert result["signals"]["audio_visual"] is not None
+    if name == "two":  # no audio stream: no audio-visual evidence, the score is the visual one
+        assert result["signals"]["audio_visual"] is None
+        assert result["score"] == result["signals"]["visual"]
+        assert {t["audio_visual"]["reason"] for t in result["tracks"]} == {"no_audio"}
+    assert_same_result(result, cli_result(stack_videos[name], model_file(stack), sync_model_file(stack)))
 
 
 def test_job_equals_the_in_process_cli_and_reports_progress(stack, gateway, stack_videos) -> None:
@@ -124,7 +208,9 @@ def test_job_equals_the_in_process_cli_and_reports_progress(stack, gateway, stac
     assert status["progress"] == 1.0 and seen == sorted(seen)
     result = gateway.get(job["result_url"])
     assert result.status_code == 200
-    assert_same_result(result.json(), cli_result(stack_videos["face"], model_file(stack)))
+    assert_same_result(
+        result.json(), cli_result(stack_videos["face"], model_file(stack), sync_model_file(stack))
+    )
 
 
 def test_bad_uploads_get_their_4xx_in_the_one_error_shape(stack, gateway, tmp_path, stack_videos) -> None:
@@ -161,7 +247,7 @@ def test_a_real_video_through_the_stack_equals_the_cli(stack, gateway, data_dir)
     status, _ = wait_for_job(gateway, response.json()["id"], timeout_s=300)
     assert status["state"] == "succeeded", status
     service = gateway.get(response.json()["result_url"]).json()
-    cli = cli_result(video, model_file(stack))
+    cli = cli_result(video, model_file(stack), sync_model_file(stack))
     if not cli["tracks"]:
         assert service["verdict"] == cli["verdict"] == "inconclusive"
         return

@@ -101,6 +101,9 @@ def test_upload_verdict_faces_timeline_report_and_delete(page, stack, stack_vide
     cards = page.get_by_test_id("face-card")
     expect(cards).to_have_count(len(result["tracks"]))
     assert len(result["tracks"]) == 2
+    # This video has no audio: the two signals say the score is the visual one, each face says why.
+    expect(page.get_by_test_id("signals")).to_contain_text("no lip-sync score")
+    expect(cards.nth(0).get_by_test_id("audio-visual")).to_contain_text("the video has no audio")
     first = cards.nth(0)
     first.locator("img.face").wait_for()
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=face-card] img')]"
@@ -255,6 +258,9 @@ def test_the_whole_flow_works_from_the_keyboard(page, stack, stack_videos):
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("verdict")).to_be_visible(timeout=120_000)
     assert page.evaluate("document.activeElement.id") == "verdict"
+    # This video has speech: both signals are shown and fused, and the face shows its lip-sync score.
+    expect(page.get_by_test_id("signals")).to_contain_text("the score fuses both")
+    expect(page.get_by_test_id("audio-visual").first).to_contain_text("out of sync")
     tab_until(page, "heatmap-toggle")
     page.keyboard.press("Space")
     expect(page.get_by_test_id("heatmap-toggle")).to_have_attribute("aria-pressed", "true")
