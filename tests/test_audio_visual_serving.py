@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepfake.settings import REPO_ROOT
 from inference.onnx_backend import OnnxBackend
 from inference.sync_backend import OnnxSyncModel
 from preprocessor.aggregate import ClipScore, aggregate
@@ -23,8 +24,6 @@ from tests import synth
 from tests.random_sync_model import default_sync_meta
 from tests.synth_speech import mux_audio, mux_garbage_audio, speech_like
 from tests.test_aggregate import make_track
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
