@@ -84,12 +84,13 @@ class AudioVisualScore(BaseModel):
 
 
 class Signals(BaseModel):
-    """The scores the verdict fuses, each a calibrated probability of manipulation."""
+    """The two signals, each a calibrated probability of manipulation (the verdict fuses them only where the
+    service fuses, DEEPFAKE_FUSE_AUDIO_VISUAL; by default it is the visual one)."""
 
     visual: float | None = Field(description="The visual model alone (the score before fusion).")
     audio_visual: float | None = Field(
-        description="The audio-visual sync score; null where there is none (then the fused score is the "
-        "visual one)."
+        description="The audio-visual sync score (P(lips out of sync with the voice)); null where there is "
+        "none."
     )
 
 
@@ -99,8 +100,9 @@ class Track(BaseModel):
     id: int
     verdict: Verdict
     score: float | None = Field(
-        description="Calibrated probability that this face is manipulated: the visual and audio-visual "
-        "signals fused (the visual score alone where there is no audio-visual score)."
+        description="Calibrated probability that this face is manipulated: the visual score, or, where the "
+        "service fuses (DEEPFAKE_FUSE_AUDIO_VISUAL, off by default), both signals fused where the face has "
+        "an audio-visual score."
     )
     threshold: float | None = Field(
         None,
@@ -151,7 +153,7 @@ class DetectionResult(BaseModel):
     path: str | None = Field(None, description="Input path (CLI) or uploaded filename (API).")
     verdict: Verdict
     score: float | None = Field(
-        description="Calibrated probability of manipulation (the fused score of the deciding faces); None if "
+        description="Calibrated probability of manipulation (the score of the deciding face); None if "
         "inconclusive."
     )
     threshold: float = Field(

@@ -141,7 +141,9 @@ class Pipeline:
                 faces.sample_times,
                 self.meta.threshold,
                 audio_visual,
-                None if self.sync_model is None else self.sync_model.meta,
+                self.sync_model.meta
+                if self.sync_model is not None and self.settings.fuse_audio_visual
+                else None,
             )
         if evidence:
             with stage(timings, "evidence"):

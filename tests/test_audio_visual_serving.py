@@ -48,7 +48,27 @@ def pipeline(random_model_path, random_sync_model_path, default_detector) -> Pip
     )
 
 
-def test_speech_gets_a_score_per_track_fused_at_the_sync_models_threshold(pipeline, videos):
+def test_speech_gets_a_score_per_track_but_the_verdict_stays_visual_by_default(pipeline, videos):
+    """fuse_audio_visual is off by default (its gain out of fold did not hold across seeds): the signal is
+    computed and reported, score and verdict are the visual ones."""
+    result = pipeline.analyze(videos["speech"])
+    assert result.signals is not None and result.signals.audio_visual is not None
+    assert result.threshold == pipeline.meta.threshold
+    for track in result.tracks:
+        assert track.audio_visual is not None and track.audio_visual.reason == "scored"
+        assert track.signals is not None and track.signals.audio_visual == track.audio_visual.score
+        assert track.score == track.signals.visual and track.threshold == pipeline.meta.threshold
+
+
+def test_speech_gets_a_score_per_track_fused_at_the_sync_models_threshold(
+    random_model_path, random_sync_model_path, default_detector, videos
+):
+    pipeline = Pipeline(
+        PipelineSettings(threads=1, fuse_audio_visual=True),
+        OnnxBackend(random_model_path, threads=1),
+        default_detector,
+        sync_model=OnnxSyncModel(random_sync_model_path, threads=1),
+    )
     result = pipeline.analyze(videos["speech"])
     meta = default_sync_meta()
     assert result.sync_model is not None and result.sync_model.name == meta.name

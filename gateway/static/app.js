@@ -200,8 +200,10 @@ function signalsSentence(result) {
   if (!signals || signals.visual == null) return "";
   const visual = "Visual model: " + Math.round(signals.visual * 100) + "%";
   if (signals.audio_visual == null) return visual + "; no lip-sync score, so the score is the visual one.";
+  // Unfused (the service default, DEEPFAKE_FUSE_AUDIO_VISUAL): the video's score is its visual signal.
+  const fused = result.score != null && Math.abs(result.score - signals.visual) > 1e-4;
   return visual + "; lips against the voice: " + Math.round(signals.audio_visual * 100) +
-    "% out of sync; the score fuses both.";
+    "% out of sync; " + (fused ? "the score fuses both." : "shown beside it, not fused into the score.");
 }
 
 function renderResult(result, jobId, file) {

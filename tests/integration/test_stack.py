@@ -188,9 +188,10 @@ def test_sync_detection_equals_the_in_process_cli(stack, gateway, stack_videos, 
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["path"] == stack_videos[name].name  # the upload's name, never a server path
-    if name == "face":  # speech: both signals, fused
+    if name == "face":  # speech: both signals, reported; the score stays visual (fusion is off by default)
         assert {t["audio_visual"]["reason"] for t in result["tracks"]} == {"scored"}
         assert result["signals"]["audio_visual"] is not None
+        assert result["score"] == result["signals"]["visual"]
     if name == "two":  # no audio stream: no audio-visual evidence, the score is the visual one
         assert result["signals"]["audio_visual"] is None
         assert result["score"] == result["signals"]["visual"]

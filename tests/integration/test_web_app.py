@@ -258,8 +258,9 @@ def test_the_whole_flow_works_from_the_keyboard(page, stack, stack_videos):
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("verdict")).to_be_visible(timeout=120_000)
     assert page.evaluate("document.activeElement.id") == "verdict"
-    # This video has speech: both signals are shown and fused, and the face shows its lip-sync score.
-    expect(page.get_by_test_id("signals")).to_contain_text("the score fuses both")
+    # This video has speech: both signals are shown (not fused: the service default), and the face shows
+    # its lip-sync score.
+    expect(page.get_by_test_id("signals")).to_contain_text("not fused into the score")
     expect(page.get_by_test_id("audio-visual").first).to_contain_text("out of sync")
     tab_until(page, "heatmap-toggle")
     page.keyboard.press("Space")
