@@ -142,10 +142,10 @@ triton: setup
 	.venv/bin/deepfake serve triton --repository $(MODEL_REPO)
 
 up: setup
-	$(PY) -m deepfake.local_stack up --repository $(MODEL_REPO)
+	$(PY) -m cli.local_stack up --repository $(MODEL_REPO)
 
 down:
-	$(PY) -m deepfake.local_stack down
+	$(PY) -m cli.local_stack down
 
 bench-services: setup
 	$(PY) scripts/bench_services.py --repository $(MODEL_REPO) --videos $(BENCH_N) \

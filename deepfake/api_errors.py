@@ -1,9 +1,9 @@
-"""The one error shape (deepfake.schemas.ErrorBody) for every error a service returns.
+"""The one error shape (deepfake.contracts.schemas.ErrorBody) for every error a service returns.
 
 WHY: FastAPI answers its own errors as ``{"detail": ...}`` and unexpected exceptions as a bare 500.
 Clients of both services must see one shape, ``{"error": {"code", "message", "details"}}``, and never a
 stack trace; installing these handlers on each app guarantees it. The errors themselves and their
-code -> status table are deepfake.errors (no FastAPI there, so the CLI shares them).
+code -> status table are deepfake.contracts.errors (no FastAPI there, so the CLI shares them).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from deepfake.errors import ERROR_CATALOGUE, GENERIC_CODES, ServiceError
-from deepfake.schemas import ErrorBody, ErrorDetail, StreamError, stream_close_code
+from deepfake.contracts.errors import ERROR_CATALOGUE, GENERIC_CODES, ServiceError
+from deepfake.contracts.schemas import ErrorBody, ErrorDetail, StreamError, stream_close_code
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(ServiceError):
     """Raise from any endpoint to answer with the error shape; its status is the code's
-    (deepfake.errors.ERROR_CATALOGUE); `headers` e.g. Retry-After."""
+    (deepfake.contracts.errors.ERROR_CATALOGUE); `headers` e.g. Retry-After."""
 
 
 def error_response(
@@ -93,7 +93,7 @@ def error_responses_doc(*items: int | str) -> dict[int | str, dict[str, Any]]:
 
 async def close_websocket(ws: WebSocket, error: ServiceError) -> None:
     """A WebSocket's refusal: the StreamError message, then the close code of its HTTP status
-    (deepfake.schemas.stream_close_code). The client may already be gone; that is not an error."""
+    (deepfake.contracts.schemas.stream_close_code). The client may already be gone; that is not an error."""
     try:
         await ws.send_text(StreamError(error=error.to_error_detail()).model_dump_json())
         await ws.close(stream_close_code(error.http_status), error.code)

@@ -12,7 +12,7 @@ import base64
 import re
 from collections.abc import Callable, Iterator
 
-from deepfake.schemas import DetectionResult, Track
+from deepfake.contracts.schemas import DetectionResult, Track
 
 KINDS = ("thumbnail", "heatmap", "strip")
 # The only names evidence files may have: checked before any name from a URL touches the file system.

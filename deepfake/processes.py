@@ -1,7 +1,7 @@
 """The one process runner: start a command in its own session with its log in a file, wait until it is
 ready, stop it (the whole process group, SIGTERM then SIGKILL) or kill it and everything below it.
 
-WHY one: ``make up`` (deepfake.local_stack), ``deepfake serve triton`` (inference.triton_launcher), the
+WHY one: ``make up`` (cli.local_stack), ``deepfake serve triton`` (inference.triton_launcher), the
 benchmarks and the tests each started real processes and polled them with their own loops, timeouts and
 stop rules; one class keeps them the same (issue 13). Linux only (process groups, /proc).
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from html import escape
 
-from deepfake.schemas import DetectionResult, TimelinePoint, Track
+from deepfake.contracts.schemas import DetectionResult, TimelinePoint, Track
 
 LIMITS = (
     "Limits of the method. The verdict is a statistical estimate from a machine-learning model that "

@@ -34,7 +34,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from deepfake.containers import SNIFF_BYTES, is_animated_webp, sniff_video_container
-from deepfake.errors import ServiceError
+from deepfake.contracts.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

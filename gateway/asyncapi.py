@@ -1,8 +1,8 @@
 """An AsyncAPI 2.6 description of WebSocket /v1/streams, built from the message models themselves.
 
 Why generated: OpenAPI describes no WebSocket messages, and a hand-written description would drift from
-deepfake/schemas.py; here every payload schema is the pydantic model's own JSON schema, so a field added
-to StreamResult appears in the description at once. Served at GET /v1/streams/asyncapi.json.
+deepfake/contracts/schemas.py; here every payload schema is the pydantic model's own JSON schema, so a field
+added to StreamResult appears in the description at once. Served at GET /v1/streams/asyncapi.json.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from deepfake.schemas import StreamControl, StreamError, StreamResult, StreamSummary
+from deepfake.contracts.schemas import StreamControl, StreamError, StreamResult, StreamSummary
 
 REF = "#/components/schemas/{model}"
 

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deepfake.contracts.schemas import DetectionResult
 from deepfake.evidence_files import NAME_PATTERN, externalise
-from deepfake.schemas import DetectionResult
 
 
 class EvidenceStore:

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header
 
 from deepfake.api_errors import error_responses_doc
-from deepfake.schemas import (
+from deepfake.contracts.schemas import (
     AudioVisualScore,
     DetectionResult,
     JobCreated,

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from deepfake.errors import ERROR_CATALOGUE, ServiceError
-from deepfake.schemas import ErrorDetail
+from deepfake.contracts.errors import ERROR_CATALOGUE, ServiceError
+from deepfake.contracts.schemas import ErrorDetail
 
 log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"

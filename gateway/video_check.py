@@ -9,7 +9,7 @@ Then the packets are scanned (preprocessor.probe.scan_packets: demuxed, never de
 ``too_long`` as soon as the span passes the limit, so the synchronous endpoint's shorter limit holds for
 such files too (the preprocessor only knows the job limit).
 
-Refusals are ServiceErrors (deepfake.errors): UploadError for a file that cannot be read, and the
+Refusals are ServiceErrors (deepfake.contracts.errors): UploadError for a file that cannot be read, and the
 pipeline's own ``too_long`` (preprocessor.probe.too_long, a VideoError) with the gateway's advice.
 """
 

@@ -7,8 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
-from deepfake.schemas import ModelInfo
-from inference.metadata import ModelMeta
+from deepfake.contracts.metadata import ModelMeta
+from deepfake.contracts.schemas import ModelInfo
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """In-process ONNX Runtime backend: the model runs inside the CLI or evaluation process, no server.
 
 Why a backend of its own: a laptop with no GPU and no services must still answer `deepfake detect`.
-The model describes itself (ONNX metadata_props key ``deepfake``, see inference/metadata.py), so this
+The model describes itself (ONNX metadata_props key ``deepfake``, see deepfake/contracts/metadata.py), so this
 backend reads crop policy, clip length and calibration from the file instead of from code.
 """
 
@@ -13,9 +13,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from deepfake.schemas import ModelInfo
+from deepfake.contracts.metadata import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_BLEND,
+    OUTPUT_CLIP,
+    OUTPUT_FRAMES,
+    ModelMeta,
+)
+from deepfake.contracts.schemas import ModelInfo
 from inference.backend import ClipOutputs
-from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
 
 
 class ModelLoadError(Exception):

@@ -19,8 +19,9 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from deepfake.schemas import ModelInfo
-from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
+from deepfake.contracts.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
+from deepfake.contracts.schemas import ModelInfo
+from deepfake.settings import REPO_ROOT
 from inference.onnx_backend import ModelLoadError, file_sha256, onnx_session
 
 SYNC_MODEL_NAME = "av_sync"  # its folder in model_repository/ and its name on Triton
@@ -110,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m inference.sync_backend [MODEL_DIR]``: (re)write the sync model's config.pbtxt."""
     import argparse
 
-    from preprocessor.settings import DEFAULT_SYNC_MODEL_PATH
-
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("model_dir", nargs="?", type=Path, default=DEFAULT_SYNC_MODEL_PATH.parents[1])
+    parser.add_argument(
+        "model_dir", nargs="?", type=Path, default=REPO_ROOT / "model_repository" / SYNC_MODEL_NAME
+    )
     parser.add_argument("--max-batch-size", type=int, default=16)
     args = parser.parse_args(argv)
     from inference.triton_launcher import write_sync_config

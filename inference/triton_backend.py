@@ -22,10 +22,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from deepfake.retry import Backoff, call_with_retries
-from deepfake.schemas import ModelInfo
-from inference.backend import ClipOutputs
-from inference.metadata import (
+from deepfake.contracts.metadata import (
     AV_INPUT_MEL,
     AV_INPUT_MOUTH,
     AV_METADATA_KEY,
@@ -37,6 +34,9 @@ from inference.metadata import (
     OUTPUT_FRAMES,
     ModelMeta,
 )
+from deepfake.contracts.schemas import ModelInfo
+from deepfake.retry import Backoff, call_with_retries
+from inference.backend import ClipOutputs
 from inference.onnx_backend import ModelLoadError
 from inference.sync_backend import SYNC_EXPORTER, SYNC_MODEL_NAME, check_sync_inputs, sync_meta_from_json
 

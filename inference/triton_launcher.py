@@ -22,8 +22,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from deepfake.processes import ManagedProcess, http_ready
-from inference.metadata import (
+from deepfake.contracts.metadata import (
     AV_INPUT_MEL,
     AV_INPUT_MOUTH,
     AV_METADATA_KEY,
@@ -31,6 +30,7 @@ from inference.metadata import (
     METADATA_KEY,
     SyncMeta,
 )
+from deepfake.processes import ManagedProcess, http_ready
 from inference.onnx_backend import onnx_session
 from inference.sync_backend import SYNC_MODEL_NAME, read_sync_meta
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepfake.schemas import AudioVisualScore, Signals, TimelinePoint, Track, TrackFrame, Verdict
-from inference.metadata import SyncMeta
+from deepfake.contracts.metadata import SyncMeta
+from deepfake.contracts.schemas import AudioVisualScore, Signals, TimelinePoint, Track, TrackFrame, Verdict
 from preprocessor.audio_visual import AudioVisualResult, fuse
 from preprocessor.tracking import FaceTrack
 

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from inference.metadata import SyncMeta
+from deepfake.contracts.metadata import SyncMeta
 from preprocessor.audio import (
     AudioTrack,
     log_mel,

@@ -24,7 +24,7 @@ import logging
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deepfake.api_errors import error_response
-from deepfake.schemas import ErrorDetail
+from deepfake.contracts.schemas import ErrorDetail
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from inference.metadata import CropPolicy
+from deepfake.contracts.metadata import CropPolicy
 
 
 def square_box(box: np.ndarray, policy: CropPolicy) -> np.ndarray:

@@ -2,18 +2,18 @@
 
 One exception type for every input problem keeps the CLI (FileError lines), the preprocessor service and
 the gateway (ErrorBody JSON) in agreement: they all print ``to_error_detail()``. Its status comes from the
-one code -> status table (deepfake.errors.ERROR_CATALOGUE). 415: we cannot read this kind of file; 413:
-over a configured limit; 422: the file claims to be a video but its content is broken or empty; 404/400:
-the input itself.
+one code -> status table (deepfake.contracts.errors.ERROR_CATALOGUE). 415: we cannot read this kind of
+file; 413: over a configured limit; 422: the file claims to be a video but its content is broken or empty;
+404/400: the input itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from deepfake.errors import ServiceError
+from deepfake.contracts.errors import ServiceError
 
-# The codes a VideoError may carry (each in deepfake.errors.ERROR_CATALOGUE).
+# The codes a VideoError may carry (each in deepfake.contracts.errors.ERROR_CATALOGUE).
 VIDEO_CODES = frozenset(
     {
         "file_not_found",

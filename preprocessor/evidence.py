@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deepfake.schemas import Track, TrackEvidence
+from deepfake.contracts.schemas import Track, TrackEvidence
 from preprocessor.aggregate import ClipScore
 from preprocessor.tracking import FaceTrack
 

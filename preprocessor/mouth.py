@@ -1,8 +1,8 @@
 """The mouth region of a face crop, for the audio-visual sync model (training/sync_model.py).
 
 Why a fixed cut of the face crop and not landmarks at serving time: the face crop is already aligned by the
-crop policy (inference/metadata.py CropPolicy; the shipped model: square of 1.1 x the face box, centre
-shifted up 0.05 of the box, 160 px), so the mouth sits at a stable place in it, and a fixed cut costs
+crop policy (deepfake/contracts/metadata.py CropPolicy; the shipped model: square of 1.1 x the face box,
+centre shifted up 0.05 of the box, 160 px), so the mouth sits at a stable place in it, and a fixed cut costs
 nothing, needs no landmark model at serving time (dlib's 68-point model may not be shipped: its training
 data's licence excludes commercial use) and is the same in training and serving by construction.
 

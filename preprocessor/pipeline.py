@@ -30,9 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepfake.schemas import DetectionResult, ModelInfo, VideoInfo
+from deepfake.contracts.metadata import CropPolicy, ModelMeta
+from deepfake.contracts.schemas import DetectionResult, ModelInfo, VideoInfo
 from inference.backend import InferenceBackend
-from inference.metadata import CropPolicy, ModelMeta
 from inference.onnx_backend import file_sha256
 from inference.sync_backend import SyncBackend
 from preprocessor.aggregate import ClipScore, aggregate, calibrate

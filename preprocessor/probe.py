@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 
 from deepfake.containers import SNIFF_BYTES, header_duration_s, is_animated_webp, sniff_video_container
-from deepfake.schemas import VideoInfo
+from deepfake.contracts.schemas import VideoInfo
 from preprocessor.errors import VideoError
 from preprocessor.settings import (
     DEFAULT_DETECT_MAX_SIDE,

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from deepfake.errors import ServiceError
-from deepfake.schemas import DetectionResult
+from deepfake.contracts.errors import ServiceError
+from deepfake.contracts.schemas import DetectionResult
 from inference.backend import InferenceBackend
 from inference.sync_backend import SyncBackend
 from inference.triton_backend import (

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepfake.schemas import StreamFinalTrack, StreamResult, StreamSummary, StreamTrack
+from deepfake.contracts.schemas import StreamFinalTrack, StreamResult, StreamSummary, StreamTrack
 from preprocessor.aggregate import calibrate, verdict_for
 from preprocessor.pipeline import Clip, Pipeline, pad_clip, stage
 from preprocessor.sampling import SampledFrame

@@ -75,7 +75,7 @@ def peak_rss_mb(video: Path, model: Path) -> tuple[float, float]:
         "w = time.perf_counter() - t;"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, w, r.returncode)"
     )
-    cli = [sys.executable, "-m", "deepfake.cli", "detect", str(video), "--json", "--model", str(model)]
+    cli = [sys.executable, "-m", "cli.main", "detect", str(video), "--json", "--model", str(model)]
     out = subprocess.run([sys.executable, "-c", code, *cli], capture_output=True, text=True, cwd=REPO_ROOT)
     rss, wall, rc = out.stdout.split()
     if rc != "0":

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 
-from deepfake.schemas import StreamResult, StreamSummary  # noqa: E402
+from deepfake.contracts.schemas import StreamResult, StreamSummary  # noqa: E402
 from inference.onnx_backend import OnnxBackend  # noqa: E402
 from preprocessor.detectors.base import create_detector  # noqa: E402
 from preprocessor.live_source import LiveSource  # noqa: E402
@@ -206,12 +206,12 @@ def concurrent(video: Path, backend: OnnxBackend, settings: PipelineSettings, n:
 
 def through_stack(video: Path, settings: PipelineSettings) -> dict:
     """The same clip at real pace through the stack started for real (gateway WebSocket -> preprocessor ->
-    Triton, deepfake/local_stack.py): frames JPEG-encoded beforehand (a client's work, kept out of the
+    Triton, cli/local_stack.py): frames JPEG-encoded beforehand (a client's work, kept out of the
     measurement), sent with their times; latency measured on the client from each frame's send."""
     import cv2
     from websockets.sync.client import connect
 
-    from deepfake.local_stack import LocalStack, Ports
+    from cli.local_stack import LocalStack, Ports
 
     source = LiveSource(str(video), settings)
     frames = [

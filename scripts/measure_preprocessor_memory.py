@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-from deepfake.local_stack import free_port  # noqa: E402
+from cli.local_stack import free_port  # noqa: E402
 from deepfake.processes import ManagedProcess, http_ready  # noqa: E402
 from deepfake.settings import REPO_ROOT  # noqa: E402
 from tests import synth  # noqa: E402

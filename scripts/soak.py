@@ -1,6 +1,6 @@
 """`make soak`: load and fault drills against the real stack on loopback (issue 10).
 
-Starts Triton, the preprocessor and the gateway as processes (deepfake.local_stack, the same way as
+Starts Triton, the preprocessor and the gateway as processes (cli.local_stack, the same way as
 `make up` and the integration tests; a random-weight model with the deployed contract, so the figures are
 the serving path's, not a model's), then runs one phase after another and prints one JSON line per phase:
 
@@ -32,7 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 
-from deepfake.local_stack import LocalStack, Ports  # noqa: E402
+from cli.local_stack import LocalStack, Ports  # noqa: E402
 from tests import synth  # noqa: E402
 from tests.integration.conftest import write_test_repository  # noqa: E402
 from tests.random_model import default_test_meta  # noqa: E402

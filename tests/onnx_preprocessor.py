@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from deepfake.commands.common import load_sync_model
+from cli.commands.common import load_sync_model
 from inference.onnx_backend import OnnxBackend
 from preprocessor.app import create_app as create_preprocessor_app
 from preprocessor.service_settings import ServiceSettings

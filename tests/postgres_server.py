@@ -18,7 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from deepfake.local_stack import free_port
+from cli.local_stack import free_port
 from tests.settings import SuiteSettings
 
 BIN_DIR = SuiteSettings().pg_bin

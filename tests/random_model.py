@@ -1,4 +1,5 @@
-"""A tiny random-weight ONNX model with exactly the deployed model's contract (inference/metadata.py).
+"""A tiny random-weight ONNX model with exactly the deployed model's contract
+(deepfake/contracts/metadata.py).
 
 Why: the pipeline, the ONNX Runtime backend, the Triton backend and the services must be testable before
 (and independently of) the trained model. This model has the same input/output names, dtypes, dynamic
@@ -20,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from inference.metadata import (
+from deepfake.contracts.metadata import (
     INPUT_NAME,
     METADATA_KEY,
     OUTPUT_BLEND,

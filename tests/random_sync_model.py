@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.metadata import SyncMeta
+from deepfake.contracts.metadata import SyncMeta
 
 TEST_CALIBRATION = {
     "score_coef": {"intercept": 0.0, "plausible_conf": -1.0, "implausible_margin": 1.0},

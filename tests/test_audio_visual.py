@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
+from deepfake.contracts.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
 from preprocessor.audio import SAMPLE_RATE, AudioTrack, log_mel, speech_fraction
 from preprocessor.audio_visual import (
     OFFSETS_S,

@@ -144,7 +144,7 @@ def test_aggregate_fuses_only_where_there_is_a_score_and_picks_the_face_furthest
 
 def detect(video: Path, *flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress", *flags, str(video)],
+        [sys.executable, "-m", "cli.main", "detect", "--json", "--no-progress", *flags, str(video)],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
@@ -202,7 +202,7 @@ def test_the_cli_path_needs_no_serve_extra():
     """The pipeline and `detect` with the sync model import no tritonclient (the serve extra): a laptop
     install of the core dependencies runs both signals."""
     code = (
-        "import sys, deepfake.commands.detect, preprocessor.pipeline, inference.sync_backend;"
+        "import sys, cli.commands.detect, preprocessor.pipeline, inference.sync_backend;"
         "assert 'tritonclient' not in sys.modules, 'tritonclient was imported'"
     )
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from deepfake.cli import COMMANDS, main
-from deepfake.schemas import DetectionResult, FileError
+from cli.main import COMMANDS, main
+from deepfake.contracts.schemas import DetectionResult, FileError
 from deepfake.settings import REPO_ROOT
 
 
 def deepfake(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -123,7 +123,7 @@ def test_faces_on_a_bad_file_prints_the_error(bad_inputs, tmp_path, random_model
 
 
 def test_subcommands_are_registered_by_module_path():
-    assert COMMANDS["detect"] == "deepfake.commands.detect"
+    assert COMMANDS["detect"] == "cli.commands.detect"
     for module_path in COMMANDS.values():
         module = __import__(module_path, fromlist=["run"])
         assert callable(module.add_arguments) and callable(module.run) and module.HELP

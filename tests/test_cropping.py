@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.metadata import CropPolicy
+from deepfake.contracts.metadata import CropPolicy
 from preprocessor.cropping import crop_face, square_box
 
 

@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from deepfake.errors import http_status
+from deepfake.contracts.errors import http_status
 from preprocessor.errors import VideoError
 from preprocessor.probe import probe
 from preprocessor.sampling import FrameSampler, plan_windows, to_display_rgb

@@ -1,5 +1,5 @@
-"""One error root and one code -> status table (deepfake.errors): every code the source raises is in the
-table, an unknown code is refused at once, and the services answer every root error with its status."""
+"""One error root and one code -> status table (deepfake.contracts.errors): every code the source raises is
+in the table, an unknown code is refused at once, and the services answer every root error with its status."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from deepfake.api_errors import ApiError, install_error_handlers
-from deepfake.errors import ERROR_CATALOGUE, GENERIC_CODES, ServiceError
+from deepfake.contracts.errors import ERROR_CATALOGUE, GENERIC_CODES, ServiceError
 from deepfake.settings import REPO_ROOT
 from deepfake.uploads import UploadError
 from gateway.jobs.store import JobStoreUnavailable
@@ -24,7 +24,7 @@ ROOT_ERRORS = {"ServiceError", "ApiError", "UploadError", "VideoError", "Preproc
 def raised_codes() -> dict[str, str]:
     """code -> where, for every ``<root error>("literal", ...)`` in the services and the CLI."""
     codes = {}
-    for folder in ("deepfake", "gateway", "preprocessor", "inference"):
+    for folder in ("deepfake", "cli", "gateway", "preprocessor", "inference"):
         for path in (REPO_ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if (

@@ -150,7 +150,7 @@ def tiny_manifest(tmp_path_factory, synth_videos, bad_inputs) -> Path:
 
 def _evaluate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", "evaluate", *args],
+        [sys.executable, "-m", "cli.main", "evaluate", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -159,7 +159,7 @@ def _evaluate(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_evaluate_end_to_end(tiny_manifest, random_model_path, default_detector, tmp_path, capsys) -> None:
-    from inference.metadata import CropPolicy
+    from deepfake.contracts.metadata import CropPolicy
     from preprocessor.aggregate import calibrate
     from preprocessor.cropping import crop_face
     from tests.random_model import reference_logits
@@ -223,7 +223,7 @@ def test_evaluate_end_to_end(tiny_manifest, random_model_path, default_detector,
     assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # --from-scores recomputes the same figures from scores.tsv alone (filters still apply).
-    from deepfake.cli import main
+    from cli.main import main
 
     assert main(["evaluate", str(out / "scores.tsv"), "--from-scores", "--json", "--quiet", *model]) == 0
     again = json.loads(capsys.readouterr().out)
@@ -261,7 +261,7 @@ def test_evaluate_table_and_crop_filter(tiny_manifest, random_model_path) -> Non
 
 
 def test_evaluate_refuses_bad_input_clearly(tiny_manifest, random_model_path, tmp_path, capsys) -> None:
-    from deepfake.cli import main
+    from cli.main import main
 
     def refused(*args: str) -> tuple[int, str]:
         status = main(["evaluate", *args])

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
+from deepfake.contracts.schemas import DetectionResult
 from deepfake.evidence_files import NAME_PATTERN, decode_data_uri, externalise, inline
 from deepfake.report import render_report
-from deepfake.schemas import DetectionResult
 from deepfake.settings import REPO_ROOT
 from inference.onnx_backend import OnnxBackend, file_sha256
 from preprocessor.evidence import BOX_COLOUR, SmallFrame, heatmap_overlay, strip_image
@@ -158,7 +158,7 @@ def test_report_is_self_contained_and_names_what_it_judged(two_faces):
 def detect_rows(model: Path, *args: str) -> list[dict]:
     """`deepfake detect --json` as a process; one JSON record per input."""
     run = subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress", "--frames", "8",
+        [sys.executable, "-m", "cli.main", "detect", "--json", "--no-progress", "--frames", "8",
          "--model", str(model), *args],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False,
     )  # fmt: skip

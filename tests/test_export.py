@@ -16,7 +16,14 @@ import pytest
 import torch
 from google.protobuf import text_format
 
-from inference.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_BLEND, OUTPUT_CLIP, OUTPUT_FRAMES, ModelMeta
+from deepfake.contracts.metadata import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_BLEND,
+    OUTPUT_CLIP,
+    OUTPUT_FRAMES,
+    ModelMeta,
+)
 from training.config import REPO_ROOT, get_config
 from training.export import build_meta, config_pbtxt, export, verify_onnx
 from training.model import build_model

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from deepfake.errors import ServiceError
+from deepfake.contracts.errors import ServiceError
 from deepfake.uploads import UploadError, receive_upload
 from gateway.video_check import check_duration, early_duration_check
 from preprocessor.errors import VideoError

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from deepfake.errors import ServiceError
+from deepfake.contracts.errors import ServiceError
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from inference.onnx_backend import OnnxBackend
@@ -348,7 +348,7 @@ def test_failed_auth_throttle_window_and_trusted_proxies():
 
 
 def test_503_with_the_preprocessor_down_names_no_internal_address(tmp_path, synth_videos):
-    from deepfake.local_stack import free_port
+    from cli.local_stack import free_port
 
     port = free_port()  # nobody listens there
     settings = GatewaySettings(
@@ -367,7 +367,7 @@ def test_503_with_the_preprocessor_down_names_no_internal_address(tmp_path, synt
 
 
 def test_503_with_triton_down_names_no_internal_address(tmp_path, default_detector, synth_videos):
-    from deepfake.local_stack import free_port
+    from cli.local_stack import free_port
     from inference.triton_backend import TritonBackend
 
     url = f"127.0.0.1:{free_port()}"  # nobody listens there

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from deepfake.local_stack import free_port
+from cli.local_stack import free_port
 from deepfake.processes import ManagedProcess, http_ready
 from deepfake.settings import REPO_ROOT
 from tests import synth

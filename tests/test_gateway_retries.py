@@ -24,9 +24,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deepfake.local_stack import free_port
+from cli.local_stack import free_port
+from deepfake.contracts.schemas import ErrorDetail
 from deepfake.retry import Backoff
-from deepfake.schemas import ErrorDetail
 from gateway.app import create_app
 from gateway.jobs.sqlite_store import SqliteJobStore
 from gateway.jobs.store import JobRecord

@@ -29,8 +29,8 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from deepfake.errors import ServiceError
-from deepfake.local_stack import free_port
+from cli.local_stack import free_port
+from deepfake.contracts.errors import ServiceError
 from deepfake.uploads import sweep_orphan_uploads
 from gateway.app import create_app
 from gateway.jobs.sqlite_store import SqliteJobStore

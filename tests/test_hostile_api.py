@@ -296,7 +296,7 @@ def test_a_missing_or_wrong_key_is_unauthorized(service, files, key):
 def test_the_cli_gives_each_file_the_same_answer(files, random_model_path, default_detector):
     names = list(CASES)
     completed = subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress", "--threads", "1",
+        [sys.executable, "-m", "cli.main", "detect", "--json", "--no-progress", "--threads", "1",
          "--model", str(random_model_path), *(str(files[name]) for name in names)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from deepfake.errors import http_status
+from deepfake.contracts.errors import http_status
 from deepfake.settings import REPO_ROOT
 from preprocessor.errors import VideoError
 from preprocessor.probe import probe
@@ -35,7 +35,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def deepfake(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from deepfake.schemas import ErrorDetail
+from deepfake.contracts.schemas import ErrorDetail
 from gateway.jobs.open_store import open_job_store
 from gateway.jobs.postgres_store import PostgresJobStore
 from gateway.jobs.sqlite_store import SqliteJobStore
@@ -279,7 +279,7 @@ def test_a_postgres_claim_skips_a_row_another_replica_has_locked_instead_of_wait
 def test_the_gateway_answers_503_while_its_database_is_gone(tmp_path, postgres_server):
     from fastapi.testclient import TestClient
 
-    from deepfake.local_stack import free_port
+    from cli.local_stack import free_port
     from gateway.app import create_app
     from gateway.settings import GatewaySettings
 

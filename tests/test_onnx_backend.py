@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from inference.metadata import METADATA_KEY
+from deepfake.contracts.metadata import METADATA_KEY
 from inference.onnx_backend import ModelLoadError, OnnxBackend
 from tests.random_model import build_random_model, reference_logits
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from deepfake.errors import ERROR_CATALOGUE
-from deepfake.schemas import DetectionResult, ErrorBody, JobCreated, JobStatus
+from deepfake.contracts.errors import ERROR_CATALOGUE
+from deepfake.contracts.schemas import DetectionResult, ErrorBody, JobCreated, JobStatus
 from deepfake.settings import REPO_ROOT
 from gateway.openapi import offline_document
 from tests.test_gateway import KEY, assert_error_shape, make_gateway, post_video

@@ -87,7 +87,7 @@ def test_progress_reports_stages_up_to_done(pipeline, synth_videos):
 
 
 def test_extract_faces_without_a_model_uses_the_given_crop_policy(default_detector, synth_videos):
-    from inference.metadata import CropPolicy
+    from deepfake.contracts.metadata import CropPolicy
 
     pipeline = Pipeline(
         PipelineSettings(frames=8, threads=1), None, default_detector, crop=CropPolicy(size=48)

@@ -86,7 +86,7 @@ def test_upload_over_the_limit_is_refused_while_streaming(settings, random_model
 
 
 def test_triton_outage_is_503_not_a_hang(settings, synth_videos, default_detector):
-    from deepfake.local_stack import free_port
+    from cli.local_stack import free_port
 
     url = f"127.0.0.1:{free_port()}"  # nobody listens there
     app = create_app(settings, backend_factory=lambda: TritonBackend(url, timeout_s=2, retries=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepfake.errors import http_status
+from deepfake.contracts.errors import http_status
 from preprocessor.errors import VideoError
 from preprocessor.probe import probe
 

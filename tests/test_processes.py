@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfake.local_stack import free_port
+from cli.local_stack import free_port
 from deepfake.processes import ManagedProcess, ProcessNotReady, descendants, http_ready
 
 

@@ -37,6 +37,7 @@ SETTINGS_MODULES = {
 
 SOURCE_FOLDERS = (
     "deepfake",
+    "cli",
     "gateway",
     "preprocessor",
     "inference",

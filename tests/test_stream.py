@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from deepfake.schemas import StreamResult
+from deepfake.contracts.schemas import StreamResult
 from inference.onnx_backend import OnnxBackend
 from preprocessor.pipeline import Pipeline
 from preprocessor.settings import PipelineSettings

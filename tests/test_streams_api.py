@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from deepfake.schemas import StreamError, StreamResult, StreamSummary
+from deepfake.contracts.schemas import StreamError, StreamResult, StreamSummary
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from inference.onnx_backend import OnnxBackend

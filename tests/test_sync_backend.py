@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from inference.metadata import AV_METADATA_KEY, SyncMeta
+from deepfake.contracts.metadata import AV_METADATA_KEY, SyncMeta
 from inference.onnx_backend import ModelLoadError, file_sha256
 from inference.sync_backend import OnnxSyncModel
 from inference.triton_launcher import generate_cpu_repository, write_sync_config

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from deepfake.local_stack import free_port
+from cli.local_stack import free_port
 from deepfake.retry import Backoff, call_with_retries
 from gateway.preprocessor_client import PreprocessorClient, PreprocessorError
 from inference.triton_backend import TritonBackend, TritonModelError, TritonUnavailableError

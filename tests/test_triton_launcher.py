@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from inference.metadata import METADATA_KEY, ModelMeta
+from deepfake.contracts.metadata import METADATA_KEY, ModelMeta
 from inference.onnx_backend import file_sha256
 from inference.triton_launcher import (
     MODEL_TEMPLATE,
@@ -66,7 +66,7 @@ def test_backend_dir_and_environment_follow_the_measured_recipe(tmp_path):
 
 def test_serve_triton_without_a_model_exits_1_with_the_reason(tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", "serve", "triton", "--repository", str(tmp_path / "none"),
+        [sys.executable, "-m", "cli.main", "serve", "triton", "--repository", str(tmp_path / "none"),
          "--run-dir", str(tmp_path / "run")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

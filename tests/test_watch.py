@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from deepfake.schemas import FileError, StreamResult, StreamSummary
+from deepfake.contracts.schemas import FileError, StreamResult, StreamSummary
 from tests import synth
 from tests.test_cli import deepfake
 
@@ -148,7 +148,7 @@ def test_ctrl_c_ends_a_live_source_and_still_prints_the_summary(
 
     video = synth_videos["long_gop"]  # 10 s: still playing when the first result comes
     process = subprocess.Popen(
-        [sys.executable, "-m", "deepfake.cli", "watch", str(video.path), "--realtime", "--json"]
+        [sys.executable, "-m", "cli.main", "watch", str(video.path), "--realtime", "--json"]
         + ["--model", str(random_model_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from inference.metadata import INPUT_NAME, METADATA_KEY, ModelMeta
+from deepfake.contracts.metadata import INPUT_NAME, METADATA_KEY, ModelMeta
 
 
 def bench(model: Path, threads: int = 2, repeats: int = 10) -> dict:

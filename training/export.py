@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import torch
 
-from inference.metadata import (
+from deepfake.contracts.metadata import (
     INPUT_NAME,
     METADATA_KEY,
     OUTPUT_BLEND,

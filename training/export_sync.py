@@ -4,8 +4,8 @@
 - inputs ``mouth`` uint8 [N, T, 48, 96] (T = clip_len, fixed) and ``mel`` float32 [N, K, 80, 64], with
   dynamic N and K; output ``sync_logits`` float32 [N, K] (raw logits; preprocessor/audio_visual.py turns
   a track's logits into its score);
-- the SyncMeta JSON (inference/metadata.py: feature sizes, offsets, the decision rule's constants, the
-  fitted score coefficients, combiner and threshold from runs/sync/eval.json) under the ONNX
+- the SyncMeta JSON (deepfake/contracts/metadata.py: feature sizes, offsets, the decision rule's constants,
+  the fitted score coefficients, combiner and threshold from runs/sync/eval.json) under the ONNX
   metadata_props key ``deepfake_av_meta``;
 - the export is checked against torch in ONNX Runtime (max abs difference of the logits under 1e-3 over
   several N and K) before it replaces the installed file, as training/export.py does; opset 17, the legacy
@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from inference.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
+from deepfake.contracts.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
 from preprocessor.audio import HOP_S, MEL_FRAMES, MIN_SPEECH_FRACTION, N_MELS, SAMPLE_RATE
 from preprocessor.audio_visual import OFFSETS_S
 from preprocessor.mouth import MOUTH_H, MOUTH_W

@@ -143,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = ap.parse_args(argv)
 
-    from deepfake.commands.common import load_backend
+    from inference.onnx_backend import OnnxBackend
     from preprocessor.pipeline import Pipeline
     from preprocessor.settings import PipelineSettings
 
     videos = args.videos or default_videos(args.data_dir or default_data_dir(), args.n)
     settings = PipelineSettings(**({"model_path": args.model} if args.model else {}))
-    pipeline = Pipeline(settings, load_backend(settings))
+    pipeline = Pipeline(settings, OnnxBackend(settings.model_path, threads=settings.threads))
     threshold = pipeline.meta.threshold
     table, kept_all, total = [], 0, 0
     for video in videos:

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inference.metadata import METADATA_KEY, CropPolicy, ModelMeta
+from deepfake.contracts.metadata import METADATA_KEY, CropPolicy, ModelMeta
 from preprocessor.mouth import MOUTH_H, MOUTH_W, MOUTH_X0, MOUTH_X1, MOUTH_Y0, MOUTH_Y1, mouth_from_gray
 
 MAX_FRAMES = 1024  # PipelineSettings.frames' limit: 41 s at 25 fps

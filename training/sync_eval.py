@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.metadata import SyncMeta
+from deepfake.contracts.metadata import SyncMeta
 from preprocessor.audio import AudioTrack, decode_audio, log_mel
 from preprocessor.audio_visual import FEATURES, OFFSETS_S, score_mouths
 from preprocessor.errors import AudioError
@@ -303,7 +303,7 @@ class OnnxSync:
         import onnx
         import onnxruntime as ort
 
-        from inference.metadata import AV_METADATA_KEY
+        from deepfake.contracts.metadata import AV_METADATA_KEY
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads

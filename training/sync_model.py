@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from inference.metadata import SyncMeta
+from deepfake.contracts.metadata import SyncMeta
 
 MOUTH_H, MOUTH_W = 48, 96
 N_MELS, MEL_FRAMES = 80, 64

@@ -90,7 +90,7 @@ def parse_video_specs(spec: str, data_dir: Path | None = None) -> list[VideoSour
 
 def _pipeline(cfg: TrainConfig):
     """The serving pipeline without a model, at the config's serving crop policy and clip length."""
-    from inference.metadata import CropPolicy
+    from deepfake.contracts.metadata import CropPolicy
     from preprocessor.pipeline import Pipeline
     from preprocessor.settings import PipelineSettings
 

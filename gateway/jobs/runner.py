@@ -37,8 +37,8 @@ from pathlib import Path
 
 import httpx
 
+from deepfake.contracts.schemas import ErrorDetail, JobStatus
 from deepfake.retry import Backoff
-from deepfake.schemas import ErrorDetail, JobStatus
 from deepfake.uploads import remove_quietly, sweep_orphan_uploads
 from gateway.callbacks import CallbackPolicy, CallbackSender
 from gateway.evidence import EvidenceStore

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from deepfake.schemas import ErrorDetail
+from deepfake.contracts.schemas import ErrorDetail
 from gateway.jobs.store import JobRecord, new_replica_id
 
 # (name, type) in table order; "REAL" is a float column (DOUBLE PRECISION in PostgreSQL).

@@ -25,8 +25,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from deepfake.errors import ServiceError
-from deepfake.schemas import ErrorDetail, JobState
+from deepfake.contracts.errors import ServiceError
+from deepfake.contracts.schemas import ErrorDetail, JobState
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from deepfake.api_errors import ANALYSIS_ERRORS, AUTH_ERRORS, UPLOAD_ERRORS, error_responses_doc
-from deepfake.schemas import DetectionResult
+from deepfake.contracts.schemas import DetectionResult
 from deepfake.uploads import UPLOAD_OPENAPI, remove_quietly
 from gateway.dependencies import Metrics, Owner, Preprocessor, Settings
 from gateway.receive import receive_video

@@ -28,9 +28,9 @@ from deepfake.api_errors import (
     ApiError,
     error_responses_doc,
 )
+from deepfake.contracts.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.evidence_files import inline
 from deepfake.report import render_pdf, render_report
-from deepfake.schemas import DetectionResult, JobCreated, JobState, JobStatus
 from deepfake.uploads import remove_quietly
 from gateway.callbacks import CallbackPolicy, CallbackRefused
 from gateway.dependencies import BaseUrl, Callbacks, Evidence, Metrics, Owner, Runner, Settings, Store

@@ -33,8 +33,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from deepfake.api_errors import ApiError, close_websocket
-from deepfake.errors import ServiceError
-from deepfake.schemas import StreamControl
+from deepfake.contracts.errors import ServiceError
+from deepfake.contracts.schemas import StreamControl
 from gateway.asyncapi import stream_asyncapi
 from gateway.auth import Auth
 from gateway.dependencies import Metrics, OpenStreams, Settings

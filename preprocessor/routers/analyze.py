@@ -19,8 +19,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from deepfake.api_errors import UPLOAD_ERRORS, ApiError, error_responses_doc
-from deepfake.errors import ServiceError
-from deepfake.schemas import DetectionResult, ErrorBody
+from deepfake.contracts.errors import ServiceError
+from deepfake.contracts.schemas import DetectionResult, ErrorBody
 from deepfake.uploads import UPLOAD_OPENAPI, Upload, receive_upload, remove_quietly
 from inference.triton_backend import TritonModelError, TritonUnavailableError
 from preprocessor.dependencies import Metrics, Service, Settings

@@ -6,8 +6,8 @@ Messages in: binary = one JPEG/PNG frame, or, when the first binary message star
 ``{"t": s}`` = the stream time of the next frame (else its arrival since the first frame); text
 ``{"type": "end"}`` = send the StreamSummary and close with 1000.
 Messages out: one StreamResult per result; a StreamError right before a refusal's close code
-(deepfake.schemas.stream_close_code: 4415 invalid_frame, 4413 too_large_frame, 4400 bad message, 4503
-busy or inference unavailable). Only frames the session analyses are decoded, on a worker thread.
+(deepfake.contracts.schemas.stream_close_code: 4415 invalid_frame, 4413 too_large_frame, 4400 bad message,
+4503 busy or inference unavailable). Only frames the session analyses are decoded, on a worker thread.
 A client that goes away closes the session: its thread ends and nothing of it is left.
 """
 
@@ -23,8 +23,8 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 
 from deepfake.api_errors import ApiError, close_websocket
-from deepfake.errors import ServiceError
-from deepfake.schemas import StreamControl, StreamSummary
+from deepfake.contracts.errors import ServiceError
+from deepfake.contracts.schemas import StreamControl, StreamSummary
 from preprocessor.dependencies import Service, Settings
 from preprocessor.images import decode_image, is_container_start
 from preprocessor.live_source import ChunkPipe, LiveSource

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepfake.local_stack import LocalStack, Ports
+from cli.local_stack import LocalStack, Ports
+from deepfake.contracts.metadata import ModelMeta
 from deepfake.settings import REPO_ROOT
-from inference.metadata import ModelMeta
 from tests import synth
 from tests.random_model import default_test_meta, write_random_model
 from tests.synth_speech import mux_audio, speech_like
@@ -114,7 +114,7 @@ def cli_result(video: Path, model_path: Path, sync_model_path: Path | None = Non
     sync model at ``sync_model_path``; None: the audio signal off)."""
     sync = ["--sync-model", str(sync_model_path)] if sync_model_path else ["--no-audio"]
     completed = subprocess.run(
-        [sys.executable, "-m", "deepfake.cli", "detect", "--json", "--no-progress",
+        [sys.executable, "-m", "cli.main", "detect", "--json", "--no-progress",
          "--model", str(model_path), *sync, str(video)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

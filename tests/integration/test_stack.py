@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepfake.local_stack import LocalStack
+from cli.local_stack import LocalStack
 from deepfake.processes import descendants
 from tests import synth
 from tests.integration.conftest import MODEL_NAME, SYNC_MODEL_NAME, cli_result

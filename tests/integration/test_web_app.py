@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake.local_stack import LocalStack
+from cli.local_stack import LocalStack
 from tests import synth
 from tests.settings import SuiteSettings
 

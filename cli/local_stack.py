@@ -5,8 +5,8 @@ started for real (no Docker engine here), each waited for until ready, with logs
 it so they all start the stack the same way, exactly as the service contract says:
 `deepfake serve triton` and `uvicorn --factory <service>.app:create_app`.
 
-    python -m deepfake.local_stack up      # start, wait until ready, print URLs (PIDs in .run/pids/)
-    python -m deepfake.local_stack down    # stop what `up` started
+    python -m cli.local_stack up      # start, wait until ready, print URLs (PIDs in .run/pids/)
+    python -m cli.local_stack down    # stop what `up` started
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class LocalStack:
     def command(self, name: str) -> list[str]:
         if name == "triton":
             return [
-                sys.executable, "-m", "deepfake.cli", "serve", "triton",
+                sys.executable, "-m", "cli.main", "serve", "triton",
                 "--repository", str(self.repository), "--run-dir", str(self.run_dir / "triton"),
                 "--port", str(self.ports.triton_http), "--grpc-port", str(self.ports.triton_grpc),
                 "--metrics-port", str(self.ports.triton_metrics),

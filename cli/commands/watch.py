@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from deepfake.commands import common
-from deepfake.schemas import ErrorDetail, FileError, StreamResult, StreamSummary
+from cli.commands import common
+from deepfake.contracts.schemas import ErrorDetail, FileError, StreamResult, StreamSummary
 
 HELP = "Score a live video while it plays: a file (--realtime: at its own pace), /dev/videoN or a URL."
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from deepfake.commands.common import (
+from cli.commands.common import (
     SetupError,
     UsageError,
     add_pipeline_arguments,
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inference.metadata import CropPolicy
+    from deepfake.contracts.metadata import CropPolicy
 
     try:
         settings = settings_from_args(args)

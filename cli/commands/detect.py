@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepfake.commands.common import (
+from cli.commands.common import (
     VIDEO_SUFFIXES,
     SetupError,
     UsageError,
@@ -23,8 +23,8 @@ from deepfake.commands.common import (
     set_threads,
     settings_from_args,
 )
+from deepfake.contracts.schemas import DetectionResult, ErrorDetail, FileError
 from deepfake.evidence_files import externalise
-from deepfake.schemas import DetectionResult, ErrorDetail, FileError
 
 HELP = "Analyse videos: verdict, calibrated score, face tracks and a timeline of scores."
 

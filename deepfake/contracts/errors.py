@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepfake.schemas import ErrorDetail
+from deepfake.contracts.schemas import ErrorDetail
 
 # Every error code the services answer with (and the CLI prints): its HTTP status and a typical message.
 # The OpenAPI lists, per operation and status, which of these codes may come back, each with an example.
@@ -93,7 +93,9 @@ def http_status(code: str) -> int:
     try:
         return ERROR_CATALOGUE[code][0]
     except KeyError:
-        raise ValueError(f"unknown error code {code!r}: add it to deepfake.errors.ERROR_CATALOGUE") from None
+        raise ValueError(
+            f"unknown error code {code!r}: add it to deepfake.contracts.errors.ERROR_CATALOGUE"
+        ) from None
 
 
 class ServiceError(Exception):

@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
-    "detect": "deepfake.commands.detect",
-    "faces": "deepfake.commands.faces",
-    "serve": "deepfake.commands.serve",
-    "watch": "deepfake.commands.watch",
-    "evaluate": "training.evaluate",
+    "detect": "cli.commands.detect",
+    "faces": "cli.commands.faces",
+    "serve": "cli.commands.serve",
+    "watch": "cli.commands.watch",
+    "evaluate": "cli.commands.evaluate",
 }
 
 

@@ -1,0 +1,1 @@
+"""Subcommands of the ``deepfake`` CLI, one module each (see cli/main.py)."""

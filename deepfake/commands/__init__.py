@@ -1,1 +1,0 @@
-"""Subcommands of the ``deepfake`` CLI, one module each (see deepfake/cli.py)."""
