@@ -16,16 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from cli.commands.common import (
-    SetupError,
-    UsageError,
-    add_pipeline_arguments,
-    load_backend,
-    load_detector,
-    report_error,
-    set_threads,
-    settings_from_args,
-)
+from cli.commands import common
+from cli.commands.common import SetupError, UsageError
 from training.evaluate import (
     Item,
     Scored,
@@ -74,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threshold", type=float, help="decision threshold (default: the model's own)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    add_pipeline_arguments(parser)  # --model, --detector, --weights-dir, --frames, --threads: as `detect`
+    common.add_pipeline_arguments(parser)  # the flags `detect` takes: --model, --detector, --frames, ...
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--batch-size and --limit must be at least 1")
         if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
             raise UsageError("--threshold must be a probability in [0, 1]")
-        settings = settings_from_args(args)
+        settings = common.settings_from_args(args)
         if args.from_scores:
             return _rescore(args, settings)
         try:
@@ -102,12 +94,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(missing)} manifest file(s) not found under {root} (first: {missing[0]}); "
                 "pass --root DIR if the paths are relative to another folder"
             )
-        set_threads(settings.threads)
-        backend = load_backend(settings)
+        common.set_threads(settings.threads)
+        backend = common.load_backend(settings)
         videos = [it for it in items if it.kind == "video"]
-        detector = load_detector(settings) if videos else None
+        detector = common.load_detector(settings) if videos else None
     except (UsageError, SetupError) as exc:
-        return report_error(exc)
+        return common.report_error(exc)
 
     start = time.monotonic()
     crops = [it for it in items if it.kind == "crop"]
@@ -164,12 +156,12 @@ def _rescore(args: argparse.Namespace, settings: Any) -> int:
         meta: dict[str, Any] = {"scores_from": str(args.manifest)}
         threshold = args.threshold
         if threshold is None:
-            backend = load_backend(settings)  # only for its shipped threshold
+            backend = common.load_backend(settings)  # only for its shipped threshold
             threshold = backend.meta.threshold
             meta.update(name=backend.info.name, version=backend.info.version, sha256=backend.info.sha256)
             backend.close()
     except (UsageError, SetupError) as exc:
-        return report_error(exc)
+        return common.report_error(exc)
     items = [items[i] for i in keep]
     scored = Scored(scored.scores[keep], scored.inconclusive[keep])
     return _finish(args, items, scored, build_report(items, scored, threshold, meta))
