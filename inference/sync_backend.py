@@ -21,7 +21,6 @@ import onnxruntime as ort
 
 from deepfake.contracts.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
 from deepfake.contracts.schemas import ModelInfo
-from deepfake.settings import REPO_ROOT
 from inference.onnx_backend import ModelLoadError, file_sha256, onnx_session
 
 SYNC_MODEL_NAME = "av_sync"  # its folder in model_repository/ and its name on Triton
@@ -105,23 +104,3 @@ def read_sync_meta(session: ort.InferenceSession, path: Path) -> SyncMeta:
     if AV_METADATA_KEY not in props:
         raise ModelLoadError(f"{path} has no {AV_METADATA_KEY!r} metadata; export it with {SYNC_EXPORTER}")
     return sync_meta_from_json(props[AV_METADATA_KEY], str(path))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m inference.sync_backend [MODEL_DIR]``: (re)write the sync model's config.pbtxt."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument(
-        "model_dir", nargs="?", type=Path, default=REPO_ROOT / "model_repository" / SYNC_MODEL_NAME
-    )
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    args = parser.parse_args(argv)
-    from inference.triton_launcher import write_sync_config
-
-    print(write_sync_config(args.model_dir, args.max_batch_size))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

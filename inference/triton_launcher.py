@@ -11,6 +11,7 @@ the venv's bin first on PATH.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -31,6 +32,7 @@ from deepfake.contracts.metadata import (
     SyncMeta,
 )
 from deepfake.processes import ManagedProcess, http_ready
+from deepfake.settings import REPO_ROOT
 from inference.onnx_backend import onnx_session
 from inference.sync_backend import SYNC_MODEL_NAME, read_sync_meta
 
@@ -115,7 +117,7 @@ def read_model_config(path: Path) -> model_config_pb2.ModelConfig:
 
 def model_config_text(config: model_config_pb2.ModelConfig) -> str:
     """The one config.pbtxt writer: Triton's protobuf text format (export, the launcher, GPU variants, the
-    sync model's config from inference.sync_backend.sync_config)."""
+    sync model's config from sync_config below)."""
     return text_format.MessageToString(config)
 
 
@@ -267,3 +269,21 @@ class TritonServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m inference.triton_launcher sync-config [MODEL_DIR]``: (re)write the sync model's
+    config.pbtxt from its ONNX file's metadata (launching Triton is ``deepfake serve triton``)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=["sync-config"])
+    parser.add_argument(
+        "model_dir", nargs="?", type=Path, default=REPO_ROOT / "model_repository" / SYNC_MODEL_NAME
+    )
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    print(write_sync_config(args.model_dir, args.max_batch_size))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -91,10 +91,12 @@ def test_the_shipped_sync_config_carries_the_shipped_models_metadata():
     if not DEFAULT_SYNC_MODEL_PATH.is_file():
         pytest.skip(f"no shipped sync model at {DEFAULT_SYNC_MODEL_PATH}")
     config_path = DEFAULT_SYNC_MODEL_PATH.parents[1] / "config.pbtxt"
-    assert config_path.is_file(), "run `python -m inference.sync_backend` and commit av_sync/config.pbtxt"
+    assert config_path.is_file(), (
+        "run `python -m inference.triton_launcher sync-config` and commit av_sync/config.pbtxt"
+    )
     config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
     shipped = read_sync_meta(onnx_session(DEFAULT_SYNC_MODEL_PATH, threads=1), DEFAULT_SYNC_MODEL_PATH)
     assert SyncMeta.from_json(config.parameters[AV_METADATA_KEY].string_value) == shipped, (
-        "av_sync/config.pbtxt is stale: run `python -m inference.sync_backend` and commit it"
+        "av_sync/config.pbtxt is stale: run `python -m inference.triton_launcher sync-config` and commit it"
     )
     assert [list(i.dims) for i in config.input] == [[shipped.clip_len, *shipped.mouth], [-1, 80, 64]]
