@@ -133,7 +133,7 @@ class PreprocessorClient:
         log.warning("readiness: preprocessor at %s not ready: %s", self.base_url, reason)
         return False, "the analysis service is not ready"
 
-    async def analyze(
+    async def request_analysis(
         self,
         path: Path,
         filename: str | None,

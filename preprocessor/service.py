@@ -215,7 +215,7 @@ class AnalysisService:
             result.path = filename
         return result
 
-    async def analyze(
+    async def run_analysis(
         self,
         path: Path,
         filename: str | None = None,

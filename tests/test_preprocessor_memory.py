@@ -108,7 +108,9 @@ def most_at_once(tmp_path: Path, video: Path, model: Path, budget_mb: int) -> in
 
     async def both() -> None:
         await asyncio.wait_for(
-            asyncio.gather(service.analyze(video, None, progress), service.analyze(video, None, progress)),
+            asyncio.gather(
+                service.run_analysis(video, None, progress), service.run_analysis(video, None, progress)
+            ),
             timeout=300,
         )
 

@@ -112,7 +112,9 @@ def test_admission_is_bounded_by_workers_plus_queue(
 
     async def two_at_once():
         video = synth_videos["zoom"].path
-        return await asyncio.gather(service.analyze(video), service.analyze(video), return_exceptions=True)
+        return await asyncio.gather(
+            service.run_analysis(video), service.run_analysis(video), return_exceptions=True
+        )
 
     try:
         outcomes = asyncio.run(two_at_once())

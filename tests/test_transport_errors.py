@@ -111,7 +111,7 @@ def _analyse(url: str, video: Path, timeout_s: float = 5.0) -> PreprocessorError
     async def run() -> PreprocessorError:
         client = PreprocessorClient(url, timeout_s)
         try:
-            await client.analyze(video, "v.mp4")
+            await client.request_analysis(video, "v.mp4")
         except PreprocessorError as exc:
             return exc
         finally:

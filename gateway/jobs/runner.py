@@ -223,7 +223,7 @@ class JobRunner:
 
         start = time.perf_counter()
         try:
-            result = await self.client.analyze(path, job.filename, progress, evidence=True)
+            result = await self.client.request_analysis(path, job.filename, progress, evidence=True)
         except PreprocessorError as exc:
             if exc.transient:
                 self._retry_later(job, exc.to_error_detail())

@@ -32,6 +32,6 @@ async def create_detection(
     hint = "; submit longer videos as a job (POST /v1/jobs)"
     upload = await receive_video(request, settings, metrics, limit, hint)
     try:
-        return await preprocessor.analyze(upload.path, upload.filename)
+        return await preprocessor.request_analysis(upload.path, upload.filename)
     finally:
         remove_quietly(upload.path)

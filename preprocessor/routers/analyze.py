@@ -81,7 +81,7 @@ async def _analyze(
 ) -> DetectionResult:
     start = time.perf_counter()
     try:
-        result = await service.analyze(upload.path, upload.filename, progress, evidence)
+        result = await service.run_analysis(upload.path, upload.filename, progress, evidence)
     except Exception as exc:
         api_error = as_api_error(exc)
         metrics.analyses.labels(api_error.code if api_error else "internal_error").inc()
@@ -102,7 +102,7 @@ async def _analyze(
         *UPLOAD_ERRORS, "unauthorized", "busy", "inference_unavailable", "model_error", "internal_error"
     ),
 )
-async def analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
+async def post_analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
     request: Request,
     service: Service,
     settings: Settings,
