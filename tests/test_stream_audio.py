@@ -6,11 +6,13 @@ speech-like audio."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
 from deepfake.schemas import StreamResult, StreamSummary
+from gateway.app import create_app
 from inference.onnx_backend import OnnxBackend
 from inference.sync_backend import OnnxSyncModel
 from preprocessor.audio import SAMPLE_RATE
@@ -181,3 +183,38 @@ def test_a_live_source_hands_on_the_audio_decode_audio_reads_at_the_same_times(t
     n = min(len(live.samples), len(file.samples))
     assert n > 1.9 * SAMPLE_RATE
     np.testing.assert_allclose(live.samples[:n], file.samples[:n], atol=1e-5)
+
+
+def test_a_byte_stream_with_speech_gets_the_audio_visual_signal_through_the_gateway(
+    tmp_path, random_model_path, random_sync_model_path, default_detector
+):
+    """A Matroska byte stream (H.264 + AAC speech; the EBML start a MediaRecorder's WebM has) sent in
+    chunks over the gateway's WebSocket to a preprocessor that has a sync model: the audio is demuxed with
+    the frames and every face gets its audio-visual entry, scored by the end."""
+    from preprocessor.app import create_app as create_preprocessor_app
+    from preprocessor.service_settings import ServiceSettings
+    from tests.test_gateway_uploads import serve
+    from tests.test_streams_api import gateway_settings, open_stream, read_all
+
+    silent = synth.write_face_video(tmp_path / "silent.mp4", n_frames=75, motion="still").path
+    data = mux_audio(silent, tmp_path / "speech.mkv", speech_like(3.0)).read_bytes()
+    backend = OnnxBackend(random_model_path, threads=1)
+    pre = create_preprocessor_app(
+        ServiceSettings(upload_dir=tmp_path / "pp", threads=1),
+        backend_factory=lambda: backend,
+        sync_factory=lambda: OnnxSyncModel(random_sync_model_path, threads=1),
+    )
+    with serve(pre) as (host, pre_port):
+        gateway = create_app(gateway_settings(tmp_path, f"http://{host}:{pre_port}"))
+        with serve(gateway) as (_, port), open_stream(f"ws://{host}:{port}/v1/streams") as ws:
+            for start in range(0, len(data), 8192):  # at about the clip's pace: a live source
+                ws.send(data[start : start + 8192])
+                time.sleep(3.0 * 8192 / len(data))
+            ws.send(json.dumps({"type": "end"}))
+            messages, code = read_all(ws)
+    assert code == 1000, messages[-1:]
+    results = [StreamResult.model_validate(m) for m in messages[:-1]]
+    summary = StreamSummary.model_validate(messages[-1])
+    assert results and all(t.audio_visual is not None for r in results for t in r.tracks)
+    final = summary.tracks[0].audio_visual
+    assert final is not None and final.reason == "scored" and final.windows_scored >= 2
