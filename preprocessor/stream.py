@@ -14,7 +14,8 @@ Why this shape:
   reading a file as fast as possible may block instead: ``push(block=True)``).
 - Memory is bounded whatever the stream's length: at most ``stream_queue_frames + stream_hop`` full frames,
   ``clip_len`` crops per live track, at most ``max_tracks`` tracks scored; a track unseen for
-  ``stream_track_ttl_s`` ends and keeps only its running totals (at most ``MAX_ENDED_TRACKS`` of them).
+  ``stream_track_ttl_s`` ends and keeps only its running totals (at most ``MAX_ENDED_TRACKS`` of them);
+  with a sync model also the AUDIO_BUFFER_S audio ring and AV_WINDOWS mouth windows per live track.
 - Per track the result carries the latest clip score, a smoothed score (exponential moving average of the
   clip logits, calibrated like any logit) and the running verdict of the smoothed score at the model's
   calibrated threshold. The final summary scores each track by the mean of all its clip scores and the
@@ -23,12 +24,13 @@ Why this shape:
 The audio-visual signal (with a sync model, ``pipeline.sync_model``; README "Live streams"): audio pushed
 with ``push_audio`` (float32 mono at SAMPLE_RATE with its stream time) goes into an AudioRing of
 AUDIO_BUFFER_S seconds. Each track keeps the mouth crops and frame times of its last AV_WINDOWS scored
-windows that do not overlap (mouth crops, not face crops: 48x96 gray is 1/30 of the memory) and every
-AV_EVERY_S stream seconds (not every hop: the sync model scores each window at 51 offsets) is scored by
-preprocessor/audio_visual.py's rule over those of them whose audio, +-1 s of offsets included, has
-arrived. The rolling result carries the latest such score per track; the final summary the mean of a
-track's scores. A stream with no audio (JPEG/PNG frames, a container without an audio stream) says
-``no_audio`` and costs nothing more: its visual scores are exactly those without a sync model.
+windows that do not overlap (mouth crops, not face crops: 48x96 gray is 1/17 of a 160 px RGB face
+crop) and every AV_EVERY_S stream seconds (not every hop: the sync model scores each window at 51
+offsets) is scored by preprocessor/audio_visual.py's rule over those of them whose audio, +-1 s of
+offsets included, has arrived. The rolling result carries the latest such score per track; the final
+summary the mean of a track's scores. A stream with no audio (JPEG/PNG frames, a container without an
+audio stream) says ``no_audio`` and costs nothing more: its visual scores are exactly those without a
+sync model.
 """
 
 from __future__ import annotations
