@@ -15,7 +15,7 @@ Audio (for the audio-visual signal of a stream session): ``frames(on_audio=...)`
 audio stream, resampled to mono float32 at preprocessor.audio.SAMPLE_RATE the way decode_audio does it
 (channels averaged), and hands each chunk with its time on the frames' timeline (0 = the first video
 frame): the first audio frame's time, then the samples counted, as for a file. An audio stream that breaks
-stops the audio (``audio_warning`` says why); the video goes on.
+stops the audio (``audio_warning`` says why, and ``on_audio_error`` hears it at once); the video goes on.
 """
 
 from __future__ import annotations
@@ -179,7 +179,11 @@ class LiveSource:
                 source=self.source,
             ) from exc
 
-    def frames(self, on_audio: AudioCallback | None = None) -> Iterator[LiveFrame]:
+    def frames(
+        self,
+        on_audio: AudioCallback | None = None,
+        on_audio_error: Callable[[str], object] | None = None,
+    ) -> Iterator[LiveFrame]:
         """The video frames in order; with ``on_audio`` the audio stream's chunks go to it as they are
         demuxed (module docstring)."""
         start_wall = time.perf_counter()
@@ -188,7 +192,7 @@ class LiveSource:
         audio = _AudioTimeline(on_audio) if on_audio is not None and self._audio_stream else None
         streams = [self._stream] if audio is None else [self._stream, self._audio_stream]
         try:
-            for frame in self._decode(streams, audio):
+            for frame in self._decode(streams, audio, on_audio_error):
                 check_frame_pixels(frame, self.settings.max_frame_pixels)
                 if audio is not None and count == 0:
                     audio.origin(frame.time)
@@ -220,7 +224,12 @@ class LiveSource:
         if count == 0:
             raise VideoError("zero_frames", f"{self.source} gave no video frames")
 
-    def _decode(self, streams: list, audio: _AudioTimeline | None) -> Iterator[av.VideoFrame]:
+    def _decode(
+        self,
+        streams: list,
+        audio: _AudioTimeline | None,
+        on_audio_error: Callable[[str], object] | None,
+    ) -> Iterator[av.VideoFrame]:
         """The video frames; the audio packets, when demuxed too, decoded into ``audio`` on the way."""
         if audio is None:
             yield from self._container.decode(self._stream)
@@ -234,6 +243,8 @@ class LiveSource:
                         audio.add(frame)
                 except (av.error.FFmpegError, ValueError) as exc:
                     self.audio_warning = f"the audio stream broke ({exc}); the rest of it is unused"
+                    if on_audio_error is not None:
+                        on_audio_error(self.audio_warning)
 
     def close(self) -> None:
         self._container.close()

@@ -172,6 +172,7 @@ class StreamSession:
         self.timings: dict[str, float] = {}
         self.sync_model = pipeline.sync_model
         self.audio = AudioRing(AUDIO_BUFFER_S)  # stays empty without a sync model or without audio
+        self.audio_error: str | None = None  # why the source's audio broke (audio_failed)
         self._worker = threading.Thread(target=self._run, name="stream-session", daemon=True)
         self._worker.start()
 
@@ -230,6 +231,11 @@ class StreamSession:
             raise StreamClosedError("the stream session has ended")
         if self.sync_model is not None:
             self.audio.push(samples, t)
+
+    def audio_failed(self, message: str) -> None:
+        """The source's audio broke (the video goes on): the summary warns, and faces without audio to
+        score say ``audio_error`` instead of ``no_audio``, as for a file."""
+        self.audio_error = message
 
     def finish(self, timeout_s: float | None = None) -> StreamSummary:
         """No more frames: analyse what is queued, score every face's unscored tail, return the summary."""
@@ -409,7 +415,9 @@ class StreamSession:
                 if final or audio is None or window_span(w.times)[1] + reach <= audio.end_s + 1e-6
             ]
             if audio is None:
-                result = AudioVisualResult(None, None, 0, "no_audio")
+                result = AudioVisualResult(
+                    None, None, 0, "no_audio" if self.audio_error is None else "audio_error"
+                )
             elif not ready:
                 result = AudioVisualResult(None, None, 0, "too_few_windows")
             else:
@@ -518,6 +526,8 @@ class StreamSession:
             warnings.append(
                 f"{self.frames_dropped} frame(s) dropped: the analysis could not keep up with the stream"
             )
+        if self.audio_error is not None:
+            warnings.append(self.audio_error)
         if self.tiny:
             warnings.append(f"ignored {self.tiny} face detection(s) smaller than {s.min_face_px:.0f} px")
         assert self.pipeline.backend is not None

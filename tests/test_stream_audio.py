@@ -218,3 +218,22 @@ def test_a_byte_stream_with_speech_gets_the_audio_visual_signal_through_the_gate
     assert results and all(t.audio_visual is not None for r in results for t in r.tracks)
     final = summary.tracks[0].audio_visual
     assert final is not None and final.reason == "scored" and final.windows_scored >= 2
+
+
+def test_watch_a_file_whose_audio_is_broken_keeps_the_video_and_says_audio_error(
+    tmp_path, random_model_path, random_sync_model_path
+):
+    from tests.synth_speech import mux_garbage_audio
+
+    silent = synth.write_face_video(tmp_path / "silent.mp4", n_frames=50, motion="still").path
+    video = mux_garbage_audio(silent, tmp_path / "broken_audio.mkv")
+    run = deepfake(
+        "watch", str(video), "--json", "--model", str(random_model_path),
+        "--sync-model", str(random_sync_model_path),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = StreamSummary.model_validate(json.loads(run.stdout.splitlines()[-1]))
+    assert summary.frames_received == 50 and summary.windows > 0
+    final = summary.tracks[0].audio_visual
+    assert final is not None and final.reason == "audio_error" and final.score is None
+    assert any("audio stream broke" in w for w in summary.warnings)

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     session = StreamSession(Pipeline(settings, backend, detector, sync_model=sync_model), on_result=show)
     on_audio = session.push_audio if session.wants_audio else None
     try:
-        for item in source.frames(on_audio=on_audio):
+        for item in source.frames(on_audio=on_audio, on_audio_error=session.audio_failed):
             if args.max_seconds is not None and item.t > args.max_seconds:
                 break
             block = not source.live
@@ -139,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
         return fail(
             ErrorDetail(code="internal_error", message=f"analysis failed: {type(exc).__name__}: {exc}")
         )
-    if source.audio_warning:
-        summary.warnings.append(source.audio_warning)
     print(summary.model_dump_json() if args.json else summary_lines(summary), flush=True)
     backend.close()
     if sync_model is not None:

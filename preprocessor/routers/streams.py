@@ -175,7 +175,7 @@ def _decode_bytes(pipe: ChunkPipe, session: StreamSession, settings: ServiceSett
     source = LiveSource(pipe, settings)
     on_audio = session.push_audio if session.wants_audio else None
     try:
-        for item in source.frames(on_audio=on_audio):
+        for item in source.frames(on_audio=on_audio, on_audio_error=session.audio_failed):
             session.push(item.rgb() if session.needs_pixels() else None, item.t)
     except StreamClosedError:
         return  # the session ended (client gone, or its own failure, which it reports itself)
