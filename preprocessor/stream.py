@@ -415,9 +415,7 @@ class StreamSession:
                 if final or audio is None or window_span(w.times)[1] + reach <= audio.end_s + 1e-6
             ]
             if audio is None:
-                result = AudioVisualResult(
-                    None, None, 0, "no_audio" if self.audio_error is None else "audio_error"
-                )
+                result = AudioVisualResult(None, None, 0, self._no_audio_reason())
             elif not ready:
                 result = AudioVisualResult(None, None, 0, "too_few_windows")
             else:
@@ -436,13 +434,17 @@ class StreamSession:
                     w.scored = True
                     state.av_windows_scored += 1
 
+    def _no_audio_reason(self) -> str:
+        """Why a face has no audio to score: the source's audio broke (``audio_error``) or it has none."""
+        return "no_audio" if self.audio_error is None else "audio_error"
+
     def _audio_visual(self, state: _TrackState, final: bool) -> AudioVisualScore | None:
         """A track's audio-visual entry: the latest result (rolling) or the mean of its scores (final);
         None without a sync model (the signal is off)."""
         if self.sync_model is None:
             return None
         av = state.av or AudioVisualResult(
-            None, None, 0, "no_audio" if self.audio.end_s is None else "too_few_windows"
+            None, None, 0, self._no_audio_reason() if self.audio.end_s is None else "too_few_windows"
         )
         if not final or not state.av_scores:
             return AudioVisualScore(
