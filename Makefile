@@ -61,6 +61,13 @@ settings-table: setup
 bench: setup
 	$(PY) scripts/bench_pipeline.py --data-dir $(DATA_DIR)
 
+# Live streams in-process (scripts/bench_stream.py): latency from a frame to its score, first verdict, drops;
+# BENCH_STREAM_ARGS adds --stack, --real N, --concurrency, --long S, --audio (the audio-visual signal's cost).
+BENCH_STREAM_ARGS ?=
+.PHONY: bench-stream
+bench-stream: setup
+	$(PY) scripts/bench_stream.py --data-dir $(DATA_DIR) $(BENCH_STREAM_ARGS)
+
 # RetinaFace (MobileNet-0.25): convert the public checkpoint to ONNX in the weights directory, once.
 # Users get mobilenet0.25_Final.pth from the biubug6/Pytorch_Retinaface release (see its README);
 # here the copy in $(DATA_DIR)/weights/ is used when RETINAFACE_PTH is not given.

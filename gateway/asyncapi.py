@@ -33,14 +33,16 @@ def stream_asyncapi() -> dict[str, Any]:
     messages = {
         "frame": message(
             "frame",
-            "One video frame: a JPEG or PNG image (binary message).",
+            "One video frame: a JPEG or PNG image (binary message). Frames carry no audio: with them every "
+            "face's audio_visual says no_audio.",
             binary,
             "image/jpeg",
         ),
         "byteStreamChunk": message(
             "byteStreamChunk",
             "The next chunk of one WebM/MP4 byte stream (a MediaRecorder's output); the first binary "
-            "message of the stream starts the container.",
+            "message of the stream starts the container. Its audio track, if any, is decoded with the "
+            "frames for the audio-visual signal (tracks[].audio_visual, when the service has a sync model).",
             binary,
             "video/webm",
         ),
@@ -51,11 +53,15 @@ def stream_asyncapi() -> dict[str, Any]:
             "application/json",
         ),
         "result": message(
-            "result", "One rolling result per scored window.", ref(StreamResult), "application/json"
+            "result",
+            "One rolling result per scored window; per face the latest audio-visual score of its last "
+            "few windows (audio_visual).",
+            ref(StreamResult),
+            "application/json",
         ),
         "final": message(
             "final",
-            "The last message: per face the mean over all its windows.",
+            "The last message: per face the mean over all its windows (visual and audio-visual).",
             ref(StreamSummary),
             "application/json",
         ),

@@ -10,6 +10,12 @@ Sources: a path to a file; a V4L2 capture device (``/dev/video0``); a URL FFmpeg
 ``http(s)://`` including HLS playlists, ``rtmp://``, ``udp://``, ``tcp://``, ``srt://``); a WebM/MP4 byte
 stream arriving in chunks (:class:`ChunkPipe`, what a browser's MediaRecorder sends over a WebSocket).
 A file is *paced* (played at its real rate) only when asked; the others come at their own pace.
+
+Audio (for the audio-visual signal of a stream session): ``frames(on_audio=...)`` also demuxes the first
+audio stream, resampled to mono float32 at preprocessor.audio.SAMPLE_RATE the way decode_audio does it
+(channels averaged), and hands each chunk with its time on the frames' timeline (0 = the first video
+frame): the first audio frame's time, then the samples counted, as for a file. An audio stream that breaks
+stops the audio (``audio_warning`` says why, and ``on_audio_error`` hears it at once); the video goes on.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 
+from preprocessor.audio import SAMPLE_RATE
 from preprocessor.errors import VideoError
 from preprocessor.probe import decoder_options, probe_for
 from preprocessor.sampling import check_frame_pixels, to_display_rgb
@@ -33,6 +41,10 @@ from preprocessor.settings import PipelineSettings
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "hls")
 # Seconds to open a network source and to wait for its next packet before it counts as gone.
 NETWORK_TIMEOUT_S = (10.0, 10.0)
+# Audio decoded before the first video frame (whose time is the timeline's origin) waits at most this long.
+MAX_EARLY_AUDIO_S = 10.0
+
+AudioCallback = Callable[[np.ndarray, float], object]  # (samples, stream time s); return value ignored
 
 
 def source_kind(source: str) -> str:
@@ -130,6 +142,10 @@ class LiveSource:
         self._stream.codec_context.options = decoder_options(settings.max_frame_pixels)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 25.0
+        audio = self._container.streams.audio
+        self.has_audio = bool(audio)
+        self._audio_stream = audio[0] if audio else None
+        self.audio_warning: str | None = None
 
     @property
     def live(self) -> bool:
@@ -163,13 +179,23 @@ class LiveSource:
                 source=self.source,
             ) from exc
 
-    def frames(self) -> Iterator[LiveFrame]:
+    def frames(
+        self,
+        on_audio: AudioCallback | None = None,
+        on_audio_error: Callable[[str], object] | None = None,
+    ) -> Iterator[LiveFrame]:
+        """The video frames in order; with ``on_audio`` the audio stream's chunks go to it as they are
+        demuxed (module docstring)."""
         start_wall = time.perf_counter()
         first: float | None = None
         count = 0
+        audio = _AudioTimeline(on_audio) if on_audio is not None and self._audio_stream else None
+        streams = [self._stream] if audio is None else [self._stream, self._audio_stream]
         try:
-            for frame in self._container.decode(self._stream):
+            for frame in self._decode(streams, audio, on_audio_error):
                 check_frame_pixels(frame, self.settings.max_frame_pixels)
+                if audio is not None and count == 0:
+                    audio.origin(frame.time)
                 raw = frame.time
                 if raw is None:
                     t = count / self.fps
@@ -182,6 +208,8 @@ class LiveSource:
                     if wait > 0:
                         time.sleep(wait)
                 yield LiveFrame(round(t, 4), frame)
+            if audio is not None:
+                audio.flush()
         except av.error.FFmpegError as exc:
             if count == 0:
                 raise VideoError(
@@ -196,5 +224,67 @@ class LiveSource:
         if count == 0:
             raise VideoError("zero_frames", f"{self.source} gave no video frames")
 
+    def _decode(
+        self,
+        streams: list,
+        audio: _AudioTimeline | None,
+        on_audio_error: Callable[[str], object] | None,
+    ) -> Iterator[av.VideoFrame]:
+        """The video frames; the audio packets, when demuxed too, decoded into ``audio`` on the way."""
+        if audio is None:
+            yield from self._container.decode(self._stream)
+            return
+        for packet in self._container.demux(*streams):
+            if packet.stream.type != "audio":
+                yield from packet.decode()
+            elif self.audio_warning is None:
+                try:
+                    for frame in packet.decode():
+                        audio.add(frame)
+                except (av.error.FFmpegError, ValueError) as exc:
+                    self.audio_warning = f"the audio stream broke ({exc}); the rest of it is unused"
+                    if on_audio_error is not None:
+                        on_audio_error(self.audio_warning)
+
     def close(self) -> None:
         self._container.close()
+
+
+class _AudioTimeline:
+    """Decoded audio frames -> mono SAMPLE_RATE chunks with their time on the frames' timeline."""
+
+    def __init__(self, sink: AudioCallback) -> None:
+        self.sink = sink
+        self.resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
+        self.first: float | None = None  # the first audio frame's time (s, container clock)
+        self.video_first: float | None = None  # the first video frame's (the timeline's origin)
+        self.placed = 0  # samples handed on so far (or dropped while waiting for the origin)
+        self.early: deque[np.ndarray] = deque()
+
+    def origin(self, video_time: float | None) -> None:
+        self.video_first = video_time if video_time is not None else (self.first or 0.0)
+        self._hand_on()
+
+    def add(self, frame: av.AudioFrame) -> None:
+        if self.first is None:
+            self.first = frame.time if frame.time is not None else 0.0
+        for out in self.resampler.resample(frame):
+            self.early.append(out.to_ndarray().mean(axis=0).astype(np.float32))
+        if self.video_first is None:
+            while sum(len(x) for x in self.early) > MAX_EARLY_AUDIO_S * SAMPLE_RATE:
+                self.placed += len(self.early.popleft())
+            return
+        self._hand_on()
+
+    def flush(self) -> None:
+        for out in self.resampler.resample(None):
+            self.early.append(out.to_ndarray().mean(axis=0).astype(np.float32))
+        if self.video_first is not None:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        assert self.video_first is not None
+        while self.early:
+            samples = self.early.popleft()
+            self.sink(samples, (self.first or 0.0) - self.video_first + self.placed / SAMPLE_RATE)
+            self.placed += len(samples)

@@ -190,8 +190,8 @@ class AnalysisService:
 
     def stream_pipeline(self) -> Pipeline:
         """A Pipeline of its own for one live stream (its detector is used by that stream's thread only),
-        on the shared backend; raises TritonUnavailableError while Triton is down."""
-        return Pipeline(self.pipeline_settings, self.backend())
+        on the shared backend and sync model; raises TritonUnavailableError while Triton is down."""
+        return Pipeline(self.pipeline_settings, self.backend(), sync_model=self.sync_model())
 
     def _pipeline(self) -> Pipeline:
         pipeline = getattr(self._local, "pipeline", None)

@@ -14,15 +14,28 @@ Why this shape:
   reading a file as fast as possible may block instead: ``push(block=True)``).
 - Memory is bounded whatever the stream's length: at most ``stream_queue_frames + stream_hop`` full frames,
   ``clip_len`` crops per live track, at most ``max_tracks`` tracks scored; a track unseen for
-  ``stream_track_ttl_s`` ends and keeps only its running totals (at most ``MAX_ENDED_TRACKS`` of them).
+  ``stream_track_ttl_s`` ends and keeps only its running totals (at most ``MAX_ENDED_TRACKS`` of them);
+  with a sync model also the AUDIO_BUFFER_S audio ring and AV_WINDOWS mouth windows per live track.
 - Per track the result carries the latest clip score, a smoothed score (exponential moving average of the
   clip logits, calibrated like any logit) and the running verdict of the smoothed score at the model's
   calibrated threshold. The final summary scores each track by the mean of all its clip scores and the
   stream by the highest deciding track: the rules of preprocessor/aggregate.py.
+
+The audio-visual signal (with a sync model, ``pipeline.sync_model``; README "Live streams"): audio pushed
+with ``push_audio`` (float32 mono at SAMPLE_RATE with its stream time) goes into an AudioRing of
+AUDIO_BUFFER_S seconds. Each track keeps the mouth crops and frame times of its last AV_WINDOWS scored
+windows that do not overlap (mouth crops, not face crops: 48x96 gray is 1/17 of a 160 px RGB face
+crop) and every AV_EVERY_S stream seconds (not every hop: the sync model scores each window at 51
+offsets) is scored by preprocessor/audio_visual.py's rule over those of them whose audio, +-1 s of
+offsets included, has arrived. The rolling result carries the latest such score per track; the final
+summary the mean of a track's scores. A stream with no audio (JPEG/PNG frames, a container without an
+audio stream) says ``no_audio`` and costs nothing more: its visual scores are exactly those without a
+sync model.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -31,14 +44,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepfake.contracts.schemas import StreamFinalTrack, StreamResult, StreamSummary, StreamTrack
+from deepfake.contracts.schemas import (
+    AudioVisualScore,
+    StreamFinalTrack,
+    StreamResult,
+    StreamSummary,
+    StreamTrack,
+)
 from preprocessor.aggregate import calibrate, verdict_for
+from preprocessor.audio import log_mel, speech_fraction_of, speech_frames
+from preprocessor.audio_ring import AudioRing
+from preprocessor.audio_visual import (
+    MIN_WINDOW_FRAMES,
+    OFFSETS_S,
+    AudioVisualResult,
+    score_mouths,
+    window_span,
+)
+from preprocessor.mouth import mouth_crops
 from preprocessor.pipeline import Clip, Pipeline, pad_clip, stage
 from preprocessor.sampling import SampledFrame
 from preprocessor.tracking import Detection, FaceTrack, Tracker, decides, none_decides_warning
 
 # Ended tracks whose totals the final summary keeps; beyond it those with the fewest windows are forgotten.
 MAX_ENDED_TRACKS = 256
+# The audio-visual signal: windows kept per track, stream seconds between a track's scorings, and the
+# audio kept: AV_WINDOWS windows of about 0.64 s (8 frames every 2nd at 25 fps), the +-1 s offset search
+# on both sides, the wait for the audio after the newest window, and room for a gap between windows.
+AV_WINDOWS = 4
+AV_EVERY_S = 1.0
+AUDIO_BUFFER_S = 8.0
 
 ResultCallback = Callable[[StreamResult], object]  # return values are ignored
 ErrorCallback = Callable[[BaseException], object]
@@ -52,6 +87,13 @@ class StreamClosedError(Exception):
 class _Arrived:
     frame: SampledFrame
     arrival: float  # time.perf_counter() when the frame arrived
+
+
+@dataclass
+class _MouthWindow:
+    mouths: np.ndarray  # [T, 48, 96] uint8
+    times: np.ndarray  # [T] stream seconds
+    scored: bool = False  # counted in the track's windows_scored
 
 
 @dataclass
@@ -70,6 +112,15 @@ class _TrackState:
     last_score: float = 0.0
     logit_ema: float = 0.0
     window_span: tuple[float, float] = (0.0, 0.0)
+    # The audio-visual signal: the last AV_WINDOWS non-overlapping windows (mouth crops [T, 48, 96], frame
+    # times [T]) with whether each was part of a scored result; the latest result and the running mean.
+    av_windows: deque[_MouthWindow] | None = None
+    av_next_t: float = -math.inf
+    av: AudioVisualResult | None = None
+    av_sum: float = 0.0
+    av_scores: int = 0
+    av_windows_scored: int = 0
+    av_offset_s: float | None = None
 
     def seen(self, det: Detection) -> None:
         self.detections += 1
@@ -119,6 +170,9 @@ class StreamSession:
         self.last_t = 0.0
         self._segment = 0  # the Detection.window of analysed frames; a new one after a drop (a gap)
         self.timings: dict[str, float] = {}
+        self.sync_model = pipeline.sync_model
+        self.audio = AudioRing(AUDIO_BUFFER_S)  # stays empty without a sync model or without audio
+        self.audio_error: str | None = None  # why the source's audio broke (audio_failed)
         self._worker = threading.Thread(target=self._run, name="stream-session", daemon=True)
         self._worker.start()
 
@@ -163,6 +217,25 @@ class StreamSession:
             self._queue.append(_Arrived(frame, arrival))
             self._cond.notify_all()
             return True
+
+    @property
+    def wants_audio(self) -> bool:
+        """Whether audio pushed is used (there is a sync model); a source skips decoding it otherwise."""
+        return self.sync_model is not None
+
+    def push_audio(self, samples: np.ndarray, t: float) -> None:
+        """Offer the next audio (float32 mono at preprocessor.audio.SAMPLE_RATE, starting at stream time
+        ``t`` on the frames' timeline). Never dropped and never blocking: the ring keeps the latest
+        AUDIO_BUFFER_S seconds. Ignored without a sync model."""
+        if self._finishing or self._closed or self.error is not None:
+            raise StreamClosedError("the stream session has ended")
+        if self.sync_model is not None:
+            self.audio.push(samples, t)
+
+    def audio_failed(self, message: str) -> None:
+        """The source's audio broke (the video goes on): the summary warns, and faces without audio to
+        score say ``audio_error`` instead of ``no_audio``, as for a file."""
+        self.audio_error = message
 
     def finish(self, timeout_s: float | None = None) -> StreamSummary:
         """No more frames: analyse what is queued, score every face's unscored tail, return the summary."""
@@ -234,6 +307,9 @@ class StreamSession:
                         seen.add(track.id)
             self._end_tracks(frames[-1].t)
         scored = self._score(seen, final)
+        if self.sync_model is not None and (frames or final):
+            with stage(self.timings, "audio_visual"):
+                self._score_audio_visual(frames[-1].t if frames else self.last_t, final)
         if frames and (scored or not final):
             self._emit(frames[-1].t, chunk[-1].arrival)
 
@@ -251,6 +327,7 @@ class StreamSession:
         for track in ended:
             self.tracker.tracks.remove(track)
             state = self._states.pop(track.id)
+            state.av_windows = None  # an ended track keeps its audio-visual totals, not its crops
             if state.windows:
                 self._ended.append(state)
         if len(self._ended) > MAX_ENDED_TRACKS:
@@ -279,6 +356,8 @@ class StreamSession:
             dets = track.detections[-clip_len:]  # the latest clip (fewer only for a face seen briefly)
             clips.append(Clip(ti, list(range(len(dets))), pad_clip([d.crop for d in dets], clip_len)))
             self._states[track.id].window_span = (dets[0].t, dets[-1].t)
+            if self.sync_model is not None:
+                self._keep_mouths(self._states[track.id], dets)
         with stage(self.timings, "infer"):
             scores = self.pipeline.infer_clips(clips)
         alpha = self.settings.stream_ema_alpha
@@ -296,6 +375,91 @@ class StreamSession:
         self.windows += len(scores)
         return len(scores)
 
+    def _keep_mouths(self, state: _TrackState, dets: list[Detection]) -> None:
+        """Keep this scored window's mouth crops for the audio-visual signal, unless it overlaps the last
+        one kept (with a hop under clip_len the scored windows overlap; the kept ones follow each other)."""
+        if state.av_windows is None:
+            state.av_windows = deque(maxlen=AV_WINDOWS)
+        crops = [d.crop for d in dets if d.crop is not None]
+        times = np.array([d.t for d in dets if d.crop is not None], np.float64)
+        if len(crops) < MIN_WINDOW_FRAMES:
+            return
+        if state.av_windows and times[0] <= state.av_windows[-1].times[-1]:
+            return
+        state.av_windows.append(_MouthWindow(mouth_crops(np.stack(crops)), times))
+
+    def _score_audio_visual(self, now_t: float, final: bool) -> None:
+        """Score the tracks whose turn it is (every AV_EVERY_S stream seconds; all at the end) over their
+        kept windows whose audio, the offset search included, has arrived (at the end: what there is)."""
+        assert self.sync_model is not None
+        due = [
+            st
+            for st in self._states.values()
+            if st.windows and st.av_windows is not None and (final or now_t >= st.av_next_t)
+        ]
+        if not due:
+            return
+        audio = self.audio.snapshot()
+        mel = speech = None
+        if audio is not None:
+            mel = log_mel(audio)
+            speech = speech_frames(audio)
+        offsets = self.sync_model.meta.offsets_s or OFFSETS_S
+        reach = max(abs(o) for o in offsets)
+        for state in due:
+            state.av_next_t = now_t + AV_EVERY_S
+            assert state.av_windows is not None
+            ready = [
+                w
+                for w in state.av_windows
+                if final or audio is None or window_span(w.times)[1] + reach <= audio.end_s + 1e-6
+            ]
+            if audio is None:
+                result = AudioVisualResult(None, None, 0, self._no_audio_reason())
+            elif not ready:
+                result = AudioVisualResult(None, None, 0, "too_few_windows")
+            else:
+                windows = [(w.mouths, w.times) for w in ready]
+                result = score_mouths(audio, mel, windows, self.sync_model)
+            state.av = result
+            if result.score is None:
+                continue
+            state.av_sum += result.score
+            state.av_scores += 1
+            state.av_offset_s = result.offset_s
+            assert speech is not None
+            min_speech = self.sync_model.meta.min_speech_fraction
+            for w in ready:  # the windows the score heard speech in count once each
+                if not w.scored and speech_fraction_of(*speech, *window_span(w.times)) >= min_speech:
+                    w.scored = True
+                    state.av_windows_scored += 1
+
+    def _no_audio_reason(self) -> str:
+        """Why a face has no audio to score: the source's audio broke (``audio_error``) or it has none."""
+        return "no_audio" if self.audio_error is None else "audio_error"
+
+    def _audio_visual(self, state: _TrackState, final: bool) -> AudioVisualScore | None:
+        """A track's audio-visual entry: the latest result (rolling) or the mean of its scores (final);
+        None without a sync model (the signal is off)."""
+        if self.sync_model is None:
+            return None
+        av = state.av or AudioVisualResult(
+            None, None, 0, self._no_audio_reason() if self.audio.end_s is None else "too_few_windows"
+        )
+        if not final or not state.av_scores:
+            return AudioVisualScore(
+                score=None if av.score is None else round(av.score, 4),
+                offset_s=av.offset_s,
+                windows_scored=av.windows_scored,
+                reason=av.reason,
+            )
+        return AudioVisualScore(
+            score=round(state.av_sum / state.av_scores, 4),
+            offset_s=state.av_offset_s,
+            windows_scored=state.av_windows_scored,
+            reason="scored",
+        )
+
     def _emit(self, t: float, arrival: float) -> None:
         threshold = self.meta.threshold
         tracks = []
@@ -312,6 +476,7 @@ class StreamSession:
                     box=[round(float(v), 1) for v in state.last_box[:4]],
                     windows=state.windows,
                     window=[round(state.window_span[0], 3), round(state.window_span[1], 3)],
+                    audio_visual=self._audio_visual(state, final=False),
                 )
             )
         result = StreamResult(
@@ -351,6 +516,7 @@ class StreamSession:
                 end_s=round(st.last_t, 3),
                 mean_face_px=round(st.mean_face_px, 1),
                 used_for_verdict=deciding[st.id],
+                audio_visual=self._audio_visual(st, final=True),
             )
             for st in states
         ]
@@ -362,6 +528,8 @@ class StreamSession:
             warnings.append(
                 f"{self.frames_dropped} frame(s) dropped: the analysis could not keep up with the stream"
             )
+        if self.audio_error is not None:
+            warnings.append(self.audio_error)
         if self.tiny:
             warnings.append(f"ignored {self.tiny} face detection(s) smaller than {s.min_face_px:.0f} px")
         assert self.pipeline.backend is not None

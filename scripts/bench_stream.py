@@ -14,12 +14,15 @@ latency p95 as a ratio of the in-process one (the issue's target: <= 1.2). With 
 latency, the largest count whose streams drop under 1% of their analysed frames, and the drop rate at
 twice that count. With ``--long S``: S seconds of frames as fast as the analysis goes, this process's
 resident memory after the first minute and at the end (memory must not grow with the stream's length).
+With ``--audio``: the same clip with speech-like audio muxed in (tests/synth_speech.py) streamed again with
+the sync model (the shipped one, else a random stand-in of its architecture) and its audio pushed: the
+cost of the audio-visual signal (latency, drops, ``timings_ms.audio_visual``) beside the run without it.
 
 Why real pace from a real decoder: drops and latency only mean something when frames come at the rate a
 camera sends them and the decoder competes for the same cores as the analysis.
 
 Usage: .venv/bin/python scripts/bench_stream.py [--model PATH] [--seconds S] [--stack] [--real N]
-       [--long S] [--concurrency] [--json-out F]
+       [--long S] [--concurrency] [--audio] [--sync-model PATH] [--json-out F]
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ from preprocessor.live_source import LiveSource  # noqa: E402
 from preprocessor.pipeline import Pipeline  # noqa: E402
 from preprocessor.settings import PipelineSettings  # noqa: E402
 from preprocessor.stream import StreamSession  # noqa: E402
-from scripts.bench_pipeline import CACHE, resolve_model, synthetic_clip  # noqa: E402
+from scripts.bench_pipeline import (  # noqa: E402
+    CACHE,
+    resolve_model,
+    resolve_sync_model,
+    synthetic_clip,
+)
 
 DROP_OK = 0.01  # a count of streams is "sustained" when each drops under 1% of the frames it analyses
 
@@ -63,8 +71,9 @@ def play(video: Path, pipeline: Pipeline, settings: PipelineSettings) -> Run:
     run = Run()
     session = StreamSession(pipeline, on_result=lambda r: run.results.append((time.perf_counter(), r)))
     source = LiveSource(str(video), settings, realtime=True)
+    on_audio = session.push_audio if session.wants_audio else None
     try:
-        for item in source.frames():
+        for item in source.frames(on_audio=on_audio):
             arrival = time.perf_counter()
             run.frames.append((item.t, arrival))
             session.push(item.rgb() if session.needs_pixels() else None, item.t, arrival=arrival)
@@ -115,6 +124,30 @@ def one_stream(video: Path, pipeline: Pipeline, settings: PipelineSettings) -> d
         "final_score": summary.score,
         "final_tracks": [t.model_dump() for t in summary.tracks],
         "timings_ms": summary.timings_ms,
+    }
+
+
+def with_audio(
+    video: Path, seconds: float, pipeline: Pipeline, settings: PipelineSettings, sync: Path | None
+) -> dict:
+    """``one_stream`` on ``video`` with speech-like audio muxed in, the sync model on and its audio pushed."""
+    from inference.sync_backend import OnnxSyncModel
+    from tests.synth_speech import mux_audio, speech_like
+
+    speech = CACHE / f"{video.stem}_speech.mp4"
+    if not speech.exists():
+        mux_audio(video, speech.with_suffix(".tmp.mp4"), speech_like(seconds)).rename(speech)
+    sync_path, sync_kind = resolve_sync_model(sync)
+    sync_model = OnnxSyncModel(sync_path, threads=settings.threads)
+    audio_pipeline = Pipeline(settings, pipeline.backend, pipeline.detector, sync_model=sync_model)
+    row = one_stream(speech, audio_pipeline, settings)
+    final = [t.get("audio_visual") for t in row["final_tracks"]]
+    return {
+        **{k: v for k, v in row.items() if k != "final_tracks"},
+        "sync_model": f"{sync_path.name} ({sync_kind})",
+        "stream_s": round(row["frames_received"] / 25.0, 2),
+        "audio_visual_ms": row["timings_ms"].get("audio_visual", 0.0),
+        "final_audio_visual": final,
     }
 
 
@@ -285,6 +318,10 @@ def main() -> int:
         "--long", type=float, default=0, help="also stream this many seconds as fast as possible: memory"
     )
     parser.add_argument("--real", type=int, default=0, help="also compare N real dev videos with detect")
+    parser.add_argument(
+        "--audio", action="store_true", help="also the clip with speech, with the sync model: its cost"
+    )
+    parser.add_argument("--sync-model", type=Path, help="audio-visual sync model (default: the shipped one)")
     parser.add_argument("--data-dir", type=Path, default=PipelineSettings().data_dir)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
@@ -326,6 +363,16 @@ def main() -> int:
     print(
         f"stream final score {stream['final_score']} vs detect {detect.score}: |diff| {report['agreement']}"
     )
+
+    if args.audio:
+        report["stream_audio"] = with_audio(video, args.seconds, pipeline, settings, args.sync_model)
+        row = report["stream_audio"]
+        print(
+            f"with audio ({row['sync_model']}): frame latency p50 {row['frame_latency_ms_p50']} / p95 "
+            f"{row['frame_latency_ms_p95']} ms (without: {stream['frame_latency_ms_p50']} / "
+            f"{stream['frame_latency_ms_p95']}), {row['frames_dropped']} dropped, audio_visual "
+            f"{row['audio_visual_ms']} ms of {row['stream_s']} s stream, final {row['final_audio_visual']}"
+        )
 
     if args.stack:
         stack = through_stack(video, settings)

@@ -49,7 +49,7 @@ def _default(field: str) -> object:
 
 
 def add_audio_arguments(parser: argparse.ArgumentParser) -> None:
-    """The audio-visual signal's flags (commands that analyse whole files: detect)."""
+    """The audio-visual signal's flags (the commands that hear the audio: detect, watch)."""
     parser.add_argument(
         "--no-audio",
         action="store_true",

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from cli.commands import common
-from deepfake.contracts.schemas import ErrorDetail, FileError, StreamResult, StreamSummary
+from deepfake.contracts.schemas import AudioVisualScore, ErrorDetail, FileError, StreamResult, StreamSummary
 
 HELP = "Score a live video while it plays: a file (--realtime: at its own pace), /dev/videoN or a URL."
 
@@ -47,12 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score every n analysed frames (default 4, env DEEPFAKE_STREAM_HOP; lower: faster updates)",
     )
     common.add_pipeline_arguments(parser, frames=False)
+    common.add_audio_arguments(parser)
+
+
+def lip_sync(av: AudioVisualScore | None) -> str:
+    """`` lips out of sync 0.12`` when the face has an audio-visual score, else nothing (the signal is off
+    or has no score yet; the JSON says why)."""
+    return "" if av is None or av.score is None else f", lips out of sync {av.score:.2f}"
 
 
 def result_line(result: StreamResult) -> str:
     """``  12.34s  face 0: 0.123 (smoothed 0.101) real | ...  latency 85 ms``"""
     faces = " | ".join(
-        f"face {t.id}: {t.score:.3f} (smoothed {t.smoothed:.3f}) {t.verdict}" for t in result.tracks
+        f"face {t.id}: {t.score:.3f} (smoothed {t.smoothed:.3f}) {t.verdict}{lip_sync(t.audio_visual)}"
+        for t in result.tracks
     )
     dropped = f", {result.frames_dropped} dropped" if result.frames_dropped else ""
     return f"{result.t:8.2f}s  {faces or 'no face'}  [latency {result.latency_ms:.0f} ms{dropped}]"
@@ -69,7 +77,7 @@ def summary_lines(summary: StreamSummary) -> str:
         note = "" if track.used_for_verdict else " (does not decide: small or brief)"
         lines.append(
             f"  face {track.id}: {track.score:.3f} {track.verdict}, mean of {track.windows} windows, "
-            f"{track.start_s:.2f}-{track.end_s:.2f}s{note}"
+            f"{track.start_s:.2f}-{track.end_s:.2f}s{lip_sync(track.audio_visual)}{note}"
         )
     lines.extend(f"  warning: {w}" for w in summary.warnings)
     return "\n".join(lines)
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         common.set_threads(settings.threads)
         backend = common.load_backend(settings)
         detector = common.load_detector(settings)
+        sync_model = common.load_sync_model(settings)
     except (common.UsageError, common.SetupError) as exc:
         return common.report_error(exc)
 
@@ -105,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
         source = LiveSource(args.source, settings, realtime=args.realtime)
     except VideoError as exc:
         return fail(exc.to_error_detail())
-    session = StreamSession(Pipeline(settings, backend, detector), on_result=show)
+    session = StreamSession(Pipeline(settings, backend, detector, sync_model=sync_model), on_result=show)
+    on_audio = session.push_audio if session.wants_audio else None
     try:
-        for item in source.frames():
+        for item in source.frames(on_audio=on_audio, on_audio_error=session.audio_failed):
             if args.max_seconds is not None and item.t > args.max_seconds:
                 break
             block = not source.live
@@ -131,4 +141,6 @@ def run(args: argparse.Namespace) -> int:
         )
     print(summary.model_dump_json() if args.json else summary_lines(summary), flush=True)
     backend.close()
+    if sync_model is not None:
+        sync_model.close()
     return 0

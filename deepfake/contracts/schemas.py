@@ -76,10 +76,11 @@ class AudioVisualScore(BaseModel):
     )
     windows_scored: int = Field(0, description="Sampled windows of this face with speech that were scored.")
     reason: str = Field(
-        description="Why there is a score or not: `scored`; `no_audio` (the file has no audio stream); "
-        "`no_speech` (no sampled window of this face has speech); `too_few_windows` (fewer windows with "
-        "speech than the sync model needs); `audio_error` (the audio cannot be decoded); `uncalibrated` "
-        "(the sync model has no score rule); `disabled` (the audio signal is off)."
+        description="Why there is a score or not: `scored`; `no_audio` (the file or live stream has no "
+        "audio); `no_speech` (no sampled window of this face has speech); `too_few_windows` (fewer windows "
+        "with speech than the sync model needs; live: or none whose audio has arrived yet); "
+        "`audio_error` (the audio cannot be decoded); `uncalibrated` (the sync model has no score rule); "
+        "`disabled` (the audio signal is off)."
     )
 
 
@@ -211,6 +212,12 @@ class StreamTrack(BaseModel):
     box: list[float] = Field(description="Latest face box [x1, y1, x2, y2] in frame pixels.")
     windows: int = Field(description="Clip windows of this face scored so far.")
     window: list[float] = Field(description="[start, end] stream time of the latest scored window (s).")
+    audio_visual: AudioVisualScore | None = Field(
+        None,
+        description="Lips against the voice over this face's last few windows, scored about once a second "
+        "once their audio (+-1 s) has arrived; `no_audio` for a stream without audio (JPEG/PNG frames); "
+        "null when the audio-visual signal is off (no sync model). Reported, not fused into `score`.",
+    )
 
 
 class StreamResult(BaseModel):
@@ -235,6 +242,12 @@ class StreamFinalTrack(BaseModel):
     end_s: float
     mean_face_px: float
     used_for_verdict: bool
+    audio_visual: AudioVisualScore | None = Field(
+        None,
+        description="Lips against the voice over the whole stream: `score` is the mean of this face's "
+        "rolling audio-visual scores, `offset_s` the latest, `windows_scored` the windows with speech they "
+        "covered; without any score, the latest reason. Null when the signal is off (no sync model).",
+    )
 
 
 class StreamSummary(BaseModel):

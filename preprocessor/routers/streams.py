@@ -4,7 +4,8 @@ rolling results out, one StreamSession (preprocessor/stream.py) per connection o
 Messages in: binary = one JPEG/PNG frame, or, when the first binary message starts a WebM/MP4 container
 (a browser's MediaRecorder), consecutive chunks of one byte stream decoded incrementally with PyAV; text
 ``{"t": s}`` = the stream time of the next frame (else its arrival since the first frame); text
-``{"type": "end"}`` = send the StreamSummary and close with 1000.
+``{"type": "end"}`` = send the StreamSummary and close with 1000. A byte stream's audio, when the
+service has a sync model, goes to the session too (the audio-visual signal); JPEG/PNG frames carry none.
 Messages out: one StreamResult per result; a StreamError right before a refusal's close code
 (deepfake.contracts.schemas.stream_close_code: 4415 invalid_frame, 4413 too_large_frame, 4400 bad message,
 4503 busy or inference unavailable). Only frames the session analyses are decoded, on a worker thread.
@@ -172,8 +173,9 @@ async def _receive_frames(
 def _decode_bytes(pipe: ChunkPipe, session: StreamSession, settings: ServiceSettings) -> None:
     """The byte stream's frames into the session as they decode (drops when it is behind)."""
     source = LiveSource(pipe, settings)
+    on_audio = session.push_audio if session.wants_audio else None
     try:
-        for item in source.frames():
+        for item in source.frames(on_audio=on_audio, on_audio_error=session.audio_failed):
             session.push(item.rgb() if session.needs_pixels() else None, item.t)
     except StreamClosedError:
         return  # the session ended (client gone, or its own failure, which it reports itself)
