@@ -97,7 +97,7 @@ async def close_websocket(ws: WebSocket, error: ServiceError) -> None:
     try:
         await ws.send_text(StreamError(error=error.to_error_detail()).model_dump_json())
         await ws.close(stream_close_code(error.http_status), error.code)
-    except Exception:  # noqa: BLE001 (a closed or broken socket: nothing left to tell)
+    except Exception:
         log.debug("websocket already closed when refusing it: %s", error.code)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-from deepfake.settings import REPO_ROOT  # noqa: E402
+from deepfake.settings import REPO_ROOT
 
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS_DIR = K8S_DIR / "overlays"

@@ -179,7 +179,7 @@ def add_webhooks(app: FastAPI) -> None:
         operation_id="job_finished",
         response_description="Received (any 2xx counts as delivered; 5xx or no answer is retried).",
     )
-    def job_finished(  # noqa: ARG001 (documentation only)
+    def job_finished(
         status: JobStatus,
         x_deepfake_signature: Annotated[str, Header(description=SIGNATURE_HELP)],
     ) -> None:

@@ -20,7 +20,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, clock=time.monotonic) -> None:  # noqa: ANN001 (a callable)
+    def __init__(self, per_minute: int, clock=time.monotonic) -> None:
         self.per_minute = per_minute
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
@@ -58,7 +58,7 @@ class AuthFailureThrottle:
 
     MAX_ADDRESSES = 50_000
 
-    def __init__(self, limit: int, window_s: float, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, limit: int, window_s: float, clock=time.monotonic) -> None:
         self.limit = limit
         self.window_s = window_s
         self._clock = clock

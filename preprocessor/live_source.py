@@ -92,7 +92,7 @@ class ChunkPipe(io.RawIOBase):
             self._ended = True
             self._cond.notify_all()
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001 (a writable buffer)
+    def readinto(self, buffer) -> int:
         with self._cond:
             while not self._chunks and not self._ended:
                 self._cond.wait()
@@ -113,7 +113,7 @@ class LiveFrame:
     t: float  # stream seconds from the first frame
     frame: av.VideoFrame
 
-    def rgb(self):  # noqa: ANN201 (np.ndarray)
+    def rgb(self):
         """Upright RGB pixels, converted only when the session analyses this frame."""
         return to_display_rgb(self.frame)
 

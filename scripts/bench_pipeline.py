@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-from deepfake.settings import REPO_ROOT  # noqa: E402
-from preprocessor.pipeline import Pipeline  # noqa: E402
-from preprocessor.probe import probe  # noqa: E402
-from preprocessor.sampling import FrameSampler, plan_windows  # noqa: E402
-from preprocessor.settings import PipelineSettings  # noqa: E402
+from deepfake.settings import REPO_ROOT
+from preprocessor.pipeline import Pipeline
+from preprocessor.probe import probe
+from preprocessor.sampling import FrameSampler, plan_windows
+from preprocessor.settings import PipelineSettings
 
 CACHE = REPO_ROOT / "cache" / "bench"
 

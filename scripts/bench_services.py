@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-import httpx  # noqa: E402
+import httpx
 
-from cli.local_stack import LocalStack, Ports  # noqa: E402
-from deepfake.settings import REPO_ROOT, data_dir  # noqa: E402
+from cli.local_stack import LocalStack, Ports
+from deepfake.settings import REPO_ROOT, data_dir
 
 MODEL_NAME = "deepfake_detector"
 

@@ -40,14 +40,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 
-from deepfake.contracts.schemas import StreamResult, StreamSummary  # noqa: E402
-from inference.onnx_backend import OnnxBackend  # noqa: E402
-from preprocessor.detectors.base import create_detector  # noqa: E402
-from preprocessor.live_source import LiveSource  # noqa: E402
-from preprocessor.pipeline import Pipeline  # noqa: E402
-from preprocessor.settings import PipelineSettings  # noqa: E402
-from preprocessor.stream import StreamSession  # noqa: E402
-from scripts.bench_pipeline import (  # noqa: E402
+from deepfake.contracts.schemas import StreamResult, StreamSummary
+from inference.onnx_backend import OnnxBackend
+from preprocessor.detectors.base import create_detector
+from preprocessor.live_source import LiveSource
+from preprocessor.pipeline import Pipeline
+from preprocessor.settings import PipelineSettings
+from preprocessor.stream import StreamSession
+from scripts.bench_pipeline import (
     CACHE,
     resolve_model,
     resolve_sync_model,

@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-from deepfake.processes import ManagedProcess, http_ready  # noqa: E402
-from deepfake.settings import REPO_ROOT  # noqa: E402
+from deepfake.processes import ManagedProcess, http_ready
+from deepfake.settings import REPO_ROOT
 
 MODEL_NAME = "deepfake_detector"
 SOURCE_REPOSITORY = REPO_ROOT / "model_repository"
@@ -385,7 +385,7 @@ def drive(
             start = time.perf_counter()
             try:
                 client.infer(MODEL_NAME, [infer_input], client_timeout=30)
-            except Exception as exc:  # noqa: BLE001  any failure is counted and the first one reported
+            except Exception as exc:
                 errors[index] += 1
                 if not first_error:
                     first_error.append(str(exc))

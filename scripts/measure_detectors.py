@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from deepfake.settings import data_dir  # noqa: E402
-from preprocessor.detectors import FaceDetector, create_detector  # noqa: E402
-from preprocessor.settings import PipelineSettings  # noqa: E402
+from deepfake.settings import data_dir
+from preprocessor.detectors import FaceDetector, create_detector
+from preprocessor.settings import PipelineSettings
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 

@@ -27,10 +27,10 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
-from cli.local_stack import free_port  # noqa: E402
-from deepfake.processes import ManagedProcess, http_ready  # noqa: E402
-from deepfake.settings import REPO_ROOT  # noqa: E402
-from tests import synth  # noqa: E402
+from cli.local_stack import free_port
+from deepfake.processes import ManagedProcess, http_ready
+from deepfake.settings import REPO_ROOT
+from tests import synth
 
 DEFAULT_MODEL = REPO_ROOT / "model_repository" / "deepfake_detector" / "1" / "model.onnx"
 

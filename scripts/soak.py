@@ -32,10 +32,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, before its imports
 
-from cli.local_stack import LocalStack, Ports  # noqa: E402
-from tests import synth  # noqa: E402
-from tests.integration.conftest import write_test_repository  # noqa: E402
-from tests.random_model import default_test_meta  # noqa: E402
+from cli.local_stack import LocalStack, Ports
+from tests import synth
+from tests.integration.conftest import write_test_repository
+from tests.random_model import default_test_meta
 
 FINAL = ("succeeded", "failed")
 

@@ -84,7 +84,7 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory, synth_videos) -> dict[s
 def pdf_support() -> None:
     """WeasyPrint importable with its system libraries (Pango); skipped with the reason otherwise."""
     try:
-        import weasyprint  # noqa: F401
+        import weasyprint  # noqa: F401  (importing it is the check)
     except (ImportError, OSError) as exc:  # OSError: the package is there but Pango is not
         pytest.skip(f"PDF reports need WeasyPrint and Pango ({exc}); .ci/run installs Pango")
 

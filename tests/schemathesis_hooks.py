@@ -46,7 +46,7 @@ schemathesis.openapi.format(
 
 
 @schemathesis.hook
-def filter_failure(context, failure, case, response) -> bool:  # noqa: ANN001 (Schemathesis' hook signature)
+def filter_failure(context, failure, case, response) -> bool:
     """False only for the empty-list multipart field above; every other failure stands."""
     sent_as_nothing = isinstance(case.body, dict) and any(value == [] for value in case.body.values())
     return not (isinstance(failure, AcceptedNegativeData) and sent_as_nothing)

@@ -403,7 +403,7 @@ class _Pipe(io.RawIOBase):
     def seekable(self) -> bool:
         return False
 
-    def write(self, chunk) -> int:  # noqa: ANN001 (bytes-like)
+    def write(self, chunk) -> int:
         self.data += chunk
         return len(chunk)
 

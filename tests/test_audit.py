@@ -38,7 +38,7 @@ def osv_stand_in(answer_404: bool) -> Iterator[tuple[str, list[dict]]]:
     queries: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             queries.append(query)
             if answer_404:

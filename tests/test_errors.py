@@ -56,7 +56,7 @@ def test_an_unknown_code_is_refused_when_raised():
         VideoError("job_not_found", "a video error must carry a video code")
 
 
-def raising(error: ServiceError):  # noqa: ANN201 (an endpoint)
+def raising(error: ServiceError):
     def endpoint() -> None:
         raise error
 

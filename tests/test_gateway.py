@@ -33,7 +33,7 @@ def make_gateway(
     model_path: Path,
     preprocessor_max_duration_s: float = 600,
     preprocessor_token: str = "",
-    backend_factory=None,  # noqa: ANN001 (the preprocessor's backend; default ONNX Runtime on model_path)
+    backend_factory=None,
     **overrides,
 ) -> TestClient:
     preprocessor = create_preprocessor_app(

@@ -65,7 +65,7 @@ def gateway_client(tmp_path: Path, port: int, **overrides) -> TestClient:
     return client
 
 
-def preprocessor_app(tmp_path: Path, backend_factory, max_duration_s: float = 600) -> FastAPI:  # noqa: ANN001
+def preprocessor_app(tmp_path: Path, backend_factory, max_duration_s: float = 600) -> FastAPI:
     settings = ServiceSettings(upload_dir=tmp_path / "pp_uploads", max_duration_s=max_duration_s)
     return create_preprocessor_app(settings, backend_factory=backend_factory)
 
@@ -190,7 +190,7 @@ def test_triton_unavailable_requeues_the_job_and_client_faults_still_fail_at_onc
     triton_back = threading.Event()
     triton_url = f"127.0.0.1:{free_port()}"  # nobody listens there: Triton is down
 
-    def backend():  # noqa: ANN202
+    def backend():
         if not triton_back.is_set():
             return TritonBackend(triton_url, timeout_s=2, retries=0)  # raises TritonUnavailableError
         return OnnxBackend(random_model_path, threads=1)

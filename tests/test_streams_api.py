@@ -46,7 +46,7 @@ def png(rgb: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def gateway_settings(tmp_path, preprocessor_url: str, **overrides) -> GatewaySettings:  # noqa: ANN001
+def gateway_settings(tmp_path, preprocessor_url: str, **overrides) -> GatewaySettings:
     values = {
         "api_keys": f"{KEY},other-key",
         "job_store_url": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
@@ -75,12 +75,12 @@ def stack(tmp_path_factory, random_model_path, default_detector):
             yield f"ws://{host}:{port}/v1/streams", pre, gateway
 
 
-def open_stream(url: str, key: str | None = KEY, query: bool = False):  # noqa: ANN201
+def open_stream(url: str, key: str | None = KEY, query: bool = False):
     headers = {"X-API-Key": key} if key and not query else None
     return connect(f"{url}?api_key={key}" if query else url, additional_headers=headers, open_timeout=10)
 
 
-def read_all(ws, timeout_s: float = 60) -> tuple[list[dict], int | None]:  # noqa: ANN001
+def read_all(ws, timeout_s: float = 60) -> tuple[list[dict], int | None]:
     """Every message until the server closes; (messages, close code)."""
     messages = []
     try:
@@ -90,20 +90,20 @@ def read_all(ws, timeout_s: float = 60) -> tuple[list[dict], int | None]:  # noq
         return messages, exc.rcvd.code if exc.rcvd else None
 
 
-def refused(ws) -> tuple[StreamError, int | None]:  # noqa: ANN001
+def refused(ws) -> tuple[StreamError, int | None]:
     messages, code = read_all(ws, timeout_s=30)
     assert len(messages) == 1, messages
     return StreamError.model_validate(messages[0]), code
 
 
-def wait_until(condition, timeout_s: float = 30) -> None:  # noqa: ANN001
+def wait_until(condition, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.05)
 
 
-def no_stream_left(pre, gateway) -> bool:  # noqa: ANN001
+def no_stream_left(pre, gateway) -> bool:
     sessions = [t for t in threading.enumerate() if t.name == "stream-session" and t.is_alive()]
     return pre.state.service.streams == 0 and gateway.state.open_streams == {} and not sessions
 

@@ -34,7 +34,7 @@ class _Answer(grpc.GenericRpcHandler):
         self.status = status
         self.calls = 0
 
-    def service(self, handler_call_details):  # noqa: ANN001, ANN201 (grpc's interface)
+    def service(self, handler_call_details):
         if self.status is None:
             return None
 

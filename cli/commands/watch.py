@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     except VideoError as exc:
         session.close()
         return fail(exc.to_error_detail())
-    except Exception as exc:  # noqa: BLE001 (the session's own failure, re-raised below by finish)
+    except Exception as exc:
         if session.error is None:
             session.close()
             return fail(ErrorDetail(code="internal_error", message=f"{type(exc).__name__}: {exc}"))

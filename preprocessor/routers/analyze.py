@@ -102,7 +102,7 @@ async def _analyze(
         *UPLOAD_ERRORS, "unauthorized", "busy", "inference_unavailable", "model_error", "internal_error"
     ),
 )
-async def post_analyze(  # noqa: ANN201 (a DetectionResult or a StreamingResponse)
+async def post_analyze(
     request: Request,
     service: Service,
     settings: Settings,

@@ -31,7 +31,7 @@ WIDTH, HEIGHT, FACE_PX = 640, 360, 110.0
 
 
 @pytest.fixture(scope="module")
-def live_gateway(tmp_path_factory, random_model_path, default_detector):  # noqa: ANN001, ANN201
+def live_gateway(tmp_path_factory, random_model_path, default_detector):
     """The gateway's http URL; one live stream per key (the too-many-streams case), the default idle time."""
     tmp = tmp_path_factory.mktemp("live")
     backend = OnnxBackend(random_model_path, threads=1)
@@ -47,7 +47,7 @@ def live_gateway(tmp_path_factory, random_model_path, default_detector):  # noqa
 
 
 @pytest.fixture(scope="module")
-def camera_browser(tmp_path_factory):  # noqa: ANN001, ANN201
+def camera_browser(tmp_path_factory):
     """Chromium whose camera is a 2 s loop of one face panning left to right (25 fps, 640x360)."""
     if sync_playwright is None:
         pytest.skip("playwright is not installed (pip install -e '.[dev]')")
@@ -68,7 +68,7 @@ def camera_browser(tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture()
-def live_page(camera_browser, live_gateway):  # noqa: ANN001, ANN201
+def live_page(camera_browser, live_gateway):
     """The page on its Live tab; `page.received` collects every message the server sent on its sockets."""
     context = offline_context(camera_browser, live_gateway)
     page = context.new_page()
@@ -79,7 +79,7 @@ def live_page(camera_browser, live_gateway):  # noqa: ANN001, ANN201
         if isinstance(data, str) and "t" in json.loads(data):
             page.sent_times.append(json.loads(data)["t"])
 
-    def watch(ws) -> None:  # noqa: ANN001
+    def watch(ws) -> None:
         ws.on("framereceived", lambda data: record(json.loads(data)))
         ws.on("framesent", sent)
 
@@ -106,7 +106,7 @@ OVERLAY_STATE = """() => {
 }"""
 
 
-def wait_for_scored_overlay(page, timeout_ms: int = 30_000) -> dict:  # noqa: ANN001
+def wait_for_scored_overlay(page, timeout_ms: int = 30_000) -> dict:
     page.wait_for_function(
         "() => document.getElementById('live-overlay').getAttribute('aria-label').startsWith('Face ')",
         timeout=timeout_ms,
@@ -114,7 +114,7 @@ def wait_for_scored_overlay(page, timeout_ms: int = 30_000) -> dict:  # noqa: AN
     return page.evaluate(OVERLAY_STATE)
 
 
-def test_camera_stream_shows_scores_on_the_face_stats_and_the_summary(live_page, screenshots):  # noqa: ANN001
+def test_camera_stream_shows_scores_on_the_face_stats_and_the_summary(live_page, screenshots):
     page = live_page
     page.get_by_test_id("api-key").fill(KEY)
     started = time.monotonic()
@@ -161,7 +161,7 @@ def test_camera_stream_shows_scores_on_the_face_stats_and_the_summary(live_page,
     print(f"first scored overlay after {first_scored_s:.1f} s; {sent} frames sent, {len(results)} results")
 
 
-def test_a_file_streams_at_its_own_pace_with_its_own_times(live_page, tmp_path):  # noqa: ANN001
+def test_a_file_streams_at_its_own_pace_with_its_own_times(live_page, tmp_path):
     page = live_page
     video = synth.write_face_video(tmp_path / "face.mp4", n_frames=75, motion="pan")  # 3 s
     page.get_by_test_id("api-key").fill(KEY)
@@ -177,7 +177,7 @@ def test_a_file_streams_at_its_own_pace_with_its_own_times(live_page, tmp_path):
     assert page.received[-1]["type"] == "final"
 
 
-def test_refusals_are_explained(live_page, live_gateway):  # noqa: ANN001
+def test_refusals_are_explained(live_page, live_gateway):
     page = live_page
     error = page.get_by_test_id("error")
     page.get_by_test_id("api-key").fill("not-the-key")
@@ -198,7 +198,7 @@ def test_refusals_are_explained(live_page, live_gateway):  # noqa: ANN001
         expect(error).not_to_contain_text("API key was refused")  # replaced, not stacked
 
 
-def test_leaving_the_tab_ends_the_stream_with_its_summary(live_page):  # noqa: ANN001
+def test_leaving_the_tab_ends_the_stream_with_its_summary(live_page):
     page = live_page
     page.get_by_test_id("api-key").fill(KEY)
     page.get_by_test_id("live-camera").click()
