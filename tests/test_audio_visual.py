@@ -137,6 +137,12 @@ def test_tiny_export_contract_and_metadata(tmp_path):
     got = SyncMeta.from_json(props[AV_METADATA_KEY])
     assert got.offsets_s == list(OFFSETS_S) and got.mouth == (MOUTH_H, MOUTH_W) and got.threshold == 0.6
     assert got.score_coef == COEF and json.loads(props[AV_METADATA_KEY])["n_mels"] == 80
+    # the Triton config is written from the installed file, carrying the same metadata
+    from inference.triton_launcher import read_model_config
+
+    config = read_model_config(tmp_path / "av_sync" / "config.pbtxt")
+    assert summary["config"] == str(tmp_path / "av_sync" / "config.pbtxt") and config.name == "av_sync"
+    assert SyncMeta.from_json(config.parameters[AV_METADATA_KEY].string_value) == got
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == [AV_INPUT_MOUTH, AV_INPUT_MEL]
     mouth = np.zeros((5, 8, MOUTH_H, MOUTH_W), np.uint8)

@@ -109,13 +109,17 @@ def verify_onnx(model: SyncNet, path: Path, seed: int = 0) -> float:
 
 
 def export(model: SyncNet, meta: SyncMeta, repo: Path) -> dict:
-    """Export, verify and install into ``repo/av_sync/1/model.onnx``; returns a summary."""
+    """Export, verify and install into ``repo/av_sync/1/model.onnx``, then write its Triton
+    ``config.pbtxt`` from the installed file's metadata (so the config never goes stale); a summary."""
+    from inference.triton_launcher import write_sync_config  # Triton's protobuf schema: the serve extra
+
     installed = install_verified(
         repo / MODEL_NAME / "1" / "model.onnx",
         lambda p: export_onnx(model, p, meta),
         lambda p: verify_onnx(model, p),
     )
-    return {**installed, "meta": json.loads(meta.to_json())}
+    config = write_sync_config(repo / MODEL_NAME)
+    return {**installed, "config": str(config), "meta": json.loads(meta.to_json())}
 
 
 def main(argv: list[str] | None = None) -> None:
