@@ -119,11 +119,14 @@ def score_track(
     mel: tuple[np.ndarray, float] | None,
     windows: list[tuple[np.ndarray, np.ndarray]],
     model: SyncModel,
+    speech: tuple[np.ndarray, float] | None = None,
 ) -> AudioVisualResult:
     """The audio-visual result of one face track. ``windows``: per sampling window, (face crops [T, S, S, 3]
-    uint8 RGB, their frame times [T] in s); ``mel``: log_mel(audio), passed in so a video's tracks share
-    it (computed here when None)."""
-    return score_mouths(audio, mel, [(mouth_crops(crops), times) for crops, times in windows], model)
+    uint8 RGB, their frame times [T] in s); ``mel``: log_mel(audio) and ``speech``: speech_frames(audio),
+    passed in so a video's tracks share them (each computed here when None: on a long file the
+    voice-activity pass alone costs seconds)."""
+    mouths = [(mouth_crops(crops), times) for crops, times in windows]
+    return score_mouths(audio, mel, mouths, model, speech)
 
 
 def score_mouths(
@@ -131,6 +134,7 @@ def score_mouths(
     mel: tuple[np.ndarray, float] | None,
     windows: list[tuple[np.ndarray, np.ndarray]],
     model: SyncModel,
+    speech: tuple[np.ndarray, float] | None = None,
 ) -> AudioVisualResult:
     """:func:`score_track` from mouth crops [T, 48, 96] uint8 instead of face crops (the evaluation keeps
     only mouth crops)."""
@@ -139,13 +143,13 @@ def score_mouths(
     meta = model.meta
     if mel is None:
         mel = log_mel(audio)
-    speech, speech_t0 = speech_frames(audio)
+    is_speech, speech_t0 = speech if speech is not None else speech_frames(audio)
     mouths, spans = [], []
     for crops, times in windows:
         if len(crops) < MIN_WINDOW_FRAMES or len(crops) != len(times):
             continue
         a, b = window_span(times)
-        if speech_fraction_of(speech, speech_t0, a, b) < meta.min_speech_fraction:
+        if speech_fraction_of(is_speech, speech_t0, a, b) < meta.min_speech_fraction:
             continue
         mouths.append(crops)
         spans.append((a, b))

@@ -36,7 +36,7 @@ from inference.backend import InferenceBackend
 from inference.onnx_backend import file_sha256
 from inference.sync_backend import SyncBackend
 from preprocessor.aggregate import ClipScore, aggregate, calibrate
-from preprocessor.audio import decode_audio, log_mel
+from preprocessor.audio import decode_audio, log_mel, speech_frames
 from preprocessor.audio_visual import AudioVisualResult, score_track
 from preprocessor.cropping import crop_face
 from preprocessor.detectors.base import Face, FaceDetector, create_detector
@@ -186,11 +186,12 @@ class Pipeline:
                 )
                 return [AudioVisualResult(None, None, 0, AudioError.reason) for _ in faces.tracks]
             mel = None if audio is None else log_mel(audio)
+            speech = None if audio is None else speech_frames(audio)  # once for all tracks
         if audio is not None:
             faces.warnings.extend(audio.warnings)
         with stage(timings, "audio_visual"):
             return [
-                score_track(audio, mel, track_windows(track, faces.sample_times), self.sync_model)
+                score_track(audio, mel, track_windows(track, faces.sample_times), self.sync_model, speech)
                 for track in faces.tracks
             ]
 
