@@ -110,13 +110,22 @@ def export_onnx(model: DeepfakeDetector, path: Path, meta: ModelMeta, clip_len: 
         dynamo=False,
         do_constant_folding=True,
     )
+    stamp_metadata(
+        path,
+        METADATA_KEY,
+        meta.to_json(),
+        "Deepfake detector: uint8 RGB face clips [B,T,H,W,3] -> clip and frame logits, blend map",
+    )
+
+
+def stamp_metadata(path: Path, key: str, value: str, doc: str) -> None:
+    """Replace an exported file's metadata_props with ``key: value`` (what the backends read the model's
+    contract from), set its doc string, check and save it (both exports, one copy)."""
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, meta.to_json()
-    proto.doc_string = (
-        "Deepfake detector: uint8 RGB face clips [B,T,H,W,3] -> clip and frame logits, blend map"
-    )
+    entry.key, entry.value = key, value
+    proto.doc_string = doc
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 

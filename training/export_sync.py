@@ -21,7 +21,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from deepfake.contracts.metadata import AV_INPUT_MEL, AV_INPUT_MOUTH, AV_METADATA_KEY, AV_OUTPUT, SyncMeta
@@ -29,7 +28,7 @@ from preprocessor.audio import HOP_S, MEL_FRAMES, MIN_SPEECH_FRACTION, N_MELS, S
 from preprocessor.audio_visual import OFFSETS_S
 from preprocessor.mouth import MOUTH_H, MOUTH_W
 from training.config import REPO_ROOT
-from training.export import MAX_ABS_DIFF, OPSET, install_verified
+from training.export import MAX_ABS_DIFF, OPSET, install_verified, stamp_metadata
 from training.sync_model import CONFIGS, SyncConfig, SyncNet
 
 MODEL_NAME = "av_sync"
@@ -77,13 +76,12 @@ def export_onnx(model: SyncNet, path: Path, meta: SyncMeta) -> None:
         dynamo=False,
         do_constant_folding=True,
     )
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = AV_METADATA_KEY, meta.to_json()
-    proto.doc_string = "Audio-visual sync: uint8 mouth crops [N,T,48,96], log-mel [N,K,80,64] -> logits [N,K]"
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    stamp_metadata(
+        path,
+        AV_METADATA_KEY,
+        meta.to_json(),
+        "Audio-visual sync: uint8 mouth crops [N,T,48,96], log-mel [N,K,80,64] -> logits [N,K]",
+    )
 
 
 def verify_onnx(model: SyncNet, path: Path, seed: int = 0) -> float:
