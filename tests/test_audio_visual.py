@@ -62,6 +62,25 @@ def tiny_model() -> TorchSyncModel:
     return TorchSyncModel(net, build_sync_meta(net.cfg, {"score_coef": COEF}, "test"))
 
 
+def test_motion_only_model_ignores_the_mouths_appearance():
+    """``appearance=False`` (the ``motion`` config) sees frame differences only: two different mouths held
+    still give it the same input (no motion), so the same logits; the full model tells them apart."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    still = [
+        np.repeat(rng.integers(0, 256, (2, 1, MOUTH_H, MOUTH_W), dtype=np.uint8), 8, axis=1) for _ in "ab"
+    ]
+    mel = torch.from_numpy(rng.normal(size=(2, 3, 80, 64)).astype(np.float32))
+    for appearance, same in ((False, True), (True, False)):
+        net = SyncNet(replace(CONFIGS["tiny"], appearance=appearance)).eval()
+        with torch.no_grad():
+            a, b = (net(torch.from_numpy(m), mel) for m in still)
+        assert a.shape == (2, 3)
+        assert torch.allclose(a, b, atol=1e-5) is same
+
+
 def test_mouth_crop_shape_and_place():
     face = np.zeros((160, 160, 3), np.uint8)
     face[112:128, 64:96] = 255  # a bright mouth where the measured cut puts one

@@ -47,6 +47,9 @@ class SyncConfig:
     embed_dim: int = 32  # per time step
     dropout: float = 0.2
     mel_pool: int = 1  # average this many neighbouring mel bands first (coarser spectra: less to memorise)
+    # the standardised mouth itself as a channel beside its frame differences; False: motion only (a
+    # speaker's lips, teeth and skin cannot be memorised, only how they move)
+    appearance: bool = True
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -66,6 +69,8 @@ CONFIGS = {
     "compact": SyncConfig(
         name="compact", frame_channels=(8, 16, 32), audio_channels=(32, 32, 32), embed_dim=16, mel_pool=4
     ),
+    # motion only: the frame-difference channel without the mouth's appearance
+    "motion": SyncConfig(name="motion", appearance=False),
     # random-init export for tests: same graph, a few hundred parameters per layer
     "tiny": SyncConfig(name="tiny", frame_channels=(4, 8), audio_channels=(8, 8, 8), embed_dim=8),
 }
@@ -87,7 +92,8 @@ class VideoEncoder(nn.Module):
 
     def __init__(self, cfg: SyncConfig):
         super().__init__()
-        layers, c_in = [], 2
+        self.appearance = cfg.appearance
+        layers, c_in = [], 2 if cfg.appearance else 1
         for i, c in enumerate(cfg.frame_channels):
             k = 5 if i == 0 else 3
             layers.append(conv_bn(nn.Conv2d(c_in, c, k, stride=2, padding=k // 2, bias=False), c, 2))
@@ -104,7 +110,7 @@ class VideoEncoder(nn.Module):
         n, t, h, w = mouth.shape
         x = standardise(mouth.float(), (1, 2, 3))
         diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
-        x = torch.stack([x, diff], dim=2).reshape(n * t, 2, h, w)
+        x = torch.stack([x, diff] if self.appearance else [diff], dim=2).reshape(n * t, -1, h, w)
         x = F.avg_pool2d(x, 2)  # 24 x 48: the lips' opening still spans pixels, at a quarter of the cost
         x = self.frames(x).mean(dim=(2, 3))  # [N*T, C]
         x = x.reshape(n, t, -1).transpose(1, 2)  # [N, C, T]
