@@ -50,3 +50,24 @@ def test_no_common_fold_is_a_clear_error(tmp_path: Path) -> None:
     write_fold(tmp_path, "a", 0, [rec("r", "real", "real", 0, 0.0)])
     with pytest.raises(SystemExit, match="no fold has out-of-fold scores"):
         compare(["a", "missing"], tmp_path)
+
+
+def test_flip_and_ensemble_rows(tmp_path: Path) -> None:
+    """--flip averages each video's clips with their mirror images; --ensemble sums the runs' standardised
+    scores, so two runs that each get one pair wrong, on different videos and with very different logit
+    scales, are right together."""
+
+    def two(path: str, label: str, a: float, b: float) -> dict:
+        return {**rec(path, label, "swap" if label == "fake" else "real", 0, a), "clip_logits_flip": [b]}
+
+    a = [two("r0", "real", 0, 0), two("r1", "real", 2, -2), two("f0", "fake", 1, 1), two("f1", "fake", 3, 3)]
+    b = [two("r0", "real", 0, 0), two("r1", "real", -90, -90), two("f0", "fake", -10, -10)]
+    write_fold(tmp_path, "a", 0, a)
+    write_fold(tmp_path, "b", 0, [*b, two("f1", "fake", 100, 100)])
+    plain = compare(["a", "b"], tmp_path, ensemble=True)["runs"]
+    assert plain["a"]["all"] == 0.75 and plain["b"]["all"] == 0.75 and plain["ensemble"]["all"] == 1.0
+    flipped = compare(["a"], tmp_path, flip=True)["runs"]["a"]
+    assert flipped["all"] == 1.0  # r1's mirror image (-2) pulls it below both fakes
+    write_fold(tmp_path, "c", 0, [rec("r0", "real", "real", 0, 0.0)])  # records without mirror images
+    with pytest.raises(SystemExit, match="no mirrored clip logits"):
+        compare(["c"], tmp_path, flip=True)

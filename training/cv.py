@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline-onnx",
         type=Path,
         help="instead of training: score this ONNX model (trained without the videos) on every fold the same "
-        "way and print its table (writes runs/cv/<name>/baseline.json)",
+        "way and print its table (writes runs/cv/<name>/baseline.json, and its per-video scores as the run "
+        "<name>/baseline for training.cv_compare)",
     )
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
@@ -290,9 +291,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = video_rows(dataclasses.replace(base, video_fold=-1))  # every video; the folds split them below
     fold_of = assign_folds(rows, n_folds)
     if args.baseline_onnx:
-        rep = report(score_onnx(args.baseline_onnx, base, rows, fold_of), {})
+        records = score_onnx(args.baseline_onnx, base, rows, fold_of)
+        rep = report(records, {})
         rep["model"] = str(args.baseline_onnx)
-        root.mkdir(parents=True, exist_ok=True)
+        for fold in range(n_folds):  # per video too: the run <name>/baseline for training.cv_compare
+            fold_dir = root / "baseline" / f"fold{fold}"
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            (fold_dir / "oof.json").write_text(json.dumps([r for r in records if r["fold"] == fold]))
         (root / "baseline.json").write_text(json.dumps(rep, indent=2))
         print_report(rep)
         return

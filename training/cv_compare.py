@@ -4,7 +4,13 @@ A recipe's full table (training/cv.py) needs every fold; a run stopped part way,
 after two folds, can still be held against another on the same held-out videos. Per run: ROC AUC of the
 video score (mean clip logit of the main track, the ranking serving's mean probability gives) over the
 videos every run scored, per fold, and face swaps / synthesis fakes against all reals
-(training/folds.py fake_family). Reads ``runs/cv/<RUN>/fold<k>/oof.json``.
+(training/folds.py fake_family). Reads ``runs/cv/<RUN>/fold<k>/oof.json``; a baseline scored by
+``training.cv --baseline-onnx`` is the run ``<NAME>/baseline``.
+
+``--flip`` scores each video by the mean of its clips' logits and their mirror images' (the records keep
+both), ``--ensemble`` adds a row for the runs together: the sum of each run's video scores standardised over
+the compared videos (so a run with wide logits does not outvote the others), the ensemble serving would
+get by running every model.
 """
 
 from __future__ import annotations
@@ -26,8 +32,20 @@ def scored_folds(runs: list[str], root: Path, n_folds: int) -> list[int]:
     return [f for f in range(n_folds) if all((root / r / f"fold{f}" / "oof.json").is_file() for r in runs)]
 
 
-def compare(runs: list[str], root: Path = CV_ROOT, n_folds: int = 3) -> dict:
-    """The table as a dict: folds compared, videos, and per run its AUC rows."""
+def video_score(record: dict, flip: bool) -> float:
+    """Mean clip logit of a video; with ``flip``, of its clips and their mirror images together."""
+    logits = list(record["clip_logits"])
+    if flip:
+        if not record.get("clip_logits_flip"):
+            raise SystemExit(f"{record['path']}: no mirrored clip logits in this run's records for --flip")
+        logits += record["clip_logits_flip"]
+    return float(np.mean(logits))
+
+
+def compare(
+    runs: list[str], root: Path = CV_ROOT, n_folds: int = 3, flip: bool = False, ensemble: bool = False
+) -> dict:
+    """The table as a dict: folds compared, videos, and per run (and the ensemble) its AUC rows."""
     folds = scored_folds(runs, root, n_folds)
     if not folds:
         raise SystemExit(f"no fold has out-of-fold scores for all of {runs} under {root}")
@@ -45,8 +63,10 @@ def compare(runs: list[str], root: Path = CV_ROOT, n_folds: int = 3) -> dict:
     family = np.array([first[p]["family"] for p in paths])
     fold = np.array([first[p]["fold"] for p in paths])
     table: dict = {"folds": folds, "videos": len(paths), "runs": {}}
-    for run in runs:
-        score = np.array([np.mean(records[run][p]["clip_logits"]) for p in paths])
+    scores = {run: np.array([video_score(records[run][p], flip) for p in paths]) for run in runs}
+    if ensemble:
+        scores["ensemble"] = sum((s - s.mean()) / (s.std() or 1.0) for s in scores.values())
+    for run, score in scores.items():
         row = {"all": roc_auc(y, score)}
         for f in folds:
             row[f"fold{f}"] = roc_auc(y[fold == f], score[fold == f])
@@ -62,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", help="run names under runs/cv/")
     ap.add_argument("--root", type=Path, default=CV_ROOT, help="folder of the runs (default runs/cv)")
     ap.add_argument("--folds", type=int, default=3, help="number of folds of the protocol")
+    ap.add_argument("--flip", action="store_true", help="average each clip with its mirror image")
+    ap.add_argument("--ensemble", action="store_true", help="add a row for the runs' standardised sum")
     args = ap.parse_args(argv)
-    table = compare(args.runs, args.root, args.folds)
+    table = compare(args.runs, args.root, args.folds, flip=args.flip, ensemble=args.ensemble)
     print(f"folds {table['folds']}, {table['videos']} videos scored by every run (ROC AUC)")
     columns = list(next(iter(table["runs"].values())))
     print(f"{'run':16s}" + "".join(f"{c:>20s}" for c in columns))
