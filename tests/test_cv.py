@@ -144,6 +144,7 @@ def test_out_of_fold_report_counts_failures_and_calibrates() -> None:
     assert rep["all"]["n_real"] == 30 and rep["all"]["n_fake"] == 30
     assert rep["all"]["auc"] > 0.8 and rep["synthesis_vs_reals_auc"] == rep["all"]["auc"]
     assert rep["swap_vs_reals_auc"] is None  # no swaps among the fakes
+    assert rep["all"]["auc_by_source"] == rep["all"]["auc"]  # 10 per source and label: equal weights
     assert 0.05 <= rep["temperature"] <= 20 and 0 < rep["threshold"] < 1
     assert set(rep["per_source"]) == {"s0", "s1", "s2"}
     # the fitted temperature makes the video scores no worse calibrated than T = 1

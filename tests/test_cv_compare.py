@@ -16,8 +16,8 @@ def write_fold(root: Path, run: str, fold: int, records: list[dict]) -> None:
     (root / run / f"fold{fold}" / "oof.json").write_text(json.dumps(records))
 
 
-def rec(path: str, label: str, family: str, fold: int, logit: float | None) -> dict:
-    return {"path": path, "label": label, "family": family, "fold": fold,
+def rec(path: str, label: str, family: str, fold: int, logit: float | None, dataset: str = "") -> dict:
+    return {"path": path, "dataset": dataset or path, "label": label, "family": family, "fold": fold,
             "clip_logits": [] if logit is None else [logit, logit]}  # fmt: skip
 
 
@@ -44,6 +44,16 @@ def test_compare_uses_the_common_folds_and_videos(tmp_path: Path, capsys) -> Non
     assert alone["folds"] == [0, 1] and alone["videos"] == 5 and alone["runs"]["good"]["fold1"] == 1.0
     main(["good", "bad", "--root", str(tmp_path)])
     assert "folds [0], 3 videos" in capsys.readouterr().out
+
+
+def test_by_source_gives_every_source_the_same_say(tmp_path: Path) -> None:
+    """Three reals of one big source all below the fake, one real of a small source above it: plain AUC
+    3/4, with sources weighted alike 1/2 (the big source's three reals count as one)."""
+    records = [rec(f"g{i}", "real", "real", 0, -1.0, "grid") for i in range(3)]
+    records += [rec("m0", "real", "real", 0, 2.0, "mead"), rec("f0", "fake", "swap", 0, 1.0, "dfl")]
+    write_fold(tmp_path, "r", 0, records)
+    row = compare(["r"], tmp_path)["runs"]["r"]
+    assert row["all"] == 0.75 and row["by_source"] == 0.5
 
 
 def test_no_common_fold_is_a_clear_error(tmp_path: Path) -> None:

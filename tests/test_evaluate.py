@@ -45,6 +45,21 @@ def test_auc_undefined_for_one_class() -> None:
     assert metrics.equal_error_rate([0, 0], [0.2, 0.5]) is None
 
 
+def test_weighted_auc_by_hand_and_against_sklearn() -> None:
+    # fakes 0.8 (w 1), 0.4 (w 3); reals 0.4 (w 1), 0.1 (w 1). Pairs: 0.8 beats both (1*1 + 1*1), 0.4 ties
+    # 0.4 (3*1*0.5) and beats 0.1 (3*1) -> 6.5 of (1+3)*(1+1) = 8
+    assert metrics.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1], [1, 3, 1, 1]) == pytest.approx(6.5 / 8)
+    # equal weights are the plain statistic; a zero weight drops the item
+    assert metrics.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1], [2, 2, 2, 2]) == pytest.approx(3.5 / 4)
+    assert metrics.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.4, 0.1], [1, 0, 1, 1]) == 1.0
+    rng = np.random.default_rng(0)
+    y, s, w = rng.integers(0, 2, 300), rng.integers(0, 20, 300) / 20, rng.random(300)
+    assert metrics.roc_auc(y, s, w) == pytest.approx(roc_auc_score(y, s, sample_weight=w))
+    assert metrics.roc_auc([1, 0], [0.3, 0.2], [0, 1]) is None  # no weight on the fakes
+    with pytest.raises(ValueError, match="weights"):
+        metrics.roc_auc([1, 0], [0.3, 0.2], [1, -1])
+
+
 def test_roc_curve_area_equals_auc_with_ties() -> None:
     y = [1, 1, 0, 0, 1, 0]
     s = [0.9, 0.5, 0.5, 0.2, 0.2, 0.1]

@@ -30,7 +30,7 @@ from scipy.optimize import minimize_scalar
 from training.calibrate import best_threshold
 from training.config import TrainConfig, get_config
 from training.folds import assign_folds, fake_family
-from training.metrics import balanced_accuracy, log_loss, roc_auc
+from training.metrics import balanced_accuracy, group_balanced_weights, log_loss, roc_auc
 from training.train import parse_overrides, predict, train
 from training.video_crops import _pipeline, video_rows, video_track
 from training.weights import load_trained
@@ -171,6 +171,8 @@ def report(records: list[dict], dfdc_val: dict[int, float | None]) -> dict:
         cross[inside] = probs[inside] >= thr
     fam = np.array([r["family"] for r in scored])
     real = labels == 0
+    # Every (source, label) weighs the same: GRID's 41 real sentences count as one source, not 41.
+    source_weights = group_balanced_weights([(r["dataset"], r["label"]) for r in scored])
 
     def versus_reals(mask: np.ndarray) -> float | None:
         sel = real | mask
@@ -207,6 +209,7 @@ def report(records: list[dict], dfdc_val: dict[int, float | None]) -> dict:
         "failed": [{"path": r["path"], "why": "; ".join(r["warnings"])} for r in failed],
         "all": {
             **rates(probs, labels, threshold),
+            "auc_by_source": round(roc_auc(labels, probs, source_weights) or 0.0, 3),
             "log_loss": round(log_loss(labels, probs), 3),
             "balanced_accuracy": round(balanced_accuracy(labels, probs, threshold) or 0.0, 3),
             "balanced_accuracy_cross_fitted": round(
@@ -238,7 +241,8 @@ def last_val_auc(run_dir: Path) -> float | None:
 def print_report(rep: dict) -> None:
     a = rep["all"]
     print(
-        f"\nout of fold: {rep['n_videos']} videos, {rep['failures']} failed; AUC {a['auc']}, log loss "
+        f"\nout of fold: {rep['n_videos']} videos, {rep['failures']} failed; AUC {a['auc']} (sources "
+        f"weighted alike {a['auc_by_source']}), log loss "
         f"{a['log_loss']}, balanced accuracy {a['balanced_accuracy']} (cross-fitted "
         f"{a['balanced_accuracy_cross_fitted']}) at threshold {rep['threshold']} (T {rep['temperature']}); "
         f"reals called fake {a['reals_called_fake']}, fakes caught {a['fakes_caught']}"

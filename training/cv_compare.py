@@ -4,8 +4,11 @@ A recipe's full table (training/cv.py) needs every fold; a run stopped part way,
 after two folds, can still be held against another on the same held-out videos. Per run: ROC AUC of the
 video score (mean clip logit of the main track, the ranking serving's mean probability gives) over the
 videos every run scored, per fold, and face swaps / synthesis fakes against all reals
-(training/folds.py fake_family). Reads ``runs/cv/<RUN>/fold<k>/oof.json``; a baseline scored by
-``training.cv --baseline-onnx`` is the run ``<NAME>/baseline``.
+(training/folds.py fake_family), and ``by_source``: the AUC with each video weighted by 1 / (compared videos
+of its source and label), so every source has the same say (GRID's 41 real sentences from 6 speakers
+otherwise weigh as much as 41 sources would, and the sealed evaluation is of other sources). Reads
+``runs/cv/<RUN>/fold<k>/oof.json``; a baseline scored by ``training.cv --baseline-onnx`` is the run
+``<NAME>/baseline``.
 
 ``--flip`` scores each video by the mean of its clips' logits and their mirror images' (the records keep
 both), ``--ensemble`` adds a row for the runs together: the sum of each run's video scores standardised over
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from training.config import REPO_ROOT
-from training.metrics import roc_auc
+from training.metrics import group_balanced_weights, roc_auc
 
 CV_ROOT = REPO_ROOT / "runs" / "cv"
 
@@ -62,12 +65,13 @@ def compare(
     y = np.array([first[p]["label"] == "fake" for p in paths])
     family = np.array([first[p]["family"] for p in paths])
     fold = np.array([first[p]["fold"] for p in paths])
+    by_source = group_balanced_weights([(first[p]["dataset"], first[p]["label"]) for p in paths])
     table: dict = {"folds": folds, "videos": len(paths), "runs": {}}
     scores = {run: np.array([video_score(records[run][p], flip) for p in paths]) for run in runs}
     if ensemble:
         scores["ensemble"] = sum((s - s.mean()) / (s.std() or 1.0) for s in scores.values())
     for run, score in scores.items():
-        row = {"all": roc_auc(y, score)}
+        row = {"all": roc_auc(y, score), "by_source": roc_auc(y, score, by_source)}
         for f in folds:
             row[f"fold{f}"] = roc_auc(y[fold == f], score[fold == f])
         for fam in ("swap", "synthesis"):

@@ -52,15 +52,49 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def roc_auc(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> float | None:
-    """Probability that a random fake scores above a random real (ties count half); None if one class."""
+def roc_auc(
+    labels: np.ndarray | list[int],
+    scores: np.ndarray | list[float],
+    weights: np.ndarray | list[float] | None = None,
+) -> float | None:
+    """Probability that a random fake scores above a random real (ties count half); None if one class.
+
+    ``weights`` (one per item, >= 0) draw the random fake and real in proportion to them instead of
+    uniformly: e.g. 1 / (items of the item's source and label) gives every source the same say, so a
+    corpus of 41 clips does not decide the figure alone (training/cv_compare.py).
+    """
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
+    if weights is not None:
+        return _weighted_auc(y, s, np.asarray(weights, dtype=np.float64))
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
     rank_sum = float(_average_ranks(s)[y == 1].sum())
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def group_balanced_weights(groups: list) -> np.ndarray:
+    """1 / (items of the item's group) per item: every group weighs the same in a weighted metric."""
+    counts: dict = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    return np.array([1.0 / counts[g] for g in groups])
+
+
+def _weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float | None:
+    """Weighted Mann-Whitney statistic: the sum over (fake, real) pairs of w_fake * w_real * [fake above
+    real] (ties half), over the sum of w_fake * w_real."""
+    if w.shape != s.shape or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights must be one finite, non-negative number per item")
+    w_pos, w_neg = np.where(y == 1, w, 0.0), np.where(y == 0, w, 0.0)
+    if not w_pos.sum() or not w_neg.sum():
+        return None
+    values, group = np.unique(s, return_inverse=True)  # groups of tied scores, in increasing order
+    pos = np.bincount(group, w_pos, values.size)
+    neg = np.bincount(group, w_neg, values.size)
+    below = np.cumsum(neg) - neg  # real weight strictly below each score
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
 def roc_curve(
