@@ -99,6 +99,46 @@ def test_freeze_prefix_freezes_stem_and_blocks() -> None:
         model.freeze_prefix(9)
 
 
+def test_mix_styles_swaps_channel_statistics_and_keeps_the_pattern() -> None:
+    """Each item keeps its spatial pattern (normalised map) and takes a convex mix of its own and one other
+    item's per-channel mean and spread; identical items are left as they are."""
+    from training.model import mix_styles
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, 8, 8) * torch.arange(1, 7).view(6, 1, 1, 1) + torch.arange(6).view(6, 1, 1, 1)
+    y = mix_styles(x, alpha=0.1)
+    assert y.shape == x.shape
+
+    def normed(v: torch.Tensor) -> torch.Tensor:
+        return (v - v.mean((2, 3), keepdim=True)) / v.std((2, 3), keepdim=True)
+
+    assert torch.allclose(normed(x), normed(y), atol=1e-3)  # the pattern survives
+    mu_x, mu_y = x.mean((2, 3)), y.mean((2, 3))
+    lo, hi = mu_x.min(0).values, mu_x.max(0).values
+    assert bool(((mu_y >= lo - 1e-4) & (mu_y <= hi + 1e-4)).all())  # mixes of the batch's statistics
+    assert not torch.allclose(mu_x, mu_y, atol=1e-3)  # and some item took on another's
+    same = x[:1].expand(4, -1, -1, -1).contiguous()
+    assert torch.allclose(mix_styles(same), same, atol=1e-4)
+    assert torch.equal(mix_styles(x[:1]), x[:1])  # one item: nothing to mix with
+
+
+def test_style_mixing_is_training_only() -> None:
+    """style_mix changes training forward passes, never evaluation: export and serving see the plain
+    network."""
+    plain, mixed = tiny_model(), tiny_model(style_mix=1.0)
+    mixed.load_state_dict(plain.state_dict())
+    x = torch.randint(0, 256, (4, 1, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(plain(x)["clip_logit"], mixed(x)["clip_logit"])
+        mixed.train()
+        torch.manual_seed(1)
+        a = mixed(x)["clip_logit"]
+        plain.train()
+        torch.manual_seed(1)
+        b = plain(x)["clip_logit"]
+    assert not torch.allclose(a, b, atol=1e-5)
+
+
 def test_bad_image_size_is_refused() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         DeepfakeDetector(image_size=100, pretrained=False)

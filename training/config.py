@@ -58,6 +58,9 @@ class TrainConfig:
     n_layers: int = 2
     n_heads: int = 4
     dropout: float = 0.1
+    # Probability per phase-1 batch of mixing feature statistics across items (training/model.py
+    # mix_styles, MixStyle) after stages 2-4: against shortcuts through how a source looks. 0 = off.
+    style_mix: float = 0.0
 
     # --- sample mix per batch (fractions of real / DFDC fake / self-blended fake / video real / video
     # fake; the self-blended share is what is left). Reals and DFDC fakes are the DFDC still crops; SBI

@@ -27,6 +27,8 @@ BACKBONE_DIM = 1280  # EfficientNet-Lite0 head width
 MID_BLOCK = 4  # index of the last block of stage 3: 40 channels at stride 8 (20x20 for 160 px)
 MID_DIM = 40
 MAX_FROZEN = 8  # freezing stops before the last stages: something must adapt to faces
+STYLE_MIX_BLOCKS = (2, 4, 7)  # last blocks of stages 2-4 (strides 4, 8, 16): where "style" lives
+STYLE_MIX_ALPHA = 0.1  # Beta(a, a) mixing weights: most mixes stay close to one of the two items
 
 
 def build_backbone(pretrained: bool) -> nn.Module:
@@ -108,6 +110,28 @@ class LocalisationHead(nn.Module):
         return self.net(x)[:, 0]
 
 
+def mix_styles(x: torch.Tensor, alpha: float = STYLE_MIX_ALPHA) -> torch.Tensor:
+    """Feature-statistics mixing (MixStyle, Zhou et al., ICLR 2021), for training only.
+
+    Each item's per-channel mean and standard deviation over the feature map (its "style": colour, blur,
+    compression, camera) are replaced by a random mix of its own and another batch item's, the spatial
+    pattern kept. Our dev sources mostly hold one class, so a CNN can separate them by how a source looks;
+    mixing the looks across items (and labels) makes that cue unreliable while local traces such as a
+    blending seam survive. The statistics are detached, as in the paper, so no gradient flows through
+    them.
+    """
+    n = x.shape[0]
+    if n < 2:
+        return x
+    mu = x.mean(dim=(2, 3), keepdim=True).detach()
+    sigma = (x.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt().detach()
+    lam = torch.distributions.Beta(alpha, alpha).sample((n, 1, 1, 1)).to(x.dtype)
+    perm = torch.randperm(n, device=x.device)
+    mu_mix = lam * mu + (1 - lam) * mu[perm]
+    sigma_mix = lam * sigma + (1 - lam) * sigma[perm]
+    return (x - mu) / sigma * sigma_mix + mu_mix
+
+
 class DeepfakeDetector(nn.Module):
     mean: torch.Tensor  # ImageNet normalisation buffers (register_buffer in __init__)
     std: torch.Tensor
@@ -121,8 +145,10 @@ class DeepfakeDetector(nn.Module):
         n_heads: int = 4,
         dropout: float = 0.1,
         pretrained: bool = True,
+        style_mix: float = 0.0,
     ):
         super().__init__()
+        self.style_mix = style_mix  # probability per batch of mix_styles in training (0: never)
         if image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
         self.image_size = image_size
@@ -183,11 +209,14 @@ class DeepfakeDetector(nn.Module):
                 x = net._blocks[idx](x, drop_connect_rate=None)
                 if idx == MID_BLOCK:
                     mid = x
+        mixing = self.training and self.style_mix > 0 and float(torch.rand(())) < self.style_mix
         for idx in range(frozen, n_blocks):
             rate = net._global_params.drop_connect_rate * idx / n_blocks if self.training else None
             x = net._blocks[idx](x, drop_connect_rate=rate)
             if idx == MID_BLOCK:
                 mid = x
+            if mixing and idx in STYLE_MIX_BLOCKS:
+                x = mix_styles(x)
         x = net._swish(net._bn1(net._conv_head(x)))
         return x.mean(dim=(2, 3)), mid
 
@@ -241,6 +270,7 @@ def build_model(cfg) -> DeepfakeDetector:
         n_heads=cfg.n_heads,
         dropout=cfg.dropout,
         pretrained=cfg.pretrained,
+        style_mix=cfg.style_mix,
     )
 
 
