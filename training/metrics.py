@@ -10,6 +10,7 @@ a NaN or a fake 0.5.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,20 +39,6 @@ def _both_classes(y: np.ndarray) -> bool:
     return bool(y.size) and 0 < int(y.sum()) < y.size
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks where tied values share the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_vals = values[order]
-    # Start index of each run of equal values, and the run it belongs to.
-    starts = np.flatnonzero(np.r_[True, sorted_vals[1:] != sorted_vals[:-1]])
-    ends = np.r_[starts[1:], sorted_vals.size]
-    run_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
-    run_of = np.repeat(np.arange(starts.size), ends - starts)
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = run_rank[run_of]
-    return ranks
-
-
 def roc_auc(
     labels: np.ndarray | list[int],
     scores: np.ndarray | list[float],
@@ -60,31 +47,15 @@ def roc_auc(
     """Probability that a random fake scores above a random real (ties count half); None if one class.
 
     ``weights`` (one per item, >= 0) draw the random fake and real in proportion to them instead of
-    uniformly: e.g. 1 / (items of the item's source and label) gives every source the same say, so a
-    corpus of 41 clips does not decide the figure alone (training/cv_compare.py).
+    uniformly: e.g. :func:`group_balanced_weights` of (source, label) gives every source the same say, so
+    a corpus of 41 clips does not decide the figure alone (training/cv_compare.py). Computed as the
+    Mann-Whitney statistic over groups of tied scores: the sum over (fake, real) pairs of
+    w_fake * w_real * [fake above real] (ties half), over the sum of w_fake * w_real.
     """
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
-    if weights is not None:
-        return _weighted_auc(y, s, np.asarray(weights, dtype=np.float64))
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    rank_sum = float(_average_ranks(s)[y == 1].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
-def group_balanced_weights(groups: list) -> np.ndarray:
-    """1 / (items of the item's group) per item: every group weighs the same in a weighted metric."""
-    counts: dict = {}
-    for g in groups:
-        counts[g] = counts.get(g, 0) + 1
-    return np.array([1.0 / counts[g] for g in groups])
-
-
-def _weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float | None:
-    """Weighted Mann-Whitney statistic: the sum over (fake, real) pairs of w_fake * w_real * [fake above
-    real] (ties half), over the sum of w_fake * w_real."""
+    w = np.ones(s.shape) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != s.shape or not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("weights must be one finite, non-negative number per item")
     w_pos, w_neg = np.where(y == 1, w, 0.0), np.where(y == 0, w, 0.0)
@@ -95,6 +66,17 @@ def _weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float | None:
     neg = np.bincount(group, w_neg, values.size)
     below = np.cumsum(neg) - neg  # real weight strictly below each score
     return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+
+
+def group_sizes(groups: list) -> np.ndarray:
+    """Per item, how many items share its group (e.g. the videos of its source and label)."""
+    counts = Counter(groups)
+    return np.array([counts[g] for g in groups], dtype=np.int64)
+
+
+def group_balanced_weights(groups: list) -> np.ndarray:
+    """1 / (items of the item's group) per item: every group weighs the same in a weighted metric."""
+    return 1.0 / group_sizes(groups)
 
 
 def roc_curve(

@@ -31,6 +31,7 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.data import CropSet, read_manifest, scan_celebdf, scan_dfdc, scan_faceforensics
+from training.metrics import group_sizes
 
 SCANNERS = {"ff++": scan_faceforensics, "celebdf": scan_celebdf, "dfdc": scan_dfdc}
 TRAIN_SPLITS = ("", "train")  # what a spec without a split trains on; test rows never do
@@ -184,12 +185,9 @@ def sampling_weights(rows: list[dict[str, str]], frames: list[int]) -> np.ndarra
     """Per-item draw weight: each video weighs 1 / sqrt(videos of its source and label), shared by its
     frames. A video counts the same however many frames it gave, and a 41-clip corpus does not drown a
     source of two clips, while a single clip is not repeated as often as a whole corpus either."""
-    key = [(r.get("dataset", ""), r["label"]) for r in rows]
-    per_key: dict[tuple[str, str], int] = {}
-    for k, n in zip(key, frames, strict=True):
-        if n:
-            per_key[k] = per_key.get(k, 0) + 1
-    parts = [np.full(n, 1.0 / (np.sqrt(per_key[k]) * n)) for k, n in zip(key, frames, strict=True) if n]
+    used = [(r, n) for r, n in zip(rows, frames, strict=True) if n]
+    videos_of_key = group_sizes([(r.get("dataset", ""), r["label"]) for r, _ in used])
+    parts = [np.full(n, 1.0 / (np.sqrt(c) * n)) for (_, n), c in zip(used, videos_of_key, strict=True)]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
