@@ -44,7 +44,9 @@ function clearError() {
 
 function describe(err) {
   if (err instanceof ApiError) {
-    if (err.status === 401) return "The API key was refused. Check it and try again.";
+    // The same words as the live tab's refusal (live.js CLOSE_WORDS 4401), with the server's code and message:
+    // a job-list refresh and a refused stream may both answer one wrong key, the later replacing the other.
+    if (err.status === 401) return "The API key was refused. Check it and try again. (" + err.code + ": " + err.message + ")";
     return err.message.charAt(0).toUpperCase() + err.message.slice(1) + " (" + err.code + ")";
   }
   return "Could not reach the service: " + err.message;

@@ -170,6 +170,7 @@ def test_errors_replace_each_other_and_say_what_to_do(page, stack, tmp_path, scr
     analyse(page, "not-the-key", synth.write_random_bytes(tmp_path / "noise.mp4"))
     error = page.get_by_test_id("error")
     expect(error).to_contain_text("API key was refused")
+    expect(error).to_contain_text("(unauthorized: ")  # the server's code and message, as the live tab says
     expect(page.get_by_test_id("analyse")).to_be_enabled()
     analyse(page, stack.api_key, synth.write_random_bytes(tmp_path / "noise.mp4"))
     expect(error).to_contain_text("not_a_video")
