@@ -31,6 +31,7 @@ from training.calibrate import best_threshold
 from training.config import TrainConfig, get_config
 from training.folds import assign_folds, fake_family
 from training.metrics import balanced_accuracy, group_balanced_weights, log_loss, roc_auc
+from training.soup import write_soup
 from training.train import parse_overrides, predict, train
 from training.video_crops import _pipeline, video_rows, video_track
 from training.weights import load_trained
@@ -42,6 +43,22 @@ def fold_config(preset: str, overrides: dict, name: str, fold: int, n_folds: int
         preset,
         **{**overrides, "video_fold": fold, "n_folds": n_folds, "out_dir": f"runs/cv/{name}/fold{fold}"},
     )
+
+
+def soup_ingredient(spec: str, fold: int, n_folds: int) -> Path:
+    """A soup ingredient of fold ``fold``: the fold model of the cross-validated run ``spec``
+    (``runs/cv/<spec>/fold<k>/final.pt``), or a checkpoint file that trained on no dev video (the same
+    for every fold, so nothing held out leaks in)."""
+    path = Path(spec)
+    if path.suffix == ".pt":
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["config"].get("videos"):
+            raise SystemExit(f"{spec} trained on videos ({state['config']['videos']}): use its fold models")
+        return path
+    run = fold_config("cpu", {}, spec, fold, n_folds).resolved_out_dir() / "final.pt"
+    if not run.is_file():
+        raise SystemExit(f"soup ingredient {spec}: fold {fold} is not trained ({run})")
+    return run
 
 
 def window_clips(crops: np.ndarray, windows: np.ndarray, clip_len: int, size: int) -> np.ndarray:
@@ -284,6 +301,13 @@ def main(argv: list[str] | None = None) -> None:
         "way and print its table (writes runs/cv/<name>/baseline.json, and its per-video scores as the run "
         "<name>/baseline for training.cv_compare)",
     )
+    ap.add_argument(
+        "--soup",
+        nargs="+",
+        metavar="RUN",
+        help="instead of training: each fold's model is the weight soup (training/soup.py) of these "
+        "cross-validated runs' fold models (names under runs/cv/), or of a .pt file that trained on no video",
+    )
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
     base = get_config(args.config, **overrides)
@@ -327,7 +351,10 @@ def main(argv: list[str] | None = None) -> None:
         if oof.is_file():
             continue
         final = run_dir / "final.pt"
-        if not final.is_file():
+        if not final.is_file() and args.soup:
+            write_soup([soup_ingredient(spec, fold, n_folds) for spec in args.soup], final)
+            print(f"== fold {fold}/{n_folds}: the soup of {', '.join(args.soup)} in {run_dir}", flush=True)
+        elif not final.is_file():
             print(f"== fold {fold}/{n_folds}: training in {run_dir}", flush=True)
             train(cfg)
         t0 = time.time()
@@ -343,7 +370,12 @@ def main(argv: list[str] | None = None) -> None:
         records += json.loads((run_dir / "oof.json").read_text())
         dfdc_val[fold] = last_val_auc(run_dir)
     rep = report(records, dfdc_val)
-    rep["recipe"] = {"config": args.config, "overrides": overrides, "n_folds": n_folds}
+    rep["recipe"] = {
+        "config": args.config,
+        "overrides": overrides,
+        "n_folds": n_folds,
+        "soup": args.soup or [],
+    }
     rep["recipe_config"] = dataclasses.asdict(base)
     (root / "calibration.json").write_text(json.dumps(rep, indent=2))
     print_report(rep)
