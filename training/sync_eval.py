@@ -14,8 +14,8 @@ windows of 8 frames every 2nd frame), each real one three times: as it is, with 
 (b) lip-sync and talking-head fakes with audio vs reals with audio: ROC AUC of P(out of sync) alone;
 (c) fusion: logistic regression on [logit(visual p), logit(P(out of sync))] over the videos with an
     audio-visual score, fitted leave-one-fold-out; visual-only vs fused AUC on every video with audio
-    (fused = visual where no audio-visual score exists). The visual model's out-of-fold scores are
-    /work/main/runs/cv/cpu-lmk/fold*/oof.json (``--visual-oof``).
+    (fused = visual where no audio-visual score exists). The visual model's out-of-fold scores and
+    their calibration are those of its cv run (``--visual-oof``, runs/cv/<recipe>/).
 The coefficients written for the shipped model (score_coef, combiner) are fitted on all folds.
 """
 
@@ -42,8 +42,9 @@ from training.sync_model import TorchSyncModel
 from training.train_sync import RUNS, STRIDE, load_sync, run_dir
 
 SHIFTS_S = (0.5, -0.5)
-VISUAL_TEMPERATURE = 5.2053  # the shipped visual model's (training/cv.py video_probs)
-DEFAULT_OOF = Path("/work/main/runs/cv/cpu-lmk")
+# The shipped visual model's cross-validated recipe (training/cv.py): its fold*/oof.json scores and the
+# temperature and threshold of its calibration.json, which the shipped model carries too.
+DEFAULT_OOF = REPO_ROOT / "runs" / "cv" / "cpu-lmk"
 
 
 def is_av_fake(row: dict[str, str]) -> bool:
@@ -192,15 +193,24 @@ def shift_table(records: list[dict]) -> tuple[dict, dict]:
     return table, shipped
 
 
-def visual_probs(oof_dir: Path) -> dict[str, dict]:
-    """path -> {p, fold} of the visual model's out-of-fold video scores."""
+def visual_calibration(oof_dir: Path) -> tuple[float, float]:
+    """The visual recipe's (temperature, threshold), fitted on its out-of-fold scores by training/cv.py."""
+    path = oof_dir / "calibration.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: run python -m training.cv for that recipe first")
+    cal = json.loads(path.read_text())
+    return float(cal["temperature"]), float(cal["threshold"])
+
+
+def visual_probs(oof_dir: Path, temperature: float) -> dict[str, dict]:
+    """path -> {p, fold} of the visual model's out-of-fold video scores, calibrated as serving does."""
     out = {}
     for f in sorted(oof_dir.glob("fold*/oof.json")):
         for rec in json.loads(f.read_text()):
             logits = np.array(rec.get("clip_logits") or [], np.float64)
             if len(logits):
                 out[rec["path"]] = {
-                    "p": float(sigmoid(logits / VISUAL_TEMPERATURE).mean()),
+                    "p": float(sigmoid(logits / temperature).mean()),
                     "fold": rec["fold"],
                 }
     return out
@@ -369,7 +379,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=32, help="sampled frames per video, as serving's FRAMES")
     ap.add_argument("--visual-oof", type=Path, default=DEFAULT_OOF, help="the visual model's cv run folder")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "sync" / "eval.json")
-    ap.add_argument("--threshold", type=float, default=0.6067, help="verdict threshold (the visual model's)")
     ap.add_argument("--root", type=Path, default=RUNS, help="the folds' runs folder (train_sync --root)")
     ap.add_argument("--refit", action="store_true", help="reuse the records of --out, only fit and report")
     ap.add_argument("--bench", type=Path, help="instead: time the audio-visual signal on this video")
@@ -390,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
         if r.get("features"):
             r["reason"] = "scored"
     table, score_coef = shift_table(records)
-    res, combiner = fusion(records, visual_probs(args.visual_oof), args.threshold)
+    temperature, threshold = visual_calibration(args.visual_oof)
+    res, combiner = fusion(records, visual_probs(args.visual_oof, temperature), threshold)
     out = {
         "protocol": f"out of fold (3 leave-source-out folds), {args.frames} sampled frames per video",
         "command": "python -m training.sync_eval " + " ".join(argv or sys.argv[1:]),
@@ -399,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
         "score_coef": score_coef,
         "combiner": combiner,
         "threshold": res["fused_threshold"],
-        "visual_threshold": args.threshold,
+        "visual_threshold": threshold,
+        "visual_temperature": temperature,
         "records": records,
     }
     out["metrics"] = {k: v for k, v in out.items() if k not in ("records", "score_coef", "combiner")}
