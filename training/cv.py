@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         metavar="RUN",
         help="instead of training: each fold's model is the weight soup (training/soup.py) of these "
-        "cross-validated runs' fold models (names under runs/cv/), or of a .pt file that trained on no video",
+        "cross-validated runs' fold models (names under runs/cv/), or of a .pt file that trained on no "
+        "video; scored with the first one's recipe (its video_frames and crops)",
     )
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
