@@ -34,7 +34,7 @@ from training.metrics import balanced_accuracy, group_balanced_weights, log_loss
 from training.soup import write_soup
 from training.train import parse_overrides, predict, train
 from training.video_crops import _pipeline, video_rows, video_track
-from training.weights import load_trained
+from training.weights import load_trained, read_checkpoint
 
 
 def fold_config(preset: str, overrides: dict, name: str, fold: int, n_folds: int) -> TrainConfig:
@@ -51,7 +51,7 @@ def soup_ingredient(spec: str, fold: int, n_folds: int) -> Path:
     for every fold, so nothing held out leaks in)."""
     path = Path(spec)
     if path.suffix == ".pt":
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = read_checkpoint(path)
         if state["config"].get("videos"):
             raise SystemExit(f"{spec} trained on videos ({state['config']['videos']}): use its fold models")
         return path

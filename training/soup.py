@@ -19,7 +19,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
+from training.train import save_atomic
+from training.weights import read_checkpoint
 
 # Fields that fix the network's tensors or what the exported model expects at serving time.
 SHAPE_FIELDS = (
@@ -38,14 +39,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     counters are taken from the first) as a checkpoint ``load_trained`` reads."""
     if not paths:
         raise ValueError("a soup needs at least one checkpoint")
-    states = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"soup ingredient not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if "model" not in state or "config" not in state:
-            raise ValueError(f"{path} is not a training checkpoint (needs 'model' and 'config')")
-        states.append(state)
+    states = [read_checkpoint(path) for path in paths]
     first = states[0]
     for path, state in zip(paths[1:], states[1:], strict=True):
         differ = [f for f in SHAPE_FIELDS if state["config"].get(f) != first["config"].get(f)]
@@ -68,9 +62,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
 def write_soup(paths: list[Path], out: Path) -> Path:
     """Average ``paths`` into ``out`` (written whole, then renamed: a stopped run leaves no half file)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(average_checkpoints(paths), tmp)
-    tmp.replace(out)
+    save_atomic(average_checkpoints(paths), out)
     return out
 
 

@@ -21,14 +21,20 @@ def config_from_dict(values: dict) -> TrainConfig:
     return TrainConfig(**kept)
 
 
-def load_trained(checkpoint: str | Path) -> tuple[DeepfakeDetector, TrainConfig]:
-    """The model in eval mode, on CPU, with its training config; no ImageNet weights are read."""
+def read_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
+    """A training checkpoint's dict (``model`` state and ``config`` values at least), on CPU."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a training checkpoint (needs 'model' and 'config')")
+    return state
+
+
+def load_trained(checkpoint: str | Path) -> tuple[DeepfakeDetector, TrainConfig]:
+    """The model in eval mode, on CPU, with its training config; no ImageNet weights are read."""
+    state = read_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
     model = build_model(dataclasses.replace(cfg, pretrained=False))
     model.load_state_dict(state["model"])
