@@ -5,6 +5,7 @@ Everything here uses random weights and synthetic images, so it runs without ../
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -29,7 +30,7 @@ from training.data import (
 from training.model import DeepfakeDetector
 from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, SampleSpec, make_batch
 from training.sbi import face_mask, sample_params, self_blend
-from training.train import lr_at, train
+from training.train import lr_at, sharpness_aware_grads, train
 
 
 def tiny_model(**kw) -> DeepfakeDetector:
@@ -353,6 +354,63 @@ def test_tiny_training_runs_and_resumes(tmp_path: Path) -> None:
     assert [int(r["step"]) for r in log if r["phase"] == "2"] == [1]
     assert final.is_file() and (tmp_path / "run" / "curves.png").stat().st_size > 1000
     assert log[-1]["val_auc"] != "" and log[-1]["val_clip_auc"] != ""
+
+
+def test_sharpness_aware_grads_are_the_gradient_at_the_perturbed_weights() -> None:
+    """SAM's gradient is the plain gradient taken at w + rho * g / |g|; afterwards the weights are w again
+    and the BatchNorm running statistics have seen the batch once, not twice."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1))
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+
+    def batch_loss(model: torch.nn.Module = net) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(model(x), y)
+
+    twin = copy.deepcopy(net)  # the same network, to take the gradient at the moved weights by hand
+    params = list(net.parameters())
+    before = [p.detach().clone() for p in params]
+    batch_loss().backward()
+    plain = [p.grad.detach().clone() for p in params]
+    stats_once = net[1].running_mean.clone()
+    rho = 0.5
+    sharpness_aware_grads(net, params, rho, lambda: (batch_loss(), 0.0, 0.0))
+
+    for p, b in zip(params, before, strict=True):
+        assert torch.equal(p.detach(), b)
+    assert torch.equal(net[1].running_mean, stats_once)
+    norm = torch.norm(torch.stack([g.norm() for g in plain]))
+    with torch.no_grad():
+        for p, g in zip(twin.parameters(), plain, strict=True):
+            p.add_(g * rho / norm)
+    batch_loss(twin).backward()
+    for p, q in zip(params, twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+        assert p.grad.abs().sum() > 0
+    assert any(not torch.allclose(p.grad, g) for p, g in zip(params, plain, strict=True))
+
+
+def test_tiny_training_with_sharpness_aware_steps(tmp_path: Path) -> None:
+    """``sam_rho`` reaches the loop: the same seed and batches give other weights than plain steps."""
+    write_synthetic_dataset(tmp_path)
+    finals = {}
+    for rho in (0.0, 0.05):
+        cfg = get_config(
+            "tiny",
+            data_dir=str(tmp_path),
+            cache_dir=str(tmp_path / "cache"),
+            out_dir=str(tmp_path / f"run{rho}"),
+            phase1_steps=2,
+            phase2_steps=0,
+            threads=1,
+            sam_rho=rho,
+        )
+        finals[rho] = torch.load(train(cfg, fresh=True), weights_only=False)["model"]
+    log = list(csv.DictReader((tmp_path / "run0.05" / "log.csv").open()))
+    assert [int(r["step"]) for r in log if r["phase"] == "1"] == [1, 2]
+    assert all(np.isfinite(float(r["loss"])) for r in log if r["loss"])
+    assert json.loads((tmp_path / "run0.05" / "config.json").read_text())["sam_rho"] == 0.05
+    assert not torch.equal(finals[0.0]["clip_head.weight"], finals[0.05]["clip_head.weight"])
 
 
 def test_unknown_config_fields_fail() -> None:

@@ -92,6 +92,10 @@ class TrainConfig:
     warmup_steps: int = 100
     loc_weight: float = 0.5  # blend-mask BCE weight (SBI and reals only)
     frame_weight: float = 0.5  # per-frame logit BCE weight
+    # Sharpness-aware minimisation radius for phase 1 (Foret et al., ICLR 2021; the SBI paper trains
+    # with it): each step takes the gradient at the worst nearby weights, a flatter minimum. 0: plain
+    # AdamW. Each step costs two forward and backward passes.
+    sam_rho: float = 0.0
 
     # --- phase 2: clip-level fine-tuning, backbone frozen
     phase2_steps: int = 150

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -207,6 +208,44 @@ def losses(
     return total, clip.item(), loc_val
 
 
+def sharpness_aware_grads(
+    model: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    rho: float,
+    batch_loss: Callable[[], tuple[torch.Tensor, float, float]],
+) -> None:
+    """Replace the gradients in ``params`` (those of this batch at the current weights) by SAM's: the
+    gradient at the weights moved ``rho`` along the normalised gradient, the worst point nearby to first
+    order. The weights are then put back exactly, so the optimiser steps from where it was.
+
+    The second pass must not count this batch twice in the BatchNorm running statistics, so their
+    momentum is zero for it (PyTorch's update is ``(1 - m) * running + m * batch``).
+    """
+    with_grad = [(p, p.grad) for p in params if p.grad is not None]
+    if not with_grad:
+        return
+    norm = torch.norm(torch.stack([g.detach().norm(2) for _, g in with_grad]), 2)
+    scale = rho / (norm + 1e-12)
+    originals = [p.detach().clone() for p, _ in with_grad]  # restored by copy: (w + e) - e need not be w
+    with torch.no_grad():
+        for p, g in with_grad:
+            p.add_(g * scale)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        for p, _ in with_grad:
+            p.grad = None
+        batch_loss()[0].backward()
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        with torch.no_grad():
+            for (p, _), original in zip(with_grad, originals, strict=True):
+                p.copy_(original)
+
+
 def temporal_parameters(model: DeepfakeDetector) -> list[torch.nn.Parameter]:
     names = ("embed.", "cls_token", "pos", "blocks.", "ln_f.", "clip_head.", "frame_head.")
     return [p for n, p in model.named_parameters() if n.startswith(names)]
@@ -315,6 +354,14 @@ def forward(
     return {"clip_logit": clip_logit, "frame_logits": frame_logits}, valid
 
 
+def step_loss(
+    model: DeepfakeDetector, batch: dict[str, torch.Tensor], phase: Phase, cfg: TrainConfig, step: int
+) -> tuple[torch.Tensor, float, float]:
+    """The training loss of a batch at the current weights: (total, clip, loc), as :func:`losses`."""
+    outs, valid = forward(model, batch, phase, cfg, step)
+    return losses(outs, batch, cfg, valid=valid, with_loc=phase.with_loc)
+
+
 def batch_loader(
     cfg: TrainConfig, train_set: CropSet, phase: Phase, step: int
 ) -> torch.utils.data.DataLoader:
@@ -420,10 +467,12 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
             lr = lr_at(step, phase.steps, phase.lr, phase.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_mult", 1.0)  # phase-2 checkpoints of older runs have none
-            outs, valid = forward(model, batch, phase, cfg, step)
-            loss, clip_l, loc_l = losses(outs, batch, cfg, valid=valid, with_loc=phase.with_loc)
+            loss, clip_l, loc_l = step_loss(model, batch, phase, cfg, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if phase.number == 1 and cfg.sam_rho > 0:
+                again = functools.partial(step_loss, model, batch, phase, cfg, step)
+                sharpness_aware_grads(model, params, cfg.sam_rho, again)
             if phase.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, phase.grad_clip)
             opt.step()
