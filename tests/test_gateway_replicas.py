@@ -11,6 +11,7 @@ shared folder and finish every job, A's included, each exactly once more.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -134,7 +135,11 @@ def test_a_replica_killed_mid_job_leaves_its_jobs_to_the_other(
                 job_id: 1 for job_id in set(jobs) - orphaned
             }
         assert list(uploads.iterdir()) == []  # every upload read by whoever finished it, then removed
-        assert f"re-queued {len(orphaned)} job(s) whose gateway replica stopped" in b.log_path.read_text()
+        # A's leases can run out in one sweep of B's or in several (on a loaded machine): count them all
+        requeued = re.findall(
+            r"re-queued (\d+) job\(s\) whose gateway replica stopped", b.log_path.read_text()
+        )
+        assert sum(map(int, requeued)) == len(orphaned), requeued
     finally:
         for service in reversed(services):
             service.stop()
