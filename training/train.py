@@ -224,7 +224,7 @@ def sharpness_aware_grads(
     with_grad = [(p, p.grad) for p in params if p.grad is not None]
     if not with_grad:
         return
-    norm = torch.norm(torch.stack([g.detach().norm(2) for _, g in with_grad]), 2)
+    norm = torch.nn.utils.get_total_norm([g.detach() for _, g in with_grad], 2.0)
     scale = rho / (norm + 1e-12)
     originals = [p.detach().clone() for p, _ in with_grad]  # restored by copy: (w + e) - e need not be w
     with torch.no_grad():
