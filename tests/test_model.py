@@ -87,6 +87,35 @@ def test_pretrained_backbone_loads_from_package() -> None:
     assert pre._bn0.running_var.abs().sum() > 0
 
 
+def test_backbones_share_the_contract_and_their_stage_boundaries() -> None:
+    """Lite0 keeps the block indices it always had; Lite1 (21 blocks) gets its own, and the same outputs.
+
+    The localisation head must read the stride-8 map of either network (a wrong block index gives a 10x10
+    or 40x40 map, or a channel count the head was not built for), and Lite1's ImageNet weights load from
+    their package.
+    """
+    from training.model import build_backbone, stage_ends
+
+    lite0 = tiny_model()
+    assert stage_ends(lite0.backbone) == [0, 2, 4, 7, 10, 14, 15]
+    assert (lite0.mid_block, lite0.style_mix_blocks) == (4, (2, 4, 7))
+    lite1 = tiny_model(backbone="efficientnet-lite1", style_mix=1.0)
+    assert (lite1.mid_block, lite1.style_mix_blocks) == (6, (3, 6, 10))
+    clips = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    lite1.train()
+    out = lite1(clips)  # style mixing on every batch: exercises the Lite1 block indices in training too
+    assert out["clip_logit"].shape == (2,)
+    assert out["frame_logits"].shape == (2, 3)
+    assert out["blend_logits"].shape == (2, 3, 8, 8)
+    torch.manual_seed(0)
+    pre = build_backbone(pretrained=True, name="efficientnet-lite1")
+    rnd = build_backbone(pretrained=False, name="efficientnet-lite1")
+    assert len(pre._blocks) == 21
+    assert not torch.equal(pre._conv_stem.weight, rnd._conv_stem.weight)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone(pretrained=False, name="efficientnet-b7")
+
+
 def test_freeze_prefix_freezes_stem_and_blocks() -> None:
     model = tiny_model()
     model.freeze_prefix(3)

