@@ -75,6 +75,10 @@ def test_sampling_weights_balance_videos_and_damp_large_sources() -> None:
     per_video = [w[0:10].sum(), w[10:30].sum(), w[30:35].sum(), w[35:43].sum()]
     assert per_video[:3] == pytest.approx([1 / np.sqrt(3)] * 3)  # three big-source videos with faces
     assert per_video[3] == pytest.approx(1.0)
+    w = sampling_weights(rows, frames, source_power=1.0)  # every source alike: big's three share one
+    assert [w[0:35].sum(), w[35:43].sum()] == pytest.approx([1.0, 1.0])
+    w = sampling_weights(rows, frames, source_power=0.0)  # every video alike
+    assert [w[0:10].sum(), w[10:30].sum(), w[35:43].sum()] == pytest.approx([1.0, 1.0, 1.0])
 
 
 def video_cropset(n_videos: int = 4, frames: int = 3, size: int = 96) -> CropSet:

@@ -43,6 +43,9 @@ class TrainConfig:
     # test rows (Celeb-DF's List_of_testing_videos.txt) never train. Validation stays on DFDC crops.
     videos: str = ""
     video_frames: int = 16  # frames sampled per video (serving's sampler: windows of clip_len frames)
+    # A video's draw weight is 1 / (videos of its source and label) ** source_power (video_crops.py
+    # sampling_weights): 0 = every video alike, 1 = every source alike.
+    source_power: float = 0.5
     # Leave-source-out cross-validation (training/folds.py, training/cv.py): with video_fold >= 0 the
     # videos of that fold (of n_folds) are held out of training; -1 trains on every video.
     video_fold: int = -1

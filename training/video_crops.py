@@ -181,13 +181,15 @@ def video_rows(cfg: TrainConfig) -> list[dict[str, str]]:
     return rows
 
 
-def sampling_weights(rows: list[dict[str, str]], frames: list[int]) -> np.ndarray:
-    """Per-item draw weight: each video weighs 1 / sqrt(videos of its source and label), shared by its
-    frames. A video counts the same however many frames it gave, and a 41-clip corpus does not drown a
-    source of two clips, while a single clip is not repeated as often as a whole corpus either."""
+def sampling_weights(rows: list[dict[str, str]], frames: list[int], source_power: float = 0.5) -> np.ndarray:
+    """Per-item draw weight: each video weighs 1 / (videos of its source and label) ** source_power,
+    shared by its frames. A video counts the same however many frames it gave. At the default 0.5 a
+    41-clip corpus does not drown a source of two clips, while a single clip is not repeated as often as
+    a whole corpus either; 1.0 gives every source and label the same share (as a sealed evaluation of new
+    sources weighs them), 0.0 every video the same."""
     used = [(r, n) for r, n in zip(rows, frames, strict=True) if n]
     videos_of_key = group_sizes([(r.get("dataset", ""), r["label"]) for r, _ in used])
-    parts = [np.full(n, 1.0 / (np.sqrt(c) * n)) for (_, n), c in zip(used, videos_of_key, strict=True)]
+    parts = [np.full(n, 1.0 / (c**source_power * n)) for (_, n), c in zip(used, videos_of_key, strict=True)]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -240,5 +242,5 @@ def load_video_crops(cfg: TrainConfig, rows: list[dict[str, str]] | None = None)
         np.concatenate(crop_px),
         paths,
         np.concatenate(tracks),
-        sampling_weights(rows, frames),
+        sampling_weights(rows, frames, cfg.source_power),
     )
