@@ -70,7 +70,7 @@ def test_fake_family() -> None:
 def test_sampling_weights_balance_videos_and_damp_large_sources() -> None:
     rows = [{"dataset": "big", "label": "real"}] * 4 + [{"dataset": "small", "label": "real"}]
     frames = [10, 20, 0, 5, 8]  # the third video gave no face
-    w = sampling_weights(rows, frames)
+    w = sampling_weights(rows, frames, source_power=0.5)
     assert len(w) == 43
     per_video = [w[0:10].sum(), w[10:30].sum(), w[30:35].sum(), w[35:43].sum()]
     assert per_video[:3] == pytest.approx([1 / np.sqrt(3)] * 3)  # three big-source videos with faces

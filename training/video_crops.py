@@ -181,9 +181,9 @@ def video_rows(cfg: TrainConfig) -> list[dict[str, str]]:
     return rows
 
 
-def sampling_weights(rows: list[dict[str, str]], frames: list[int], source_power: float = 0.5) -> np.ndarray:
+def sampling_weights(rows: list[dict[str, str]], frames: list[int], source_power: float) -> np.ndarray:
     """Per-item draw weight: each video weighs 1 / (videos of its source and label) ** source_power,
-    shared by its frames. A video counts the same however many frames it gave. At the default 0.5 a
+    shared by its frames. A video counts the same however many frames it gave. At the recipe's 0.5 a
     41-clip corpus does not drown a source of two clips, while a single clip is not repeated as often as
     a whole corpus either; 1.0 gives every source and label the same share (as a sealed evaluation of new
     sources weighs them), 0.0 every video the same."""
