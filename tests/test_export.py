@@ -106,6 +106,26 @@ def test_verify_catches_a_wrong_export(exported, tmp_path: Path) -> None:
         verify_onnx(other, repo / "1" / "model.onnx", clip_len=4)
 
 
+def test_residual_input_exports_with_the_same_contract(tmp_path: Path) -> None:
+    """A model with the noise-residual stem exports, agrees with torch and keeps the I/O contract."""
+    cfg = get_config("tiny", out_dir=str(tmp_path / "run"), residual_input=True)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert model.residual_stem is not None
+    with torch.no_grad():
+        model.residual_stem.weight.normal_(0, 0.1)  # the branch must matter for the check to mean anything
+    ckpt = tmp_path / "final.pt"
+    torch.save({"model": model.state_dict(), "config": dataclasses.asdict(cfg)}, ckpt)
+    (tmp_path / "calibration.json").write_text('{"temperature": 1.0, "threshold": 0.5}')
+    summary = export(ckpt, tmp_path / "repo", version="test-residual")
+    assert summary["max_abs_diff"] < 1e-3
+    sess = ort.InferenceSession(
+        str(tmp_path / "repo" / "deepfake_detector" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in sess.get_inputs()] == [INPUT_NAME]
+    assert {o.name for o in sess.get_outputs()} == {OUTPUT_CLIP, OUTPUT_FRAMES, OUTPUT_BLEND}
+
+
 def test_pbtxt_escapes_metadata_json() -> None:
     meta = build_meta(get_config("tiny"), None, 'v"1\\x')
     cfg = parse_triton_config(config_pbtxt(meta))

@@ -27,7 +27,7 @@ from training.data import (
     scan_dfdc,
     scan_faceforensics,
 )
-from training.model import DeepfakeDetector
+from training.model import RESIDUAL_CLIP, DeepfakeDetector, NoiseResidual
 from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, SampleSpec, make_batch
 from training.sbi import face_mask, sample_params, self_blend
 from training.train import lr_at, sharpness_aware_grads, train
@@ -127,6 +127,37 @@ def test_freeze_prefix_freezes_stem_and_blocks() -> None:
     assert not model.backbone._bn0.training and model.backbone._blocks[3].training
     with pytest.raises(ValueError):
         model.freeze_prefix(9)
+
+
+def test_noise_residual_ignores_smooth_shading_and_sees_noise() -> None:
+    """The high-pass view is zero on a linear ramp (inside the mirrored border) and strong on fine noise."""
+    residuals = NoiseResidual()
+    ramp = torch.linspace(-2, 2, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    assert residuals(ramp)[..., 2:-2, 2:-2].abs().max() < 1e-4
+    noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.2
+    out = residuals(ramp + noise)
+    assert out.shape == (1, 3, 32, 32)
+    assert (out.std(dim=(0, 2, 3)) > 0.5).all()  # every kernel responds
+    assert out.abs().max() <= RESIDUAL_CLIP  # truncated
+
+
+def test_residual_input_starts_as_the_rgb_model_and_learns() -> None:
+    """With the residual branch at its zero start the model is the RGB model; its stem then gets a gradient
+    and, once moved, changes the scores."""
+    rgb = tiny_model()
+    both = tiny_model(residual_input=True)
+    both.load_state_dict(rgb.state_dict(), strict=False)
+    x = torch.randint(0, 256, (2, 2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(rgb(x)["clip_logit"], both(x)["clip_logit"])
+    both(x)["clip_logit"].sum().backward()
+    assert both.residual_stem is not None and both.residual_stem.weight.grad is not None
+    assert both.residual_stem.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        both.residual_stem.weight.normal_(0, 0.1)
+        assert not torch.allclose(rgb(x)["clip_logit"], both(x)["clip_logit"])
+    both.freeze_prefix(1)
+    assert not both.residual_stem.weight.requires_grad
 
 
 def test_mix_styles_swaps_channel_statistics_and_keeps_the_pattern() -> None:

