@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cache_files import save_npz
+
 N_POINTS = 68
 # Where the face box sits in a crop when the detector finds none, as fractions of the side (the median
 # HOG box over DFDC training crops, rounded).
@@ -98,11 +100,8 @@ def crop_landmarks(images: np.ndarray, labels: np.ndarray, cache_dir: str | Path
             out[i] = known[key] = find(images[i])
             if n % 5000 == 0 or n == len(todo):
                 print(f"landmarks: {n}/{len(todo)} new crops in {time.time() - t0:.0f}s", flush=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
         keys = np.array(list(known), np.uint64)
-        np.savez(tmp, keys=keys, points=np.stack([known[int(k)] for k in keys]))
-        tmp.replace(cache)
+        save_npz(cache, {"keys": keys, "points": np.stack([known[int(k)] for k in keys])})
     n_real = int((labels == 0).sum())
     print(f"landmarks: {n_real} real crops ({len(todo)} computed now)", file=sys.stderr, flush=True)
     return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from deepfake.contracts.metadata import METADATA_KEY, CropPolicy, ModelMeta
 from preprocessor.mouth import MOUTH_H, MOUTH_W, MOUTH_X0, MOUTH_X1, MOUTH_Y0, MOUTH_Y1, mouth_from_gray
+from training.cache_files import save_npz
 
 MAX_FRAMES = 1024  # PipelineSettings.frames' limit: 41 s at 25 fps
 CACHE_VERSION = 2
@@ -96,10 +96,7 @@ def load_track(cache_dir: Path, video: Path, meta: ModelMeta) -> dict[str, np.nd
         with np.load(path) as z:
             return dict(z)
     got = cut_track(video, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **got)
-    os.replace(tmp, path)
+    save_npz(path, got, compressed=True)
     return got
 
 

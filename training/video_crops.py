@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cache_files import save_npz
 from training.config import TrainConfig
 from training.data import CropSet, read_manifest, scan_celebdf, scan_dfdc, scan_faceforensics
 from training.metrics import group_sizes
@@ -162,10 +162,7 @@ def video_track(cfg: TrainConfig, pipeline, video: Path) -> tuple[dict[str, np.n
         with np.load(cache) as z:
             return dict(z), True
     got = cut_video(pipeline, video)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **got)
-    os.replace(tmp, cache)  # a killed run never leaves a half-written cache file
+    save_npz(cache, got)
     return got, False
 
 
