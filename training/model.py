@@ -168,8 +168,13 @@ def mix_styles(x: torch.Tensor, alpha: float = STYLE_MIX_ALPHA) -> torch.Tensor:
     return (x - mu) / sigma * sigma_mix + mu_mix
 
 
-class NoiseResidual(nn.Module):
-    """uint8-derived, ImageNet-normalised frames [N, 3, H, W] -> three high-pass residuals [N, 3, H, W].
+# The kernels as one conv2d weight [3, 1, 5, 5] (moved to the input's device and dtype when used).
+_SRM_WEIGHT = torch.tensor(SRM_KERNELS, dtype=torch.float32)[:, None]
+_SRM_WEIGHT = _SRM_WEIGHT * torch.tensor(SRM_GAINS).view(3, 1, 1, 1)
+
+
+def noise_residual(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised frames [N, 3, H, W] -> three high-pass residuals of the luminance [N, 3, H, W].
 
     A blended or synthesised face is resampled, smoothed or generated, so its fine noise differs from
     the camera noise around it; a high-pass view puts that noise first, while the face and its colour
@@ -177,19 +182,10 @@ class NoiseResidual(nn.Module):
     (not trained) and mirror-padded so the crop border gives no response; responses are truncated at
     ``RESIDUAL_CLIP`` so strong edges do not dominate.
     """
-
-    kernels: torch.Tensor
-
-    def __init__(self) -> None:
-        super().__init__()
-        k = torch.tensor(SRM_KERNELS, dtype=torch.float32) * torch.tensor(SRM_GAINS).view(3, 1, 1)
-        self.register_buffer("kernels", k[:, None], persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lum = x.mean(dim=1, keepdim=True)
-        pad = self.kernels.shape[-1] // 2
-        res = nn.functional.conv2d(nn.functional.pad(lum, (pad, pad, pad, pad), mode="reflect"), self.kernels)
-        return res.clamp(-RESIDUAL_CLIP, RESIDUAL_CLIP)
+    weight = _SRM_WEIGHT.to(x)
+    pad = weight.shape[-1] // 2
+    lum = nn.functional.pad(x.mean(dim=1, keepdim=True), (pad, pad, pad, pad), mode="reflect")
+    return nn.functional.conv2d(lum, weight).clamp(-RESIDUAL_CLIP, RESIDUAL_CLIP)
 
 
 class DeepfakeDetector(nn.Module):
@@ -226,7 +222,6 @@ class DeepfakeDetector(nn.Module):
         # residual_input: the residuals enter through a second stem convolution added to the RGB stem's
         # output (the same as a stem with six input channels). It starts at zero, so training starts
         # from the ImageNet network exactly and learns how much of the residual to use.
-        self.residuals = NoiseResidual() if residual_input else None
         self.residual_stem: nn.Module | None = None
         if residual_input:
             stem: Any = copy.deepcopy(net._conv_stem)  # same kernel, stride and TF-style padding
@@ -283,8 +278,8 @@ class DeepfakeDetector(nn.Module):
         mid = x
         with torch.set_grad_enabled(torch.is_grad_enabled() and frozen == 0):
             stem = net._conv_stem(x)
-            if self.residuals is not None and self.residual_stem is not None:
-                stem = stem + self.residual_stem(self.residuals(x))
+            if self.residual_stem is not None:
+                stem = stem + self.residual_stem(noise_residual(x))
             x = net._swish(net._bn0(stem))
             for idx in range(frozen):
                 x = net._blocks[idx](x, drop_connect_rate=None)
