@@ -137,7 +137,8 @@ class TrainConfig:
 # every batch fakes from the videos, a fifth reals), fewer DFDC fakes; chosen and calibrated by
 # leave-source-out cross-validation (training/cv.py, make cv).
 CPU_V2 = dict(
-    sbi_mask="landmarks",  # model 2.1.0; 2.0.0 was trained with the ellipse
+    sbi_mask="landmarks",  # since model 2.1.0; 2.0.0 was trained with the ellipse
+    residual_input=True,  # model 2.2.0: noise residuals beside RGB (model card); 2.1.0 was RGB only
     videos="manifest:MANIFEST.tsv:dev",
     video_frames=32,
     n_folds=3,
