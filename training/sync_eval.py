@@ -44,7 +44,7 @@ from training.train_sync import RUNS, STRIDE, load_sync, run_dir
 SHIFTS_S = (0.5, -0.5)
 # The shipped visual model's cross-validated recipe (training/cv.py): its fold*/oof.json scores and the
 # temperature and threshold of its calibration.json, which the shipped model carries too.
-DEFAULT_OOF = REPO_ROOT / "runs" / "cv" / "cpu-lmk"
+DEFAULT_OOF = REPO_ROOT / "runs" / "cv" / "cpu-res"
 
 
 def is_av_fake(row: dict[str, str]) -> bool:
