@@ -28,7 +28,7 @@ from training.data import (
     scan_faceforensics,
 )
 from training.model import RESIDUAL_CLIP, DeepfakeDetector, noise_residual
-from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, SampleSpec, make_batch
+from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, BatchStream, SampleSpec, make_batch
 from training.sbi import face_mask, sample_params, self_blend
 from training.train import lr_at, sharpness_aware_grads, train
 
@@ -477,3 +477,16 @@ def test_unknown_config_fields_fail() -> None:
         get_config("tiny", not_a_field=1)
     with pytest.raises(ValueError, match="unknown config"):
         get_config("huge")
+
+
+def test_batch_stream_gives_the_same_sequence_with_several_workers() -> None:
+    """Two DataLoader workers split the steps between them: the loader yields steps 5, 6, 7, 8 in order,
+    each once, exactly as one process makes them (the gpu preset trains with 6 workers)."""
+    crops = synthetic_cropset()
+    spec = SampleSpec(out=32, mask_out=4, scale_range=(0.8, 1.0), shift=0.05, aug_policy="v1")
+    mix = BatchMix(frac_real=0.5, frac_fake=0.25)
+    stream = BatchStream(crops, 7, 1, 5, 4, lambda step: 1 + step % 2, spec, mix)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    got = [b for b, _ in zip(loader, range(4), strict=False)]
+    for step, batch in zip(range(5, 9), got, strict=True):
+        assert torch.equal(batch["clips"], make_batch(crops, 7, 1, step, 4, 1 + step % 2, spec, mix)["clips"])

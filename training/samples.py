@@ -181,7 +181,12 @@ def make_batch(
 
 class BatchStream(torch.utils.data.IterableDataset):
     """Endless, seeded batches from ``start_step`` on (resume continues the same sequence); the clip
-    length of each batch is ``clip_len(step)``, drawn from the step so it is reproducible."""
+    length of each batch is ``clip_len(step)``, drawn from the step so it is reproducible.
+
+    With several DataLoader workers each makes every ``num_workers``-th step (worker k: start + k, start
+    + k + n, ...), and the loader hands them out in turn, so the sequence is the same as with one;
+    without the split every worker yielded the whole sequence and each batch came ``num_workers`` times.
+    """
 
     def __init__(
         self,
@@ -202,12 +207,14 @@ class BatchStream(torch.utils.data.IterableDataset):
         import cv2
 
         cv2.setNumThreads(1)
-        step = self.start_step
+        info = torch.utils.data.get_worker_info()
+        offset, stride = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start_step + offset
         while True:
             yield make_batch(
                 self.crops, self.seed, self.phase, step, self.n, self.clip_len(step), self.spec, self.mix
             )
-            step += 1
+            step += stride
 
 
 def eval_view(
