@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.cache_files import write_atomic
 from training.config import TrainConfig, get_config
 from training.data import CropSet, concat_crops, load_crops
 from training.metrics import log_loss, roc_auc
@@ -178,9 +178,9 @@ class RunLog:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`training.cache_files.write_atomic`: a killed run keeps its last whole
+    checkpoint."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def losses(

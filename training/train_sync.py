@@ -42,6 +42,7 @@ from preprocessor.audio import (
     speech_frames,
 )
 from preprocessor.audio_visual import window_span
+from training.cache_files import write_atomic
 from training.config import REPO_ROOT, default_data_dir
 from training.folds import assign_folds
 from training.sync_data import dev_video_rows, has_audio, load_track, visual_meta
@@ -281,9 +282,7 @@ def train(
             "fold": fold,
             "train_videos": [c.path for c in train_clips],
         }
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)
+        write_atomic(ckpt_path, lambda tmp: torch.save(state, tmp))
 
     model.train()
     while step < cfg.steps:
