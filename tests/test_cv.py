@@ -164,6 +164,25 @@ def test_out_of_fold_report_counts_failures_and_calibrates() -> None:
     flipped = [{**r, "clip_logits_flip": r["clip_logits"]} for r in recs]  # a flip that changes nothing
     agg = report(flipped, {})["aggregation_auc"]
     assert agg["mean_probability, flip-averaged logits"] == agg["mean_probability (serving)"]
+    rules = rep["threshold_rules"]
+    assert set(rules) == {"videos alike (shipped)", "sources alike"}
+    assert rules["videos alike (shipped)"]["threshold"] == rep["threshold"]
+    assert (
+        rules["videos alike (shipped)"]["cross_fitted_balanced_accuracy"]
+        == (rep["all"]["balanced_accuracy_cross_fitted"])
+    )
+
+
+def test_cross_fitted_threshold_rule_counts_sources_called_fake() -> None:
+    # fold 0's reals sit where folds 1-2 put their fakes: the threshold those folds choose calls them all fake
+    recs = []
+    for ds, fold, real_logit, fake_logit in (("a", 1, -3.0, 3.0), ("b", 2, -3.0, 3.0), ("c", 0, 3.0, 6.0)):
+        recs += [record("real", [real_logit], ds, fold) for _ in range(5)]
+        recs += [record("fake", [fake_logit], ds, fold) for _ in range(5)]
+    rule = report(recs, {})["threshold_rules"]["videos alike (shipped)"]
+    assert rule["cross_fitted_reals_called_fake"] == pytest.approx(5 / 15, abs=1e-3)
+    assert rule["cross_fitted_sources_over_25pct_reals_fake"] == 1  # source c
+    assert rule["cross_fitted_balanced_accuracy"] < rule["balanced_accuracy"]
 
 
 def test_evaluate_reports_figures_without_failures() -> None:

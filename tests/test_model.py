@@ -27,6 +27,7 @@ from training.data import (
     scan_dfdc,
     scan_faceforensics,
 )
+from training.metrics import balanced_accuracy
 from training.model import RESIDUAL_CLIP, DeepfakeDetector, noise_residual
 from training.samples import KIND_FAKE, KIND_REAL, KIND_SBI, BatchMix, BatchStream, SampleSpec, make_batch
 from training.sbi import face_mask, sample_params, self_blend
@@ -313,6 +314,26 @@ def test_threshold_separates_separable_scores() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])
     thr = best_threshold(probs, labels)
     assert 0.3 < thr <= 0.6
+
+
+def test_weighted_threshold_lets_every_source_count_alike() -> None:
+    # Source A: 8 reals at 0.5 and 8 fakes at 0.6; B: 1 real at 0.8, 1 fake at 0.9; C: 1 real at 0.7.
+    # Videos alike, A decides (threshold 0.6); sources alike, B's and C's reals weigh as A's eight each.
+    probs = np.array([0.5] * 8 + [0.6] * 8 + [0.8, 0.9, 0.7])
+    labels = np.array([0] * 8 + [1] * 8 + [0, 1, 0])
+    weights = np.array([1 / 8] * 16 + [1.0, 1.0, 1.0])
+    assert best_threshold(probs, labels) == 0.6
+    assert best_threshold(probs, labels, weights) == 0.9
+    assert balanced_accuracy(labels, probs, 0.9, weights) == pytest.approx(0.75)
+    assert balanced_accuracy(labels, probs, 0.9) == pytest.approx((1 / 9 + 1) / 2)
+
+
+def test_threshold_is_the_highest_of_equally_good_ones() -> None:
+    probs = np.array([0.1, 0.4, 0.5, 0.8])
+    labels = np.array([0, 1, 0, 1])  # 0.4 and 0.8 both give balanced accuracy 0.75
+    assert best_threshold(probs, labels) == 0.8
+    with pytest.raises(ValueError, match="both real and fake"):
+        best_threshold(probs, np.zeros(4, int))
 
 
 def write_synthetic_dataset(root: Path, n_train: int = 16, n_val: int = 8) -> None:

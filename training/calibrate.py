@@ -25,7 +25,7 @@ from scipy.optimize import minimize_scalar
 
 from training.config import TrainConfig
 from training.data import load_crops
-from training.metrics import accuracy, balanced_accuracy, equal_error_rate, log_loss, roc_auc, roc_curve
+from training.metrics import accuracy, balanced_accuracy, equal_error_rate, log_loss, roc_auc
 from training.samples import eval_view
 from training.train import predict
 from training.weights import load_trained
@@ -47,12 +47,27 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
-def best_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Probability threshold maximising balanced accuracy (TPR + TNR) / 2 on these scores."""
-    fpr, tpr, thr = roc_curve(labels, probs)
-    j = tpr - fpr
-    i = int(np.argmax(j[1:])) + 1  # thr[0] is +inf
-    return float(thr[i])
+def best_threshold(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Probability threshold maximising balanced accuracy (TPR + TNR) / 2 on these scores.
+
+    Candidates are the distinct scores (score >= threshold is fake); among equally good ones the
+    highest wins. ``weights`` (one per item) weight both rates, e.g. every (source, label) alike
+    (training/cv.py reports that rule beside the per-video one).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(probs, dtype=np.float64)
+    w = np.ones(s.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    if not (0 < int(y.sum()) < y.size):
+        raise ValueError("a threshold needs both real and fake items")
+    values, group = np.unique(s, return_inverse=True)  # increasing
+    fake_w = np.bincount(group, np.where(y == 1, w, 0.0), values.size)
+    real_w = np.bincount(group, np.where(y == 0, w, 0.0), values.size)
+    # at threshold values[i]: fakes caught = weight at or above it, reals cleared = weight below it
+    tpr = np.cumsum(fake_w[::-1])[::-1] / fake_w.sum()
+    tnr = (np.cumsum(real_w) - real_w) / real_w.sum()
+    j = tpr + tnr
+    i = int(np.flatnonzero(j >= j.max() - 1e-12)[-1])
+    return float(values[i])
 
 
 def summary(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | None]:

@@ -156,15 +156,27 @@ def accuracy(labels: np.ndarray | list[int], scores: np.ndarray | list[float], t
 
 
 def balanced_accuracy(
-    labels: np.ndarray | list[int], scores: np.ndarray | list[float], threshold: float
+    labels: np.ndarray | list[int],
+    scores: np.ndarray | list[float],
+    threshold: float,
+    weights: np.ndarray | list[float] | None = None,
 ) -> float | None:
     """Mean of the share of fakes caught and the share of reals cleared at ``threshold``; None if one
-    class (the figure the shipped threshold maximises)."""
+    class (the figure the shipped threshold maximises). ``weights`` as in :func:`roc_auc`: the shares
+    are weighted, so with :func:`group_balanced_weights` of (source, label) every source counts alike."""
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
+    w = np.ones(s.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != s.shape or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights must be one finite, non-negative number per item")
     pred = s >= threshold
-    return float((pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2)
+    fake, real = y == 1, y == 0
+    if not w[fake].sum() or not w[real].sum():
+        return None
+    caught = w[fake & pred].sum() / w[fake].sum()
+    cleared = w[real & ~pred].sum() / w[real].sum()
+    return float((caught + cleared) / 2)
 
 
 @dataclass
