@@ -35,6 +35,14 @@ def _check(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> 
     return y.astype(np.int64), s
 
 
+def _weights(weights: np.ndarray | list[float] | None, scores: np.ndarray) -> np.ndarray:
+    """One finite, non-negative weight per item (all 1 when none are given)."""
+    w = np.ones(scores.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != scores.shape or not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights must be one finite, non-negative number per item")
+    return w
+
+
 def _both_classes(y: np.ndarray) -> bool:
     return bool(y.size) and 0 < int(y.sum()) < y.size
 
@@ -55,9 +63,7 @@ def roc_auc(
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
-    w = np.ones(s.shape) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != s.shape or not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("weights must be one finite, non-negative number per item")
+    w = _weights(weights, s)
     w_pos, w_neg = np.where(y == 1, w, 0.0), np.where(y == 0, w, 0.0)
     if not w_pos.sum() or not w_neg.sum():
         return None
@@ -167,9 +173,7 @@ def balanced_accuracy(
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
-    w = np.ones(s.shape) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != s.shape or not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("weights must be one finite, non-negative number per item")
+    w = _weights(weights, s)
     pred = s >= threshold
     fake, real = y == 1, y == 0
     if not w[fake].sum() or not w[real].sum():
