@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
-from sklearn.metrics import roc_auc_score
 
 from deepfake.settings import REPO_ROOT
 from training import metrics
@@ -58,6 +58,18 @@ def test_weighted_auc_by_hand_and_against_sklearn() -> None:
     assert metrics.roc_auc([1, 0], [0.3, 0.2], [0, 1]) is None  # no weight on the fakes
     with pytest.raises(ValueError, match="weights"):
         metrics.roc_auc([1, 0], [0.3, 0.2], [1, -1])
+
+
+def test_weighted_balanced_accuracy_against_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    y, s, w = rng.integers(0, 2, 200), rng.random(200), rng.random(200)
+    pred = (s >= 0.4).astype(int)
+    expected = balanced_accuracy_score(y, pred, sample_weight=w)
+    assert metrics.balanced_accuracy(y, s, 0.4, w) == pytest.approx(expected)
+    assert metrics.balanced_accuracy(y, s, 0.4) == pytest.approx(balanced_accuracy_score(y, pred))
+    assert metrics.balanced_accuracy([1, 0], [0.3, 0.2], 0.25, [0, 1]) is None  # no weight on the fakes
+    with pytest.raises(ValueError, match="weights"):
+        metrics.balanced_accuracy([1, 0], [0.3, 0.2], 0.25, [1, 2, 3])
 
 
 def test_roc_curve_area_equals_auc_with_ties() -> None:
