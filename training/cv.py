@@ -187,6 +187,13 @@ def cross_fitted_calls(
     return calls
 
 
+def sources_over_25pct(calls: np.ndarray, labels: np.ndarray, datasets: list[str]) -> list[str]:
+    """The real sources with more than a quarter of their real videos called fake (``calls`` > 0)."""
+    real = labels == 0
+    names = np.array(datasets)
+    return [d for d in sorted(set(names[real].tolist())) if calls[real & (names == d)].mean() > 0.25]
+
+
 def threshold_rule_figures(
     probs: np.ndarray,
     labels: np.ndarray,
@@ -199,11 +206,6 @@ def threshold_rule_figures(
     with videos alike and with sources alike, and by how many real sources it calls over 25 % fake."""
     threshold = best_threshold(probs, labels, rule_weights)
     cross = cross_fitted_calls(probs, labels, folds, rule_weights).astype(float)
-
-    def over_25(calls: np.ndarray) -> list[str]:
-        names = sorted({d for d, y in zip(datasets, labels, strict=True) if y == 0})
-        return [d for d in names if calls[(labels == 0) & np.array([x == d for x in datasets])].mean() > 0.25]
-
     pooled = (probs >= threshold).astype(float)
     return {
         "threshold": round(threshold, 4),
@@ -217,8 +219,8 @@ def threshold_rule_figures(
         ),
         "reals_called_fake": round(float(pooled[labels == 0].mean()), 3),
         "cross_fitted_reals_called_fake": round(float(cross[labels == 0].mean()), 3),
-        "sources_over_25pct_reals_fake": len(over_25(pooled)),
-        "cross_fitted_sources_over_25pct_reals_fake": len(over_25(cross)),
+        "sources_over_25pct_reals_fake": len(sources_over_25pct(pooled, labels, datasets)),
+        "cross_fitted_sources_over_25pct_reals_fake": len(sources_over_25pct(cross, labels, datasets)),
     }
 
 
@@ -235,7 +237,10 @@ def report(records: list[dict], dfdc_val: dict[int, float | None]) -> dict:
     datasets = [r["dataset"] for r in scored]
     # Every (source, label) weighs the same: GRID's 41 real sentences count as one source, not 41.
     source_weights = group_balanced_weights([(r["dataset"], r["label"]) for r in scored])
-    cross = cross_fitted_calls(probs, labels, folds, None)
+    threshold_rules = {
+        rule: threshold_rule_figures(probs, labels, folds, datasets, source_weights, w)
+        for rule, w in (("videos alike (shipped)", None), ("sources alike", source_weights))
+    }
     fam = np.array([r["family"] for r in scored])
     real = labels == 0
 
@@ -277,20 +282,17 @@ def report(records: list[dict], dfdc_val: dict[int, float | None]) -> dict:
             "auc_by_source": round(roc_auc(labels, probs, source_weights) or 0.0, 3),
             "log_loss": round(log_loss(labels, probs), 3),
             "balanced_accuracy": round(balanced_accuracy(labels, probs, threshold) or 0.0, 3),
-            "balanced_accuracy_cross_fitted": round(
-                balanced_accuracy(labels, cross.astype(float), 0.5) or 0.0, 3
-            ),
+            "balanced_accuracy_cross_fitted": threshold_rules["videos alike (shipped)"][
+                "cross_fitted_balanced_accuracy"
+            ],
         },
         "swap_vs_reals_auc": versus_reals(fam == "swap"),
         "synthesis_vs_reals_auc": versus_reals(fam == "synthesis"),
         "deepfacelive_halves_auc": None if dfl_auc is None else round(dfl_auc, 3),
-        "sources_over_25pct_reals_fake": sorted(
-            ds for ds, v in per_source.items() if (v["reals_called_fake"] or 0) > 0.25
+        "sources_over_25pct_reals_fake": sources_over_25pct(
+            (probs >= threshold).astype(float), labels, datasets
         ),
-        "threshold_rules": {
-            rule: threshold_rule_figures(probs, labels, folds, datasets, source_weights, w)
-            for rule, w in (("videos alike (shipped)", None), ("sources alike", source_weights))
-        },
+        "threshold_rules": threshold_rules,
         "dfdc_val_auc_per_fold": dfdc_val,
         "aggregation_auc": aggregation_auc,
         "per_source": per_source,
