@@ -336,6 +336,16 @@ def test_threshold_is_the_highest_of_equally_good_ones() -> None:
         best_threshold(probs, np.zeros(4, int))
 
 
+def test_threshold_refuses_bad_weights() -> None:
+    probs = np.array([0.1, 0.4, 0.5, 0.8])
+    labels = np.array([0, 1, 0, 1])
+    for bad in ([1.0, 1.0, 1.0], [1.0, -1.0, 1.0, 1.0], [1.0, np.nan, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="one finite, non-negative number per item"):
+            best_threshold(probs, labels, np.array(bad))
+    with pytest.raises(ValueError, match="non-zero weight"):
+        best_threshold(probs, labels, np.array([1.0, 0.0, 1.0, 0.0]))
+
+
 def write_synthetic_dataset(root: Path, n_train: int = 16, n_val: int = 8) -> None:
     rows = []
     for split, n in (("train", n_train), ("val", n_val)):

@@ -25,7 +25,7 @@ from scipy.optimize import minimize_scalar
 
 from training.config import TrainConfig
 from training.data import load_crops
-from training.metrics import accuracy, balanced_accuracy, equal_error_rate, log_loss, roc_auc
+from training.metrics import accuracy, balanced_accuracy, check_weights, equal_error_rate, log_loss, roc_auc
 from training.samples import eval_view
 from training.train import predict
 from training.weights import load_trained
@@ -56,9 +56,11 @@ def best_threshold(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | 
     """
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(probs, dtype=np.float64)
-    w = np.ones(s.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = check_weights(weights, s)
     if not (0 < int(y.sum()) < y.size):
         raise ValueError("a threshold needs both real and fake items")
+    if not (w[y == 1].sum() > 0 and w[y == 0].sum() > 0):
+        raise ValueError("a threshold needs real and fake items of non-zero weight")
     values, group = np.unique(s, return_inverse=True)  # increasing
     fake_w = np.bincount(group, np.where(y == 1, w, 0.0), values.size)
     real_w = np.bincount(group, np.where(y == 0, w, 0.0), values.size)

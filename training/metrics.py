@@ -35,8 +35,9 @@ def _check(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> 
     return y.astype(np.int64), s
 
 
-def _weights(weights: np.ndarray | list[float] | None, scores: np.ndarray) -> np.ndarray:
-    """One finite, non-negative weight per item (all 1 when none are given)."""
+def check_weights(weights: np.ndarray | list[float] | None, scores: np.ndarray) -> np.ndarray:
+    """One finite, non-negative weight per item (all 1 when none are given); shared by every weighted
+    figure here and by training/calibrate.py's threshold, so a bad weight fails the same way everywhere."""
     w = np.ones(scores.shape) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != scores.shape or not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("weights must be one finite, non-negative number per item")
@@ -63,7 +64,7 @@ def roc_auc(
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
-    w = _weights(weights, s)
+    w = check_weights(weights, s)
     w_pos, w_neg = np.where(y == 1, w, 0.0), np.where(y == 0, w, 0.0)
     if not w_pos.sum() or not w_neg.sum():
         return None
@@ -173,7 +174,7 @@ def balanced_accuracy(
     y, s = _check(labels, scores)
     if not _both_classes(y):
         return None
-    w = _weights(weights, s)
+    w = check_weights(weights, s)
     pred = s >= threshold
     fake, real = y == 1, y == 0
     if not w[fake].sum() or not w[real].sum():
