@@ -104,6 +104,14 @@ class TrainConfig:
     # with it): each step takes the gradient at the worst nearby weights, a flatter minimum. 0: plain
     # AdamW. Each step costs two forward and backward passes.
     sam_rho: float = 0.0
+    # Weight averaging of phase 1 (stochastic weight averaging, Izmailov et al., UAI 2018; for new domains
+    # SWAD, Cha et al., NeurIPS 2021): the network phase 2 starts from (and freezes the CNN of) is the
+    # uniform mean of the phase-1 weights from this fraction of the phase on, taken every ``average_every``
+    # steps, with BatchNorm statistics measured anew on ``average_bn_batches`` batches it never trained
+    # on. 0 = off: the last weights, as before.
+    average_from: float = 0.0
+    average_every: int = 10
+    average_bn_batches: int = 40
 
     # --- phase 2: clip-level fine-tuning, backbone frozen
     phase2_steps: int = 150

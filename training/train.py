@@ -26,7 +26,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,6 +246,68 @@ def sharpness_aware_grads(
                 p.copy_(original)
 
 
+class WeightAverage:
+    """The uniform running mean of a model's floating-point weights and buffers over the phase-1 steps
+    ``start, start + every, ...`` (config ``average_from``). Its state travels in the checkpoint, so a
+    resumed run averages exactly the steps an uninterrupted one would."""
+
+    def __init__(self, start: int, every: int, state: dict | None = None):
+        if every < 1:
+            raise ValueError(f"average_every must be at least 1, got {every}")
+        self.start, self.every = start, every
+        self.mean: dict[str, torch.Tensor] = state["mean"] if state else {}
+        self.n: int = state["n"] if state else 0
+
+    def due(self, step: int) -> bool:
+        return step >= self.start and (step - self.start) % self.every == 0
+
+    @torch.no_grad()
+    def add(self, model: torch.nn.Module) -> None:
+        self.n += 1
+        for k, v in model.state_dict().items():
+            if not v.is_floating_point():
+                continue  # BatchNorm's batch counters: not weights
+            if k not in self.mean:
+                self.mean[k] = v.detach().float().clone()
+            else:
+                self.mean[k] += (v.float() - self.mean[k]) / self.n
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "n": self.n}
+
+    @torch.no_grad()
+    def apply(self, model: torch.nn.Module) -> None:
+        """Write the mean into ``model`` in place (keeping each tensor's dtype and memory format)."""
+        if not self.n:
+            raise RuntimeError("no weights were averaged: average_from starts after the last step")
+        current = model.state_dict()
+        for k, v in self.mean.items():
+            current[k].copy_(v)
+
+
+@torch.no_grad()
+def refresh_batchnorm(
+    model: torch.nn.Module, batches: Iterator[dict[str, torch.Tensor]], n: int, device: str
+) -> None:
+    """Measure every trainable BatchNorm layer's running statistics anew, as a plain mean over ``n``
+    batches in training mode. Averaged weights come with averaged statistics, which belong to none of the
+    networks averaged; SWA measures them again for the mean network, as this does."""
+    model.train()
+    norms = [
+        m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
+    ]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # PyTorch's cumulative average
+    try:
+        for _ in range(n):
+            model(next(batches)["clips"].to(device))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+
 def temporal_parameters(model: DeepfakeDetector) -> list[torch.nn.Parameter]:
     names = ("embed.", "cls_token", "pos", "blocks.", "ln_f.", "clip_head.", "frame_head.")
     return [p for n, p in model.named_parameters() if n.startswith(names)]
@@ -411,6 +473,38 @@ def load_training_data(cfg: TrainConfig) -> tuple[CropSet, CropSet]:
     return train_set, val_set
 
 
+def average_phase1(
+    model: DeepfakeDetector,
+    average: WeightAverage,
+    cfg: TrainConfig,
+    train_set: CropSet,
+    phase: Phase,
+    validator: Validator,
+    log: RunLog,
+) -> None:
+    """End of phase 1 with ``average_from``: the model becomes the mean of the averaged steps, its
+    BatchNorm statistics measured on the batches after the schedule's last (never trained on), and the
+    mean is validated beside the last weights' row (logged as phase ``1avg``)."""
+    t0 = time.time()
+    average.apply(model)
+    loader = batch_loader(cfg, train_set, phase, phase.steps)
+    mixing, model.style_mix = model.style_mix, 0.0  # statistics of the plain network serving runs
+    try:
+        refresh_batchnorm(model, iter(loader), cfg.average_bn_batches, cfg.device)
+    finally:
+        model.style_mix = mixing
+    del loader
+    row: dict = {"phase": "1avg", "step": phase.steps}
+    row.update({k: f"{v:.4f}" for k, v in validator.run(model, clips=phase.eval_clips).items()})
+    print(
+        f"phase 1: the mean of {average.n} steps from step {average.start} on, BatchNorm measured on "
+        f"{cfg.average_bn_batches} batches, in {time.time() - t0:.0f}s: "
+        + " ".join(f"{k}={v}" for k, v in row.items()),
+        flush=True,
+    )
+    log.write(row)
+
+
 def train(cfg: TrainConfig, fresh: bool = False) -> Path:
     """Run (or resume) the phases of :func:`phases` in one loop; returns the path of ``final.pt``."""
     torch.manual_seed(cfg.seed)
@@ -459,6 +553,12 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
         if state and state["phase"] == phase.number:
             opt.load_state_dict(state["opt"])
         params = [p for g in opt.param_groups for p in g["params"]]
+        average = None
+        if phase.number == 1 and cfg.average_from > 0 and phase.steps > 0:
+            if not 0 < cfg.average_from <= 1:
+                raise ValueError(f"average_from is a fraction of phase 1 in (0, 1], got {cfg.average_from}")
+            resumed = state.get("average") if state and state["phase"] == 1 else None
+            average = WeightAverage(round(cfg.average_from * phase.steps), cfg.average_every, resumed)
         loader = batch_loader(cfg, train_set, phase, step)
         it = iter(loader)
         acc, tick = {"loss": 0.0, "clip": 0.0, "loc": 0.0, "n": 0, "items": 0}, time.time()
@@ -477,6 +577,8 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
                 torch.nn.utils.clip_grad_norm_(params, phase.grad_clip)
             opt.step()
             step += 1
+            if average is not None and average.due(step):
+                average.add(model)
             acc["loss"] += loss.item()
             acc["clip"] += clip_l
             acc["loc"] += loc_l
@@ -513,10 +615,13 @@ def train(cfg: TrainConfig, fresh: bool = False) -> Path:
                         "step": step,
                         "elapsed_s": elapsed(),
                         "config": dataclasses.asdict(cfg),
+                        "average": average.state() if average is not None else None,
                     },
                     ckpt_path,
                 )
         del it, loader
+        if average is not None:
+            average_phase1(model, average, cfg, train_set, phase, validator, log)
         state = None
         log.plot(out / "curves.png")
     model.eval()
