@@ -20,6 +20,7 @@ Writes to the run dir (git-ignored ``runs/<name>``): ``ckpt.pt`` (latest, resuma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -208,6 +209,22 @@ def losses(
     return total, clip.item(), loc_val
 
 
+@contextlib.contextmanager
+def batchnorm_momentum(
+    norms: list[torch.nn.modules.batchnorm._BatchNorm], value: float | None
+) -> Iterator[None]:
+    """BatchNorm layers with another running-statistics momentum for a while (PyTorch updates
+    ``(1 - m) * running + m * batch``; 0 leaves them as they are, None averages every batch alike)."""
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = value
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
+
 def sharpness_aware_grads(
     model: torch.nn.Module,
     params: list[torch.nn.Parameter],
@@ -231,16 +248,12 @@ def sharpness_aware_grads(
         for p, g in with_grad:
             p.add_(g * scale)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
     try:
-        for p, _ in with_grad:
-            p.grad = None
-        batch_loss()[0].backward()
+        with batchnorm_momentum(norms, 0.0):
+            for p, _ in with_grad:
+                p.grad = None
+            batch_loss()[0].backward()
     finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
         with torch.no_grad():
             for (p, _), original in zip(with_grad, originals, strict=True):
                 p.copy_(original)
@@ -296,16 +309,11 @@ def refresh_batchnorm(
     norms = [
         m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
     ]
-    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # PyTorch's cumulative average
-    try:
+    with batchnorm_momentum(norms, None):  # None: PyTorch's cumulative average
         for _ in range(n):
             model(next(batches)["clips"].to(device))
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
 
 
 def temporal_parameters(model: DeepfakeDetector) -> list[torch.nn.Parameter]:
